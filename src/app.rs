@@ -1,0 +1,133 @@
+//! The supervisor: builds every stage, wires their channels, starts them, and
+//! shuts them down in order (producers, then the publisher, then the outbox).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::health::{self, Health};
+use crate::metrics::Metrics;
+use crate::mqtt;
+use crate::outbox::{Outbox, Recovery, Store};
+use crate::synthetic::Synthetic;
+
+/// How long stages get to finish after the shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
+
+/// Runs the daemon until SIGTERM or SIGINT, or until a stage fails.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::default());
+    let path = config.outbox_path();
+    let (store, moved) = Store::open(&path, &config.outbox, Recovery::MoveAside)
+        .await
+        .with_context(|| format!("cannot open the outbox at {}", path.display()))?;
+    if moved.is_some() {
+        Metrics::add(&metrics.outbox_resets, 1);
+    }
+    tracing::info!(
+        camera_id = %config.identity.camera_id,
+        outbox = %path.display(),
+        depth = store.depth(),
+        broker = %config.identity.broker_host,
+        port = config.identity.broker_port,
+        "edgecam starting"
+    );
+    let (outbox, handle, events_tx) =
+        Outbox::new(store, config.outbox.channel_capacity, metrics.clone());
+    let (connection, publisher) = mqtt::build(&config, handle.clone(), metrics.clone())
+        .context("cannot set up the MQTT connection")?;
+
+    let shutdown = CancellationToken::new();
+    let mut outbox_task = tokio::spawn(outbox.run());
+    let connection_task = tokio::spawn(connection.run());
+    let mut publisher_task = tokio::spawn(publisher.run(shutdown.clone()));
+    let health_task = tokio::spawn(
+        Health::new(handle, metrics.clone(), config.health.metrics_interval).run(shutdown.clone()),
+    );
+    let synthetic_task = config.synthetic.enabled.then(|| {
+        tokio::spawn(
+            Synthetic::new(config.synthetic.clone(), events_tx.clone()).run(shutdown.clone()),
+        )
+    });
+    // Producers hold their own senders; the outbox ends once they are all gone.
+    drop(events_tx);
+    health::notify_ready();
+
+    let mut failure: Option<anyhow::Error> = None;
+    tokio::select! {
+        s = shutdown_signal() => tracing::info!(signal = s, "shutting down"),
+        r = &mut publisher_task => failure = Some(stage_failed("publisher", r)),
+        r = &mut outbox_task => failure = Some(stage_failed("outbox", r)),
+    }
+    health::notify_stopping();
+    shutdown.cancel();
+
+    let drain = async {
+        if let Some(t) = synthetic_task {
+            join_logged("synthetic", t).await;
+        }
+        if !publisher_task.is_finished() || failure.is_none() {
+            if let Ok(Err(e)) = (&mut publisher_task).await {
+                tracing::error!(error = %e, "publisher stopped with an error");
+            }
+        }
+        join_logged("health", health_task).await;
+        join_logged("mqtt connection", connection_task).await;
+        if !outbox_task.is_finished() || failure.is_none() {
+            if let Ok(Err(e)) = (&mut outbox_task).await {
+                tracing::error!(error = %e, "outbox stopped with an error");
+            }
+        }
+    };
+    if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
+        tracing::error!(grace = ?SHUTDOWN_GRACE, "stages did not stop in time; exiting anyway");
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => {
+            tracing::info!("stopped");
+            Ok(())
+        }
+    }
+}
+
+fn stage_failed<E: std::fmt::Display>(
+    stage: &str,
+    r: Result<Result<(), E>, tokio::task::JoinError>,
+) -> anyhow::Error {
+    let e = match r {
+        Ok(Ok(())) => anyhow::anyhow!("{stage} stopped unexpectedly"),
+        Ok(Err(e)) => anyhow::anyhow!("{stage} failed: {e}"),
+        Err(e) => anyhow::anyhow!("{stage} panicked: {e}"),
+    };
+    tracing::error!(error = %e, "a stage stopped; shutting down");
+    e
+}
+
+async fn join_logged(stage: &str, task: JoinHandle<()>) {
+    if let Err(e) = task.await {
+        tracing::error!(stage, error = %e, "stage panicked");
+    }
+}
+
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(t), Ok(i)) => (t, i),
+        _ => {
+            tracing::error!("cannot install signal handlers; stopping only on failure");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}

@@ -1,0 +1,434 @@
+//! Configuration: built-in defaults, then the local TOML file.
+//!
+//! Every field carries a `///` comment: these comments are the reference, and
+//! `config.example.toml` repeats them with the default values. Device identity
+//! (`[identity]`: who the camera is and which broker it trusts) is kept apart from
+//! the tunables (everything else), so a fleet can later overlay tunables remotely
+//! without touching identity.
+
+mod validate;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use validate::ValidationErrors;
+
+/// Errors raised while loading a configuration file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config file {path} has invalid values:\n{errors}")]
+    Invalid {
+        path: PathBuf,
+        errors: ValidationErrors,
+    },
+}
+
+/// The whole configuration of the daemon.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Who this camera is and which broker it talks to. Required.
+    pub identity: Identity,
+    /// Where the daemon keeps its state (the outbox database).
+    #[serde(default)]
+    pub storage: StorageConfig,
+    /// The durable event outbox.
+    #[serde(default)]
+    pub outbox: OutboxConfig,
+    /// MQTT session and the broker's ceilings (AWS IoT Core's values by default).
+    #[serde(default)]
+    pub mqtt: MqttConfig,
+    /// Periodic status and metrics, and systemd integration.
+    #[serde(default)]
+    pub health: HealthConfig,
+    /// A synthetic event source, for demos, soak tests and benchmarks.
+    #[serde(default)]
+    pub synthetic: SyntheticConfig,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// Device identity: not a tunable. Changing it means a different device.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Identity {
+    /// The camera's id: MQTT client id and first level of every topic.
+    /// 1–128 characters from `A-Z a-z 0-9 _ - : .`; with AWS IoT Core, the thing name.
+    pub camera_id: String,
+    /// Broker host name, e.g. `abcdef123-ats.iot.eu-west-1.amazonaws.com`.
+    pub broker_host: String,
+    /// Broker TCP port. 443 (with ALPN `x-amzn-mqtt-ca`) passes the tightest
+    /// firewalls; 8883 is the standard MQTT-over-TLS port (use `alpn = []`).
+    #[serde(default = "default_broker_port")]
+    pub broker_port: u16,
+    /// ALPN protocol names offered in the TLS handshake. AWS IoT Core needs
+    /// `x-amzn-mqtt-ca` on port 443; leave empty for 8883.
+    #[serde(default = "default_alpn")]
+    pub alpn: Vec<String>,
+    /// PEM file of the CA certificate(s) that signed the broker's certificate
+    /// (for AWS IoT Core: Amazon Root CA 1).
+    pub ca_file: PathBuf,
+    /// PEM file of this device's certificate (mutual TLS).
+    pub cert_file: PathBuf,
+    /// PEM file of this device's private key (PKCS#8, PKCS#1 or SEC1). Keep it 0600.
+    pub key_file: PathBuf,
+}
+
+/// Where state lives on disk.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Directory for the daemon's state (the outbox database). Must be writable.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+}
+
+/// What to do when the outbox is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Delete the oldest events to make room (counted as `evicted`).
+    DropOldest,
+    /// Keep what is stored and refuse the new event (counted as `refused`).
+    RefuseNewest,
+}
+
+/// SQLite's `synchronous` setting for the outbox (in WAL mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Synchronous {
+    /// fsync the WAL at every commit: a committed event survives power loss.
+    Full,
+    /// fsync only at checkpoints: survives a crash of the process (kill -9), but a
+    /// power cut may lose the last commits.
+    Normal,
+}
+
+/// The durable outbox of events waiting for the broker's acknowledgement.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxConfig {
+    /// Ceiling on the outbox's files on disk (database + WAL), in bytes. At least 1 MiB.
+    #[serde(default = "default_outbox_max_bytes")]
+    pub max_bytes: u64,
+    /// Events older than this (by their timestamp) are deleted unsent and counted as
+    /// `expired`. `0s` keeps them until `max_bytes` forces a decision.
+    #[serde(default = "default_outbox_max_age", with = "humantime_serde")]
+    pub max_age: Duration,
+    /// What happens to a new event when the outbox is at `max_bytes`:
+    /// `drop_oldest` or `refuse_newest`. Either way every lost event is counted.
+    #[serde(default = "default_when_full")]
+    pub when_full: WhenFull,
+    /// `full` (survives power loss; one fsync per commit) or `normal` (survives a
+    /// process crash only; faster on slow flash).
+    #[serde(default = "default_synchronous")]
+    pub synchronous: Synchronous,
+    /// Capacity of the channel from event producers to the outbox. Producers wait
+    /// (never drop) when it is full.
+    #[serde(default = "default_outbox_channel")]
+    pub channel_capacity: usize,
+}
+
+/// The MQTT session and the broker's limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    /// MQTT keepalive; AWS IoT Core accepts 30s–1200s.
+    #[serde(default = "default_keepalive", with = "humantime_serde")]
+    pub keepalive: Duration,
+    /// TCP + TLS + MQTT CONNECT timeout.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// First reconnect delay ceiling; doubles per failed attempt (full jitter).
+    #[serde(default = "default_backoff_min", with = "humantime_serde")]
+    pub backoff_min: Duration,
+    /// Upper bound of the reconnect delay.
+    #[serde(default = "default_backoff_max", with = "humantime_serde")]
+    pub backoff_max: Duration,
+    /// Largest MQTT payload sent, in bytes (AWS IoT Core: 128 KB).
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+    /// Most publishes in any one-second window (AWS IoT Core: 100 per connection).
+    #[serde(default = "default_max_publishes_per_sec")]
+    pub max_publishes_per_sec: u32,
+    /// Most bytes (payload + topic) in any one-second window (AWS IoT Core: 512 KiB).
+    #[serde(default = "default_max_bytes_per_sec")]
+    pub max_bytes_per_sec: u64,
+    /// Most unacknowledged QoS 1 publishes at once (AWS IoT Core: 100).
+    #[serde(default = "default_max_inflight")]
+    pub max_inflight: u16,
+    /// Longest topic in bytes (AWS IoT Core: 256).
+    #[serde(default = "default_max_topic_bytes")]
+    pub max_topic_bytes: usize,
+    /// Most `/` in a topic (AWS IoT Core: 7).
+    #[serde(default = "default_max_topic_slashes")]
+    pub max_topic_slashes: usize,
+    /// The broker bills in steps of this many bytes (AWS IoT Core: 5 KB). Full
+    /// batches are cut at a multiple of it so no message pays for a partial step.
+    #[serde(default = "default_billing_step_bytes")]
+    pub billing_step_bytes: usize,
+    /// How long to wait for outstanding acknowledgements at shutdown.
+    #[serde(default = "default_drain_timeout", with = "humantime_serde")]
+    pub shutdown_drain: Duration,
+}
+
+/// Status, metrics and systemd.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Interval of the metrics message on `<camera-id>/status/metrics`; `0s` turns it off.
+    #[serde(default = "default_metrics_interval", with = "humantime_serde")]
+    pub metrics_interval: Duration,
+}
+
+/// A built-in producer of synthetic events.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyntheticConfig {
+    /// Produce synthetic events.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Events per second.
+    #[serde(default = "default_synthetic_rate")]
+    pub rate_per_sec: f64,
+    /// Size of the filler string in each event's payload, in bytes.
+    #[serde(default = "default_synthetic_payload")]
+    pub payload_bytes: usize,
+    /// Event kind (the last topic level).
+    #[serde(default = "default_synthetic_kind")]
+    pub kind: String,
+    /// Stop after this many events; 0 = no limit.
+    #[serde(default)]
+    pub count: u64,
+}
+
+/// Where logs go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogTarget {
+    /// journald when the process runs under systemd, else stderr.
+    Auto,
+    /// Always journald.
+    Journald,
+    /// Always stderr, human-readable.
+    Stderr,
+}
+
+/// Logging.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// A tracing filter, e.g. `info` or `edgecam=debug,rumqttc=warn`. `RUST_LOG` overrides it.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+    /// `auto`, `journald` or `stderr`.
+    #[serde(default = "default_log_target")]
+    pub target: LogTarget,
+}
+
+fn default_broker_port() -> u16 {
+    443
+}
+fn default_alpn() -> Vec<String> {
+    vec!["x-amzn-mqtt-ca".to_owned()]
+}
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/edgecam")
+}
+fn default_outbox_max_bytes() -> u64 {
+    256 * 1024 * 1024
+}
+fn default_outbox_max_age() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
+}
+fn default_when_full() -> WhenFull {
+    WhenFull::DropOldest
+}
+fn default_synchronous() -> Synchronous {
+    Synchronous::Full
+}
+fn default_outbox_channel() -> usize {
+    1024
+}
+fn default_keepalive() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(20)
+}
+fn default_backoff_min() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_backoff_max() -> Duration {
+    Duration::from_secs(120)
+}
+fn default_max_message_bytes() -> usize {
+    128 * 1024
+}
+fn default_max_publishes_per_sec() -> u32 {
+    100
+}
+fn default_max_bytes_per_sec() -> u64 {
+    512 * 1024
+}
+fn default_max_inflight() -> u16 {
+    100
+}
+fn default_max_topic_bytes() -> usize {
+    256
+}
+fn default_max_topic_slashes() -> usize {
+    7
+}
+fn default_billing_step_bytes() -> usize {
+    5 * 1024
+}
+fn default_drain_timeout() -> Duration {
+    Duration::from_secs(3)
+}
+fn default_metrics_interval() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_synthetic_rate() -> f64 {
+    1.0
+}
+fn default_synthetic_payload() -> usize {
+    64
+}
+fn default_synthetic_kind() -> String {
+    "synthetic".to_owned()
+}
+fn default_log_level() -> String {
+    "info".to_owned()
+}
+fn default_log_target() -> LogTarget {
+    LogTarget::Auto
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            state_dir: default_state_dir(),
+        }
+    }
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: default_outbox_max_bytes(),
+            max_age: default_outbox_max_age(),
+            when_full: default_when_full(),
+            synchronous: default_synchronous(),
+            channel_capacity: default_outbox_channel(),
+        }
+    }
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            keepalive: default_keepalive(),
+            connect_timeout: default_connect_timeout(),
+            backoff_min: default_backoff_min(),
+            backoff_max: default_backoff_max(),
+            max_message_bytes: default_max_message_bytes(),
+            max_publishes_per_sec: default_max_publishes_per_sec(),
+            max_bytes_per_sec: default_max_bytes_per_sec(),
+            max_inflight: default_max_inflight(),
+            max_topic_bytes: default_max_topic_bytes(),
+            max_topic_slashes: default_max_topic_slashes(),
+            billing_step_bytes: default_billing_step_bytes(),
+            shutdown_drain: default_drain_timeout(),
+        }
+    }
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            metrics_interval: default_metrics_interval(),
+        }
+    }
+}
+
+impl Default for SyntheticConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            rate_per_sec: default_synthetic_rate(),
+            payload_bytes: default_synthetic_payload(),
+            kind: default_synthetic_kind(),
+            count: 0,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: default_log_level(),
+            target: default_log_target(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|e| match e {
+            ParseError::Syntax(message) => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            ParseError::Invalid(errors) => ConfigError::Invalid {
+                path: path.to_owned(),
+                errors,
+            },
+        })
+    }
+
+    /// Parses and validates configuration text.
+    pub fn parse(text: &str) -> Result<Self, ParseError> {
+        let config: Config = toml::from_str(text).map_err(|e| ParseError::Syntax(e.to_string()))?;
+        config.validate().map_err(ParseError::Invalid)?;
+        Ok(config)
+    }
+
+    /// Path of the outbox database.
+    pub fn outbox_path(&self) -> PathBuf {
+        self.storage.state_dir.join("outbox.db")
+    }
+}
+
+/// Why configuration text was refused.
+#[derive(Debug)]
+pub enum ParseError {
+    /// Not TOML, a wrong type, or an unknown field (the message names it).
+    Syntax(String),
+    /// Well-formed but out of range.
+    Invalid(ValidationErrors),
+}
+
+impl std::fmt::Display for ParseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ParseError::Syntax(m) => f.write_str(m),
+            ParseError::Invalid(e) => write!(f, "{e}"),
+        }
+    }
+}

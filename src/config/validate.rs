@@ -1,0 +1,318 @@
+//! Range and consistency checks that serde cannot express. All problems are
+//! collected, each naming its field and what was expected.
+
+use std::fmt;
+use std::time::Duration;
+
+use super::Config;
+use crate::mqtt::topics;
+
+/// One invalid value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// Dotted path of the field, e.g. `mqtt.keepalive`.
+    pub field: String,
+    /// What was expected, and what was found.
+    pub expected: String,
+}
+
+/// Every invalid value found in one configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidationErrors(pub Vec<FieldError>);
+
+impl fmt::Display for ValidationErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "  {}: {}", e.field, e.expected)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ValidationErrors {}
+
+struct Checker(Vec<FieldError>);
+
+impl Checker {
+    fn check(&mut self, ok: bool, field: &str, expected: impl FnOnce() -> String) {
+        if !ok {
+            self.0.push(FieldError {
+                field: field.to_owned(),
+                expected: expected(),
+            });
+        }
+    }
+
+    fn range<T: PartialOrd + fmt::Display>(&mut self, field: &str, v: T, min: T, max: T) {
+        let ok = v >= min && v <= max;
+        self.check(ok, field, || {
+            format!("expected a value from {min} to {max}, found {v}")
+        });
+    }
+
+    fn duration(&mut self, field: &str, v: Duration, min: Duration, max: Duration) {
+        let ok = v >= min && v <= max;
+        self.check(ok, field, || {
+            format!(
+                "expected a duration from {} to {}, found {}",
+                humantime::format_duration(min),
+                humantime::format_duration(max),
+                humantime::format_duration(v)
+            )
+        });
+    }
+}
+
+/// AWS IoT Core's hard limit on a payload; also the largest batch we build.
+const MQTT_MAX_PAYLOAD: usize = 256 * 1024 * 1024 - 1;
+
+impl Config {
+    /// Checks every value; returns all problems at once.
+    pub fn validate(&self) -> Result<(), ValidationErrors> {
+        let mut c = Checker(Vec::new());
+        let id = &self.identity;
+        c.check(
+            topics::valid_camera_id(&id.camera_id),
+            "identity.camera_id",
+            || {
+                format!(
+                    "expected 1-128 characters from A-Z a-z 0-9 _ - : . , found {:?}",
+                    id.camera_id
+                )
+            },
+        );
+        c.check(
+            !id.broker_host.trim().is_empty(),
+            "identity.broker_host",
+            || "expected a host name, found an empty string".to_owned(),
+        );
+        c.check(id.broker_port != 0, "identity.broker_port", || {
+            "expected a port from 1 to 65535, found 0".to_owned()
+        });
+        for (i, p) in id.alpn.iter().enumerate() {
+            c.check(
+                !p.is_empty() && p.len() < 256,
+                &format!("identity.alpn[{i}]"),
+                || "expected a protocol name of 1-255 bytes".to_owned(),
+            );
+        }
+        for (field, path) in [
+            ("identity.ca_file", &id.ca_file),
+            ("identity.cert_file", &id.cert_file),
+            ("identity.key_file", &id.key_file),
+        ] {
+            c.check(!path.as_os_str().is_empty(), field, || {
+                "expected a path to a PEM file".to_owned()
+            });
+        }
+
+        c.check(
+            !self.storage.state_dir.as_os_str().is_empty(),
+            "storage.state_dir",
+            || "expected a directory path".to_owned(),
+        );
+
+        let o = &self.outbox;
+        c.range("outbox.max_bytes", o.max_bytes, 1 << 20, 1 << 40);
+        c.range("outbox.channel_capacity", o.channel_capacity, 1, 1 << 20);
+
+        let m = &self.mqtt;
+        c.duration(
+            "mqtt.keepalive",
+            m.keepalive,
+            Duration::from_secs(30),
+            Duration::from_secs(1200),
+        );
+        c.duration(
+            "mqtt.connect_timeout",
+            m.connect_timeout,
+            Duration::from_secs(1),
+            Duration::from_secs(300),
+        );
+        c.duration(
+            "mqtt.backoff_min",
+            m.backoff_min,
+            Duration::from_millis(10),
+            Duration::from_secs(3600),
+        );
+        c.duration(
+            "mqtt.backoff_max",
+            m.backoff_max,
+            m.backoff_min.max(Duration::from_millis(10)),
+            Duration::from_secs(24 * 3600),
+        );
+        c.range(
+            "mqtt.max_message_bytes",
+            m.max_message_bytes,
+            1024,
+            MQTT_MAX_PAYLOAD,
+        );
+        c.range(
+            "mqtt.max_publishes_per_sec",
+            m.max_publishes_per_sec,
+            1,
+            100_000,
+        );
+        c.range(
+            "mqtt.max_bytes_per_sec",
+            m.max_bytes_per_sec,
+            m.max_message_bytes as u64 + 512,
+            1 << 40,
+        );
+        c.range("mqtt.max_inflight", m.max_inflight, 1, 1000);
+        c.range("mqtt.max_topic_bytes", m.max_topic_bytes, 16, 65535);
+        c.range("mqtt.max_topic_slashes", m.max_topic_slashes, 2, 1000);
+        c.range(
+            "mqtt.billing_step_bytes",
+            m.billing_step_bytes,
+            1,
+            m.max_message_bytes,
+        );
+        c.duration(
+            "mqtt.shutdown_drain",
+            m.shutdown_drain,
+            Duration::ZERO,
+            Duration::from_secs(60),
+        );
+
+        let s = &self.synthetic;
+        c.check(
+            s.rate_per_sec.is_finite() && s.rate_per_sec > 0.0 && s.rate_per_sec <= 100_000.0,
+            "synthetic.rate_per_sec",
+            || {
+                format!(
+                    "expected a rate above 0 and at most 100000, found {}",
+                    s.rate_per_sec
+                )
+            },
+        );
+        c.range(
+            "synthetic.payload_bytes",
+            s.payload_bytes,
+            0,
+            m.max_message_bytes / 2,
+        );
+        c.check(topics::valid_kind(&s.kind), "synthetic.kind", || {
+            format!(
+                "expected 1-64 characters from a-z 0-9 _ -, found {:?}",
+                s.kind
+            )
+        });
+        if topics::valid_camera_id(&id.camera_id) {
+            let longest = topics::Topics::new(&id.camera_id).longest_fixed();
+            let ok = topics::check_topic(&longest, m.max_topic_bytes, m.max_topic_slashes);
+            c.check(ok.is_ok(), "identity.camera_id", || {
+                format!("topics built from this id break the topic limits: {ok:?}")
+            });
+        }
+        c.check(
+            tracing_subscriber::EnvFilter::try_new(&self.log.level).is_ok(),
+            "log.level",
+            || {
+                format!(
+                    "expected a tracing filter such as \"info\", found {:?}",
+                    self.log.level
+                )
+            },
+        );
+
+        if c.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ValidationErrors(c.0))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [identity]
+        camera_id = "cam-1"
+        broker_host = "example.com"
+        ca_file = "ca.pem"
+        cert_file = "cert.pem"
+        key_file = "key.pem"
+    "#;
+
+    fn with(extra: &str) -> Result<Config, super::super::ParseError> {
+        Config::parse(&format!("{MINIMAL}\n{extra}"))
+    }
+
+    fn fields(extra: &str) -> Vec<String> {
+        match with(extra) {
+            Err(super::super::ParseError::Invalid(e)) => e.0.into_iter().map(|e| e.field).collect(),
+            other => panic!("expected invalid values, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn minimal_config_gets_aws_defaults() {
+        let c = with("").unwrap();
+        assert_eq!(c.identity.broker_port, 443);
+        assert_eq!(c.identity.alpn, vec!["x-amzn-mqtt-ca"]);
+        assert_eq!(c.mqtt.max_message_bytes, 131072);
+        assert_eq!(c.mqtt.max_publishes_per_sec, 100);
+        assert_eq!(c.mqtt.max_bytes_per_sec, 524288);
+        assert_eq!(c.mqtt.max_inflight, 100);
+        assert_eq!(c.mqtt.max_topic_slashes, 7);
+    }
+
+    #[test]
+    fn keepalive_outside_aws_range_names_the_field() {
+        assert_eq!(
+            fields("[mqtt]\nkeepalive = \"10s\""),
+            vec!["mqtt.keepalive"]
+        );
+        assert_eq!(
+            fields("[mqtt]\nkeepalive = \"21m\""),
+            vec!["mqtt.keepalive"]
+        );
+    }
+
+    #[test]
+    fn every_invalid_value_is_reported_at_once() {
+        let f =
+            fields("[mqtt]\nmax_inflight = 0\nmax_publishes_per_sec = 0\n[outbox]\nmax_bytes = 10");
+        assert_eq!(
+            f,
+            vec![
+                "outbox.max_bytes",
+                "mqtt.max_publishes_per_sec",
+                "mqtt.max_inflight"
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_field_is_refused_with_its_name() {
+        match with("[mqtt]\nkeepalive_secs = 30") {
+            Err(super::super::ParseError::Syntax(m)) => {
+                assert!(m.contains("keepalive_secs"), "{m}")
+            }
+            other => panic!("expected a syntax error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn camera_id_with_topic_wildcards_is_refused() {
+        let text = MINIMAL.replace("cam-1", "cam/+/#");
+        match Config::parse(&text) {
+            Err(super::super::ParseError::Invalid(e)) => {
+                assert_eq!(e.0[0].field, "identity.camera_id")
+            }
+            other => panic!("expected invalid camera id, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_synthetic_kind_and_rate_are_refused() {
+        let f = fields("[synthetic]\nkind = \"A/B\"\nrate_per_sec = -1.0");
+        assert_eq!(f, vec!["synthetic.rate_per_sec", "synthetic.kind"]);
+    }
+}

@@ -1,0 +1,127 @@
+//! Health: systemd readiness and watchdog, the metrics message, and a periodic
+//! status line in the log.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sd_notify::NotifyState;
+use tokio_util::sync::CancellationToken;
+
+use crate::events::now_ms;
+use crate::metrics::{cpu_seconds, rss_bytes, Metrics};
+use crate::outbox::{OutboxHandle, OutboxStats};
+
+/// Payload of `<camera-id>/status/metrics` (schema: `docs/schemas/metrics.json`).
+pub fn metrics_payload(
+    camera_id: &str,
+    started_ms: i64,
+    m: &Metrics,
+    outbox: Option<&OutboxStats>,
+) -> String {
+    let now = now_ms();
+    serde_json::json!({
+        "camera_id": camera_id,
+        "ts": now,
+        "uptime_s": (now - started_ms).max(0) / 1000,
+        "version": env!("CARGO_PKG_VERSION"),
+        "outbox": outbox,
+        "events": {
+            "enqueued": Metrics::get(&m.events_enqueued),
+            "acked": Metrics::get(&m.events_acked),
+            "refused": Metrics::get(&m.events_refused),
+            "evicted": Metrics::get(&m.events_evicted),
+            "expired": Metrics::get(&m.events_expired),
+            "producer_drops": Metrics::get(&m.producer_drops),
+        },
+        "mqtt": {
+            "batches_published": Metrics::get(&m.batches_published),
+            "bytes_published": Metrics::get(&m.bytes_published),
+            "batches_republished": Metrics::get(&m.batches_republished),
+            "connects": Metrics::get(&m.connects),
+            "connection_errors": Metrics::get(&m.connection_errors),
+        },
+        "outbox_resets": Metrics::get(&m.outbox_resets),
+        "rss_bytes": rss_bytes(),
+        "cpu_s": cpu_seconds(),
+    })
+    .to_string()
+}
+
+/// Tells systemd the daemon is ready (no-op outside systemd).
+pub fn notify_ready() {
+    if let Err(e) = sd_notify::notify(false, &[NotifyState::Ready]) {
+        tracing::warn!(error = %e, "cannot notify systemd of readiness");
+    }
+}
+
+/// Tells systemd the daemon is stopping.
+pub fn notify_stopping() {
+    if let Err(e) = sd_notify::notify(false, &[NotifyState::Stopping]) {
+        tracing::warn!(error = %e, "cannot notify systemd of stopping");
+    }
+}
+
+/// The health stage.
+pub struct Health {
+    outbox: OutboxHandle,
+    metrics: Arc<Metrics>,
+    log_interval: Duration,
+}
+
+impl Health {
+    pub fn new(outbox: OutboxHandle, metrics: Arc<Metrics>, log_interval: Duration) -> Self {
+        Self {
+            outbox,
+            metrics,
+            log_interval,
+        }
+    }
+
+    /// Pings the systemd watchdog while the outbox answers, and logs a status line.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut usec = 0u64;
+        let watchdog =
+            sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec / 2));
+        let mut ping = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+        let mut log = tokio::time::interval(if self.log_interval.is_zero() {
+            Duration::from_secs(3600)
+        } else {
+            self.log_interval
+        });
+        log.tick().await;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = ping.tick(), if watchdog.is_some() => {
+                    // Only a responsive outbox earns a ping: a wedged daemon gets restarted.
+                    match tokio::time::timeout(Duration::from_secs(5), self.outbox.stats()).await {
+                        Ok(Ok(_)) => {
+                            if let Err(e) = sd_notify::notify(false, &[NotifyState::Watchdog]) {
+                                tracing::warn!(error = %e, "cannot ping the systemd watchdog");
+                            }
+                        }
+                        Ok(Err(e)) => tracing::error!(error = %e, "outbox not healthy; withholding the watchdog ping"),
+                        Err(_) => tracing::error!("outbox did not answer in 5s; withholding the watchdog ping"),
+                    }
+                }
+                _ = log.tick() => self.log_status(),
+            }
+        }
+    }
+
+    fn log_status(&self) {
+        let m = &self.metrics;
+        tracing::info!(
+            depth = Metrics::gauge(&m.outbox_depth),
+            outbox_bytes = Metrics::gauge(&m.outbox_bytes),
+            enqueued = Metrics::get(&m.events_enqueued),
+            acked = Metrics::get(&m.events_acked),
+            evicted = Metrics::get(&m.events_evicted),
+            refused = Metrics::get(&m.events_refused),
+            expired = Metrics::get(&m.events_expired),
+            connects = Metrics::get(&m.connects),
+            rss_bytes = rss_bytes(),
+            "status"
+        );
+    }
+}

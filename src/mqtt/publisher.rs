@@ -1,0 +1,365 @@
+//! The publisher: moves events from the outbox to the broker within the ceilings,
+//! and deletes them from the outbox when the broker acknowledges them.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, QoS};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::connection::LinkEvent;
+use super::limits::{pack_limit, RateLimiter};
+use super::session::{Batch, Packer, Plan, Sent, Session};
+use super::topics::Topics;
+use super::MqttError;
+use crate::config::MqttConfig;
+use crate::events::{encode_batch, now_ms};
+use crate::metrics::Metrics;
+use crate::outbox::OutboxHandle;
+
+/// Events fetched from the outbox at once.
+const FETCH_EVENTS: usize = 4096;
+
+pub struct Publisher {
+    client: AsyncClient,
+    link: mpsc::Receiver<LinkEvent>,
+    outbox: OutboxHandle,
+    cfg: MqttConfig,
+    camera_id: String,
+    topics: Topics,
+    metrics: Arc<Metrics>,
+    metrics_interval: Duration,
+    started_ms: i64,
+    session: Session,
+    packer: Packer,
+    limiter: RateLimiter,
+    pack_limit: usize,
+    connected: bool,
+    /// Highest seq fetched into the packer in this session.
+    cursor: i64,
+    /// Highest seq ever published (across sessions): lower ones are re-sends.
+    max_published: i64,
+    /// The outbox had nothing after `cursor` when last asked.
+    drained: bool,
+}
+
+/// The retained `online` birth message.
+pub fn birth_payload(camera_id: &str, started_ms: i64) -> String {
+    serde_json::json!({
+        "state": "online",
+        "camera_id": camera_id,
+        "version": env!("CARGO_PKG_VERSION"),
+        "started_at": started_ms,
+        "ts": now_ms(),
+    })
+    .to_string()
+}
+
+/// The retained `offline` message: the Last Will, and the goodbye at shutdown.
+pub fn offline_payload(camera_id: &str, reason: &str) -> String {
+    serde_json::json!({"state": "offline", "camera_id": camera_id, "reason": reason}).to_string()
+}
+
+impl Publisher {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        client: AsyncClient,
+        link: mpsc::Receiver<LinkEvent>,
+        outbox: OutboxHandle,
+        cfg: MqttConfig,
+        camera_id: &str,
+        metrics: Arc<Metrics>,
+        metrics_interval: Duration,
+    ) -> Self {
+        Self {
+            limiter: RateLimiter::new(cfg.max_publishes_per_sec, cfg.max_bytes_per_sec),
+            pack_limit: pack_limit(cfg.max_message_bytes, cfg.billing_step_bytes),
+            client,
+            link,
+            outbox,
+            cfg,
+            camera_id: camera_id.to_owned(),
+            topics: Topics::new(camera_id),
+            metrics,
+            metrics_interval,
+            started_ms: now_ms(),
+            session: Session::default(),
+            packer: Packer::default(),
+            connected: false,
+            cursor: 0,
+            max_published: 0,
+            drained: false,
+        }
+    }
+
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), MqttError> {
+        let mut appended = self.outbox.appended();
+        let mut metrics_tick = tokio::time::interval(if self.metrics_interval.is_zero() {
+            Duration::from_secs(3600 * 24 * 365)
+        } else {
+            self.metrics_interval
+        });
+        metrics_tick.tick().await;
+        let mut wake: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                ev = self.link.recv() => match ev {
+                    Some(ev) => self.on_link(ev).await?,
+                    None => return Err(MqttError::LinkGone),
+                },
+                changed = appended.changed() => {
+                    if changed.is_err() {
+                        return Err(MqttError::OutboxGone);
+                    }
+                    self.drained = false;
+                }
+                _ = sleep_until(wake), if wake.is_some() => wake = None,
+                _ = metrics_tick.tick(), if !self.metrics_interval.is_zero() => self.publish_metrics().await,
+            }
+            if self.connected {
+                wake = self.fill().await?;
+            }
+        }
+        self.drain().await
+    }
+
+    async fn on_link(&mut self, ev: LinkEvent) -> Result<(), MqttError> {
+        match ev {
+            LinkEvent::Connected => {
+                self.forget_session();
+                self.connected = true;
+                let birth = birth_payload(&self.camera_id, self.started_ms);
+                self.request(
+                    self.topics.status(),
+                    QoS::AtLeastOnce,
+                    true,
+                    birth,
+                    Sent::Control,
+                );
+                self.publish_metrics().await;
+            }
+            LinkEvent::Lost { error, quiesced } => {
+                let unacked = self.forget_session();
+                if unacked > 0 {
+                    tracing::info!(unacked_batches = unacked, %error, "will re-send unacknowledged batches after reconnecting");
+                }
+                self.connected = false;
+                // The connection task waits for this before touching rumqttc again.
+                quiesced.send(()).unwrap_or(());
+            }
+            LinkEvent::Outgoing(pkid) => {
+                if let Err(e) = self.session.outgoing(pkid) {
+                    tracing::error!(error = %e, "packet id bookkeeping out of step; forcing a reconnect");
+                    self.force_reconnect();
+                }
+            }
+            LinkEvent::PubAck(pkid) => match self.session.puback(pkid) {
+                Ok(Some(batch)) => self.outbox.ack(batch.seqs).await?,
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "ignoring an acknowledgement"),
+            },
+            LinkEvent::Disconnected => self.connected = false,
+        }
+        Ok(())
+    }
+
+    /// Drops what this session knew; the outbox will be read again from the start.
+    fn forget_session(&mut self) -> usize {
+        self.packer.clear();
+        self.cursor = 0;
+        self.drained = false;
+        self.session.reset()
+    }
+
+    fn force_reconnect(&mut self) {
+        // Disconnecting ends the session; the connection task reconnects.
+        if let Err(e) = self.client.try_disconnect() {
+            tracing::error!(error = %e, "cannot request a disconnect");
+        }
+        self.connected = false;
+        self.forget_session();
+    }
+
+    /// Hands a publish to rumqttc and records it in the session.
+    fn request(
+        &mut self,
+        topic: String,
+        qos: QoS,
+        retain: bool,
+        payload: String,
+        sent: Sent,
+    ) -> bool {
+        match self.client.try_publish(topic, qos, retain, payload) {
+            Ok(()) => {
+                self.session.requested(sent);
+                true
+            }
+            Err(e) => {
+                // The request channel is sized above max_inflight, so this means the
+                // connection task is gone or stuck; the events stay in the outbox.
+                tracing::error!(error = %e, "cannot hand a publish to the MQTT client");
+                false
+            }
+        }
+    }
+
+    /// Publishes as much as the ceilings allow. Returns when to try again if the
+    /// rate limiter is what stopped it.
+    async fn fill(&mut self) -> Result<Option<Instant>, MqttError> {
+        loop {
+            if self.session.unacked() >= self.cfg.max_inflight as usize {
+                return Ok(None);
+            }
+            if self.packer.buffered_bytes() < self.pack_limit && !self.drained {
+                let events = self
+                    .outbox
+                    .fetch(self.cursor, FETCH_EVENTS, 4 * self.pack_limit)
+                    .await?;
+                match events.last() {
+                    Some(last) => self.cursor = last.seq,
+                    None => self.drained = true,
+                }
+                self.packer.push(events);
+            }
+            let plan =
+                match self
+                    .packer
+                    .plan(&self.camera_id, self.pack_limit, self.cfg.max_message_bytes)
+                {
+                    Some(plan) => plan,
+                    None => return Ok(None),
+                };
+            let (kind, positions, bytes) = match plan {
+                Plan::Batch {
+                    kind,
+                    positions,
+                    bytes,
+                } => (kind, positions, bytes),
+                Plan::TooLarge {
+                    seq,
+                    event_id,
+                    bytes,
+                } => {
+                    Metrics::add(&self.metrics.events_refused, 1);
+                    tracing::error!(
+                        seq,
+                        %event_id,
+                        bytes,
+                        max = self.cfg.max_message_bytes,
+                        "event larger than mqtt.max_message_bytes; deleting it unsent"
+                    );
+                    self.packer.take(&[0]);
+                    self.outbox.ack(vec![seq]).await?;
+                    continue;
+                }
+            };
+            let topic = self.topics.events(&kind);
+            let wire = (bytes + topic.len()) as u64;
+            let now = Instant::now();
+            if let Err(at) = self.limiter.check(now, wire) {
+                return Ok(Some(at));
+            }
+            let events = self.packer.take(&positions);
+            let payload = encode_batch(&self.camera_id, &events);
+            debug_assert_eq!(payload.len(), bytes);
+            let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+            let first = seqs[0];
+            let last = *seqs.last().expect("a batch has at least one event");
+            let batch = Batch { seqs, bytes };
+            if !self.request(topic, QoS::AtLeastOnce, false, payload, Sent::Batch(batch)) {
+                self.forget_session();
+                return Ok(Some(now + Duration::from_secs(1)));
+            }
+            self.limiter.record(now, wire);
+            Metrics::add(&self.metrics.batches_published, 1);
+            Metrics::add(&self.metrics.bytes_published, wire);
+            if first <= self.max_published {
+                Metrics::add(&self.metrics.batches_republished, 1);
+            }
+            self.max_published = self.max_published.max(last);
+        }
+    }
+
+    async fn publish_metrics(&mut self) {
+        if !self.connected || self.metrics_interval.is_zero() {
+            return;
+        }
+        let stats = match self.outbox.stats().await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read outbox stats for the metrics message");
+                None
+            }
+        };
+        let payload = crate::health::metrics_payload(
+            &self.camera_id,
+            self.started_ms,
+            &self.metrics,
+            stats.as_ref(),
+        );
+        let topic = self.topics.metrics();
+        let wire = (payload.len() + topic.len()) as u64;
+        let now = Instant::now();
+        // Metrics are QoS 0 and skipped rather than delayed when the ceilings are reached.
+        if self.limiter.check(now, wire).is_ok()
+            && self.request(topic, QoS::AtMostOnce, false, payload, Sent::Fire)
+        {
+            self.limiter.record(now, wire);
+        }
+    }
+
+    /// At shutdown: stop sending, wait (bounded) for outstanding acknowledgements,
+    /// say goodbye, disconnect.
+    async fn drain(mut self) -> Result<(), MqttError> {
+        if !self.connected {
+            return Ok(());
+        }
+        let deadline = tokio::time::Instant::now() + self.cfg.shutdown_drain;
+        let goodbye = offline_payload(&self.camera_id, "shutdown");
+        self.request(
+            self.topics.status(),
+            QoS::AtLeastOnce,
+            true,
+            goodbye,
+            Sent::Control,
+        );
+        while self.connected && self.session.unacked() > 0 {
+            match tokio::time::timeout_at(deadline, self.link.recv()).await {
+                Ok(Some(ev)) => self.on_link(ev).await?,
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let unacked = self.session.unacked();
+        if unacked > 0 {
+            tracing::info!(
+                unacked,
+                "shutting down with unacknowledged publishes; they stay in the outbox"
+            );
+        }
+        if let Err(e) = self.client.try_disconnect() {
+            tracing::warn!(error = %e, "cannot send DISCONNECT");
+        }
+        // Let the connection task write the DISCONNECT.
+        let _ = tokio::time::timeout_at(deadline + Duration::from_secs(1), async {
+            while let Some(ev) = self.link.recv().await {
+                if let LinkEvent::Disconnected = ev {
+                    break;
+                }
+                if let LinkEvent::Lost { quiesced, .. } = ev {
+                    quiesced.send(()).unwrap_or(());
+                    break;
+                }
+            }
+        })
+        .await;
+        Ok(())
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    if let Some(at) = at {
+        tokio::time::sleep_until(at.into()).await;
+    }
+}

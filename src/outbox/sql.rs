@@ -1,0 +1,90 @@
+//! Every SQL statement of the outbox, by name. The schema version lives in
+//! `PRAGMA user_version`; [`MIGRATIONS`] holds one entry per version.
+
+/// Schema migrations, applied in order; entry `i` moves `user_version` from `i` to `i + 1`.
+pub const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE events (
+    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT    NOT NULL,
+    kind     TEXT    NOT NULL,
+    ts_ms    INTEGER NOT NULL,
+    payload  TEXT    NOT NULL
+);
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+"#];
+
+/// Bytes charged to the outbox budget for one row; keep in step with `row_cost`.
+/// 36 (event_id) + 8 (seq) + 8 (ts) + 24 (record and cell headers).
+macro_rules! row_cost_sql {
+    () => {
+        "(octet_length(payload) + octet_length(kind) + 76)"
+    };
+}
+
+pub const USER_VERSION: &str = "PRAGMA user_version";
+pub const QUICK_CHECK: &str = "PRAGMA quick_check";
+pub const INCREMENTAL_VACUUM: &str = "PRAGMA incremental_vacuum";
+pub const FREELIST_COUNT: &str = "PRAGMA freelist_count";
+
+pub const INSERT_EVENT: &str =
+    "INSERT INTO events (event_id, kind, ts_ms, payload) VALUES (?1, ?2, ?3, ?4) RETURNING seq";
+
+pub const FETCH_AFTER: &str = "SELECT seq, event_id, kind, ts_ms, payload FROM events \
+     WHERE seq > ?1 ORDER BY seq LIMIT ?2";
+
+/// Deletes the acknowledged rows, given as a JSON array of seqs.
+pub const DELETE_ACKED: &str = concat!(
+    "DELETE FROM events WHERE seq IN (SELECT value FROM json_each(?1)) RETURNING ",
+    row_cost_sql!()
+);
+
+/// The oldest rows with their cost, for eviction.
+pub const OLDEST_COSTS: &str = concat!(
+    "SELECT seq, ",
+    row_cost_sql!(),
+    " FROM events ORDER BY seq LIMIT ?1"
+);
+
+pub const DELETE_UP_TO: &str = concat!(
+    "DELETE FROM events WHERE seq <= ?1 RETURNING ",
+    row_cost_sql!()
+);
+
+/// Deletes rows whose event time is older than ?1 (and newer than ?2, the earliest
+/// plausible wall clock: events stamped before the clock was set are kept).
+pub const DELETE_EXPIRED: &str = concat!(
+    "DELETE FROM events WHERE ts_ms < ?1 AND ts_ms >= ?2 RETURNING ",
+    row_cost_sql!()
+);
+
+pub const DEPTH_AND_BYTES: &str = concat!(
+    "SELECT COUNT(*), COALESCE(SUM(",
+    row_cost_sql!(),
+    "), 0) FROM events"
+);
+
+pub const OLDEST_TS: &str = "SELECT ts_ms FROM events ORDER BY seq LIMIT 1";
+
+pub const MAX_SEQ: &str =
+    "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)";
+
+pub const SET_SEQ_FLOOR: &str = "INSERT INTO sqlite_sequence (name, seq) VALUES ('events', ?1)";
+
+pub const ALL_META: &str = "SELECT key, value FROM meta";
+
+pub const ADD_META: &str = "INSERT INTO meta (key, value) VALUES (?1, ?2) \
+     ON CONFLICT(key) DO UPDATE SET value = value + excluded.value";
+
+pub const MAX_META: &str = "INSERT INTO meta (key, value) VALUES (?1, ?2) \
+     ON CONFLICT(key) DO UPDATE SET value = MAX(value, excluded.value)";
+
+/// Keys of the `meta` table.
+pub mod meta {
+    pub const EVICTED: &str = "evicted";
+    pub const EXPIRED: &str = "expired";
+    pub const REFUSED: &str = "refused";
+    pub const LAST_ACKED_SEQ: &str = "last_acked_seq";
+}

@@ -1,0 +1,728 @@
+//! The outbox database: one SQLite connection, owned by the outbox stage (or by a
+//! one-shot CLI command). See the module header in `mod.rs` for the invariants.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+use sqlx::sqlite::{
+    SqliteAutoVacuum, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous,
+};
+use sqlx::{ConnectOptions, Connection, Row};
+
+use super::sql;
+use crate::config::{OutboxConfig, Synchronous, WhenFull};
+use crate::events::{now_ms, NewEvent, StoredEvent};
+
+/// Errors of the outbox.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error("state directory {dir} is not usable: {source}")]
+    StateDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("outbox database {path}: {source}")]
+    Db { path: PathBuf, source: sqlx::Error },
+    #[error("outbox database {path} is unreadable or corrupt: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("cannot move the corrupt outbox {path} aside: {source}")]
+    MoveAside {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("outbox seq floor file {path}: {source}")]
+    SeqFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("no outbox database at {0}")]
+    Missing(PathBuf),
+    #[error("the outbox stage has stopped")]
+    Stopped,
+}
+
+/// What to do with a database that cannot be opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recovery {
+    /// Move it aside and start a new one (the daemon).
+    MoveAside,
+    /// Report the error (one-shot commands).
+    Fail,
+}
+
+/// Share of `max_bytes` for event rows; the rest covers page slack, the WAL and the
+/// free pages not yet vacuumed.
+const DATA_SHARE: f64 = 0.4;
+/// Share of `max_bytes` for the WAL file.
+const WAL_SHARE: u64 = 4;
+/// Seqs reserved ahead in the floor file, so a database that is replaced never
+/// hands out a seq again.
+const SEQ_RESERVE: i64 = 100_000;
+/// Earliest wall clock taken as set (2020-01-01): events stamped before it never
+/// expire by age (a camera without RTC stamps 1970 until NTP answers).
+const SANE_CLOCK_MS: i64 = 1_577_836_800_000;
+const PAGE_SIZE: u64 = 4096;
+
+/// Bytes charged to the budget for one event; keep in step with `row_cost_sql!`.
+pub fn row_cost(kind: &str, payload: &str) -> i64 {
+    (payload.len() + kind.len() + 76) as i64
+}
+
+/// Figures for `edgecam outbox stats` and the metrics message.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct OutboxStats {
+    /// Events waiting for acknowledgement.
+    pub depth: i64,
+    /// Bytes of those events, as charged to the budget.
+    pub bytes: i64,
+    /// Age of the oldest waiting event, seconds (by its timestamp).
+    pub oldest_age_s: Option<f64>,
+    /// Events deleted unsent to make room, since the database was created.
+    pub evicted: i64,
+    /// Events deleted unsent for age.
+    pub expired: i64,
+    /// Events refused (full with `refuse_newest`, or the disk was full).
+    pub refused: i64,
+    /// Highest seq the broker acknowledged.
+    pub last_acked_seq: i64,
+    /// Highest seq handed out.
+    pub last_seq: i64,
+    /// Database + WAL size on disk.
+    pub file_bytes: u64,
+}
+
+/// What became of a group of events handed to [`Store::append`].
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct AppendOutcome {
+    /// Seqs given, in the order of the accepted events.
+    pub accepted: Vec<i64>,
+    /// Events refused, with the reason.
+    pub refused: Vec<(uuid::Uuid, &'static str)>,
+    /// Old events evicted to make room.
+    pub evicted: u64,
+}
+
+/// The outbox database.
+pub struct Store {
+    conn: SqliteConnection,
+    path: PathBuf,
+    budget: i64,
+    when_full: WhenFull,
+    max_age: Duration,
+    depth: i64,
+    bytes: i64,
+    max_seq: i64,
+    seq_reserved: i64,
+}
+
+fn db_err(path: &Path) -> impl FnOnce(sqlx::Error) -> OutboxError + '_ {
+    move |source| OutboxError::Db {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// SQLite result codes that mean "this file is not a usable database".
+fn is_corruption(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => d
+            .code()
+            .and_then(|c| c.parse::<i32>().ok())
+            .map(|c| matches!(c & 0xff, 11 | 26))
+            .unwrap_or(false),
+        _ => false,
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the outbox at `path`.
+    pub async fn open(
+        path: &Path,
+        cfg: &OutboxConfig,
+        recovery: Recovery,
+    ) -> Result<(Self, Option<PathBuf>), OutboxError> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        check_writable(dir)?;
+        match Self::try_open(path, cfg).await {
+            Ok(store) => Ok((store, None)),
+            Err(OutboxError::Corrupt { reason, .. }) if recovery == Recovery::MoveAside => {
+                let aside = move_aside(path)?;
+                tracing::error!(
+                    path = %path.display(),
+                    moved_to = %aside.display(),
+                    %reason,
+                    "outbox database is unreadable or corrupt; moved it aside and started a new one; events in it are not sent"
+                );
+                let store = Self::try_open(path, cfg).await?;
+                Ok((store, Some(aside)))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn try_open(path: &Path, cfg: &OutboxConfig) -> Result<Self, OutboxError> {
+        let wal_bytes = cfg.max_bytes / WAL_SHARE;
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .auto_vacuum(SqliteAutoVacuum::Incremental)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(match cfg.synchronous {
+                Synchronous::Full => SqliteSynchronous::Full,
+                Synchronous::Normal => SqliteSynchronous::Normal,
+            })
+            .busy_timeout(Duration::from_secs(5))
+            .pragma(
+                "wal_autocheckpoint",
+                (wal_bytes / PAGE_SIZE / 2).clamp(16, 1000).to_string(),
+            )
+            .pragma("journal_size_limit", wal_bytes.to_string())
+            .disable_statement_logging();
+        let corrupt = |reason: String| OutboxError::Corrupt {
+            path: path.to_owned(),
+            reason,
+        };
+        let classify = |e: sqlx::Error| {
+            if is_corruption(&e) {
+                corrupt(e.to_string())
+            } else {
+                OutboxError::Db {
+                    path: path.to_owned(),
+                    source: e,
+                }
+            }
+        };
+        let mut conn = opts.connect().await.map_err(classify)?;
+        let check: String = sqlx::query_scalar(sql::QUICK_CHECK)
+            .fetch_one(&mut conn)
+            .await
+            .map_err(classify)?;
+        if check != "ok" {
+            return Err(corrupt(format!("quick_check: {check}")));
+        }
+        let version: i64 = sqlx::query_scalar(sql::USER_VERSION)
+            .fetch_one(&mut conn)
+            .await
+            .map_err(classify)?;
+        if version as usize > sql::MIGRATIONS.len() {
+            return Err(corrupt(format!(
+                "schema version {version} is newer than this edgecam knows ({})",
+                sql::MIGRATIONS.len()
+            )));
+        }
+        let fresh = version == 0;
+        for (i, migration) in sql::MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let mut tx = conn.begin().await.map_err(classify)?;
+            sqlx::raw_sql(migration)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+            sqlx::raw_sql(&format!("PRAGMA user_version = {}", i + 1))
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+            tx.commit().await.map_err(classify)?;
+        }
+
+        let seq_file = seq_file_path(path);
+        let floor = read_seq_floor(&seq_file)?;
+        let mut max_seq: i64 = sqlx::query_scalar(sql::MAX_SEQ)
+            .fetch_one(&mut conn)
+            .await
+            .map_err(classify)?;
+        if fresh && floor > max_seq {
+            // A new database after a lost one: continue above every seq ever handed out.
+            sqlx::query(sql::SET_SEQ_FLOOR)
+                .bind(floor)
+                .execute(&mut conn)
+                .await
+                .map_err(classify)?;
+            max_seq = floor;
+        }
+        let mut store = Self {
+            conn,
+            path: path.to_owned(),
+            budget: (cfg.max_bytes as f64 * DATA_SHARE) as i64,
+            when_full: cfg.when_full,
+            max_age: cfg.max_age,
+            depth: 0,
+            bytes: 0,
+            max_seq,
+            seq_reserved: floor.max(max_seq),
+        };
+        store.refresh_counters().await?;
+        Ok(store)
+    }
+
+    /// Opens an existing outbox read-only, for `outbox stats` beside a running daemon
+    /// (only [`Store::stats`] is meaningful on it).
+    pub async fn open_read_only(path: &Path) -> Result<Self, OutboxError> {
+        if !path.exists() {
+            return Err(OutboxError::Missing(path.to_owned()));
+        }
+        let conn = SqliteConnectOptions::new()
+            .filename(path)
+            .read_only(true)
+            .busy_timeout(Duration::from_secs(5))
+            .disable_statement_logging()
+            .connect()
+            .await
+            .map_err(db_err(path))?;
+        Ok(Self {
+            conn,
+            path: path.to_owned(),
+            budget: 0,
+            when_full: WhenFull::RefuseNewest,
+            max_age: Duration::ZERO,
+            depth: 0,
+            bytes: 0,
+            max_seq: 0,
+            seq_reserved: 0,
+        })
+    }
+
+    /// Largest group of bytes worth committing in one transaction.
+    pub fn group_bytes(&self) -> usize {
+        (self.budget / 4).clamp(4096, 4 << 20) as usize
+    }
+
+    pub fn depth(&self) -> i64 {
+        self.depth
+    }
+
+    pub fn bytes(&self) -> i64 {
+        self.bytes
+    }
+
+    /// Recounts depth and bytes from the table (other processes, e.g. `edgecam emit`,
+    /// may have added rows).
+    pub async fn refresh_counters(&mut self) -> Result<(), OutboxError> {
+        let row = sqlx::query(sql::DEPTH_AND_BYTES)
+            .fetch_one(&mut self.conn)
+            .await
+            .map_err(db_err(&self.path))?;
+        self.depth = row.get(0);
+        self.bytes = row.get(1);
+        let max_seq: i64 = sqlx::query_scalar(sql::MAX_SEQ)
+            .fetch_one(&mut self.conn)
+            .await
+            .map_err(db_err(&self.path))?;
+        self.max_seq = self.max_seq.max(max_seq);
+        Ok(())
+    }
+
+    /// Commits `events` in one transaction, applying the full policy. A disk-full
+    /// error refuses the group and keeps the store usable.
+    pub async fn append(&mut self, events: Vec<NewEvent>) -> Result<AppendOutcome, OutboxError> {
+        let mut out = AppendOutcome::default();
+        let mut accepted = Vec::with_capacity(events.len());
+        let mut need: i64 = 0;
+        for ev in events {
+            let cost = row_cost(&ev.kind, ev.payload.get());
+            let fits = self.bytes + need + cost <= self.budget;
+            if cost > self.group_bytes() as i64 {
+                out.refused
+                    .push((ev.event_id, "event larger than the outbox admits"));
+            } else if !fits && self.when_full == WhenFull::RefuseNewest {
+                out.refused
+                    .push((ev.event_id, "outbox full (refuse_newest)"));
+            } else {
+                need += cost;
+                accepted.push(ev);
+            }
+        }
+        if accepted.is_empty() {
+            self.count_refused(out.refused.len()).await?;
+            return Ok(out);
+        }
+        let n = accepted.len() as i64;
+        if self.max_seq + n > self.seq_reserved {
+            let reserve = self.max_seq + n + SEQ_RESERVE;
+            write_seq_floor(&seq_file_path(&self.path), reserve)?;
+            self.seq_reserved = reserve;
+        }
+
+        let excess = self.bytes + need - self.budget;
+        let result = self.append_tx(&accepted, excess, out.refused.len()).await;
+        match result {
+            Ok((seqs, evicted, freed)) => {
+                self.depth += n - evicted as i64;
+                self.bytes += need - freed;
+                if let Some(&last) = seqs.last() {
+                    self.max_seq = self.max_seq.max(last);
+                }
+                out.accepted = seqs;
+                out.evicted = evicted;
+                Ok(out)
+            }
+            Err(OutboxError::Db { source, .. }) if is_disk_full(&source) => {
+                tracing::error!(
+                    path = %self.path.display(),
+                    events = n,
+                    "disk full: outbox cannot store new events; refusing them"
+                );
+                for ev in &accepted {
+                    out.refused.push((ev.event_id, "disk full"));
+                }
+                // Best effort: the counter may not fit on a full disk either.
+                if let Err(e) = self.count_refused(out.refused.len()).await {
+                    tracing::warn!(error = %e, "could not persist the refused count");
+                }
+                Ok(out)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn append_tx(
+        &mut self,
+        events: &[NewEvent],
+        excess: i64,
+        refused: usize,
+    ) -> Result<(Vec<i64>, u64, i64), OutboxError> {
+        let path = self.path.clone();
+        let err = |e| db_err(&path)(e);
+        let mut tx = self.conn.begin().await.map_err(err)?;
+        let (mut evicted, mut freed) = (0u64, 0i64);
+        if excess > 0 {
+            // Find the newest seq whose deletion, with all older rows, frees `excess`.
+            let mut upto = None;
+            let mut sum = 0i64;
+            let rows = sqlx::query(sql::OLDEST_COSTS)
+                .bind(4096i64)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(err)?;
+            for r in rows {
+                sum += r.get::<i64, _>(1);
+                upto = Some(r.get::<i64, _>(0));
+                if sum >= excess {
+                    break;
+                }
+            }
+            if let Some(upto) = upto {
+                let costs: Vec<i64> = sqlx::query_scalar(sql::DELETE_UP_TO)
+                    .bind(upto)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(err)?;
+                evicted = costs.len() as u64;
+                freed = costs.iter().sum();
+                add_meta(&mut tx, sql::meta::EVICTED, evicted as i64)
+                    .await
+                    .map_err(err)?;
+            }
+        }
+        let mut seqs = Vec::with_capacity(events.len());
+        for ev in events {
+            let seq: i64 = sqlx::query_scalar(sql::INSERT_EVENT)
+                .bind(ev.event_id.to_string())
+                .bind(&ev.kind)
+                .bind(ev.ts_ms)
+                .bind(ev.payload.get())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(err)?;
+            seqs.push(seq);
+        }
+        if refused > 0 {
+            add_meta(&mut tx, sql::meta::REFUSED, refused as i64)
+                .await
+                .map_err(err)?;
+        }
+        tx.commit().await.map_err(err)?;
+        Ok((seqs, evicted, freed))
+    }
+
+    async fn count_refused(&mut self, n: usize) -> Result<(), OutboxError> {
+        if n == 0 {
+            return Ok(());
+        }
+        let mut tx = self.conn.begin().await.map_err(db_err(&self.path))?;
+        add_meta(&mut tx, sql::meta::REFUSED, n as i64)
+            .await
+            .map_err(db_err(&self.path))?;
+        tx.commit().await.map_err(db_err(&self.path))
+    }
+
+    /// The oldest events with `seq > after`, at most `max_events` and about
+    /// `max_bytes` of payload (always at least one event if any).
+    pub async fn fetch(
+        &mut self,
+        after: i64,
+        max_events: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredEvent>, OutboxError> {
+        const PAGE: usize = 256;
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        let mut after = after;
+        while out.len() < max_events && bytes < max_bytes {
+            let limit = PAGE.min(max_events - out.len()) as i64;
+            let rows = sqlx::query(sql::FETCH_AFTER)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&mut self.conn)
+                .await
+                .map_err(db_err(&self.path))?;
+            let page_len = rows.len();
+            for row in rows {
+                let ev = StoredEvent {
+                    seq: row.get(0),
+                    event_id: row.get(1),
+                    kind: row.get(2),
+                    ts_ms: row.get(3),
+                    payload: row.get(4),
+                };
+                after = ev.seq;
+                bytes += ev.payload.len();
+                out.push(ev);
+            }
+            if page_len < limit as usize {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes acknowledged events. Returns how many rows were still there.
+    pub async fn ack(&mut self, seqs: &[i64]) -> Result<u64, OutboxError> {
+        if seqs.is_empty() {
+            return Ok(0);
+        }
+        let json = serde_json::to_string(seqs).expect("a list of integers serializes");
+        let last = seqs.iter().copied().max().unwrap_or(0);
+        let path = self.path.clone();
+        let err = |e| db_err(&path)(e);
+        let mut tx = self.conn.begin().await.map_err(err)?;
+        let costs: Vec<i64> = sqlx::query_scalar(sql::DELETE_ACKED)
+            .bind(json)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(err)?;
+        sqlx::query(sql::MAX_META)
+            .bind(sql::meta::LAST_ACKED_SEQ)
+            .bind(last)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        tx.commit().await.map_err(err)?;
+        self.depth -= costs.len() as i64;
+        self.bytes -= costs.iter().sum::<i64>();
+        Ok(costs.len() as u64)
+    }
+
+    /// Deletes events older than `max_age`. Returns how many.
+    pub async fn expire(&mut self) -> Result<u64, OutboxError> {
+        let now = now_ms();
+        if self.max_age.is_zero() || now < SANE_CLOCK_MS {
+            return Ok(0);
+        }
+        let cutoff = now - self.max_age.as_millis() as i64;
+        let path = self.path.clone();
+        let err = |e| db_err(&path)(e);
+        let mut tx = self.conn.begin().await.map_err(err)?;
+        let costs: Vec<i64> = sqlx::query_scalar(sql::DELETE_EXPIRED)
+            .bind(cutoff)
+            .bind(SANE_CLOCK_MS)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(err)?;
+        if !costs.is_empty() {
+            add_meta(&mut tx, sql::meta::EXPIRED, costs.len() as i64)
+                .await
+                .map_err(err)?;
+        }
+        tx.commit().await.map_err(err)?;
+        self.depth -= costs.len() as i64;
+        self.bytes -= costs.iter().sum::<i64>();
+        Ok(costs.len() as u64)
+    }
+
+    /// Gives free pages back to the file system.
+    pub async fn vacuum(&mut self) -> Result<(), OutboxError> {
+        let free: i64 = sqlx::query_scalar(sql::FREELIST_COUNT)
+            .fetch_one(&mut self.conn)
+            .await
+            .map_err(db_err(&self.path))?;
+        if free > 0 {
+            // `query`, not `raw_sql`: raw_sql's future is not provably Send.
+            sqlx::query(sql::INCREMENTAL_VACUUM)
+                .execute(&mut self.conn)
+                .await
+                .map_err(db_err(&self.path))?;
+        }
+        Ok(())
+    }
+
+    pub async fn stats(&mut self) -> Result<OutboxStats, OutboxError> {
+        let path = self.path.clone();
+        let path = path.as_path();
+        let err = db_err(path);
+        let row = sqlx::query(sql::DEPTH_AND_BYTES)
+            .fetch_one(&mut self.conn)
+            .await
+            .map_err(err)?;
+        let oldest: Option<i64> = sqlx::query_scalar::<_, i64>(sql::OLDEST_TS)
+            .fetch_all(&mut self.conn)
+            .await
+            .map_err(db_err(path))?
+            .first()
+            .copied();
+        let meta: Vec<(String, i64)> = sqlx::query_as(sql::ALL_META)
+            .fetch_all(&mut self.conn)
+            .await
+            .map_err(db_err(path))?;
+        let get = |key: &str| {
+            meta.iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| *v)
+                .unwrap_or(0)
+        };
+        let (evicted, expired, refused) = (
+            get(sql::meta::EVICTED),
+            get(sql::meta::EXPIRED),
+            get(sql::meta::REFUSED),
+        );
+        let last_acked = get(sql::meta::LAST_ACKED_SEQ);
+        let last_seq: i64 = sqlx::query_scalar(sql::MAX_SEQ)
+            .fetch_one(&mut self.conn)
+            .await
+            .map_err(db_err(path))?;
+        Ok(OutboxStats {
+            depth: row.get(0),
+            bytes: row.get(1),
+            oldest_age_s: oldest.map(|ts| ((now_ms() - ts).max(0)) as f64 / 1000.0),
+            evicted,
+            expired,
+            refused,
+            last_acked_seq: last_acked,
+            last_seq,
+            file_bytes: file_bytes(path),
+        })
+    }
+
+    /// Closes the connection (checkpointing the WAL).
+    pub async fn close(self) -> Result<(), OutboxError> {
+        self.conn.close().await.map_err(db_err(&self.path))
+    }
+}
+
+async fn add_meta(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    key: &str,
+    n: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(sql::ADD_META)
+        .bind(key)
+        .bind(n)
+        .execute(&mut **tx)
+        .await
+        .map(|_| ())
+}
+
+fn is_disk_full(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => d
+            .code()
+            .and_then(|c| c.parse::<i32>().ok())
+            .map(|c| c & 0xff == 13)
+            .unwrap_or(false),
+        sqlx::Error::Io(io) => io.raw_os_error() == Some(libc::ENOSPC),
+        _ => false,
+    }
+}
+
+/// Size of the database and its WAL on disk.
+pub fn file_bytes(path: &Path) -> u64 {
+    let len = |p: PathBuf| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    len(path.to_owned()) + len(sibling(path, "-wal"))
+}
+
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+fn seq_file_path(db: &Path) -> PathBuf {
+    sibling(db, ".seq")
+}
+
+fn check_writable(dir: &Path) -> Result<(), OutboxError> {
+    let fail = |source| OutboxError::StateDir {
+        dir: dir.to_owned(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    let probe = dir.join(".edgecam-write-probe");
+    std::fs::write(&probe, b"ok").map_err(fail)?;
+    std::fs::remove_file(&probe).map_err(fail)
+}
+
+/// Renames the database (and its WAL and shared-memory files) to
+/// `<name>.corrupt-<unix-ms>`, deleting any older corrupt copy first so that
+/// repeated corruption cannot fill the disk.
+fn move_aside(path: &Path) -> Result<PathBuf, OutboxError> {
+    let fail = |source| OutboxError::MoveAside {
+        path: path.to_owned(),
+        source,
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let prefix = format!("{name}.corrupt-");
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                std::fs::remove_file(entry.path()).map_err(fail)?;
+            }
+        }
+    }
+    let aside = dir.join(format!("{prefix}{}", now_ms()));
+    std::fs::rename(path, &aside).map_err(fail)?;
+    for suffix in ["-wal", "-shm"] {
+        let from = sibling(path, suffix);
+        if from.exists() {
+            std::fs::rename(&from, sibling(&aside, suffix)).map_err(fail)?;
+        }
+    }
+    Ok(aside)
+}
+
+fn read_seq_floor(path: &Path) -> Result<i64, OutboxError> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => Ok(s.trim().parse().unwrap_or_else(|_| {
+            tracing::warn!(path = %path.display(), "seq floor file is unreadable; ignoring it");
+            0
+        })),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(source) => Err(OutboxError::SeqFile {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Writes the floor durably: temp file, fsync, rename, fsync of the directory.
+fn write_seq_floor(path: &Path, value: i64) -> Result<(), OutboxError> {
+    let fail = |source| OutboxError::SeqFile {
+        path: path.to_owned(),
+        source,
+    };
+    let tmp = sibling(path, ".tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(fail)?;
+    writeln!(f, "{value}").map_err(fail)?;
+    f.sync_all().map_err(fail)?;
+    std::fs::rename(&tmp, path).map_err(fail)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(fail)?;
+    }
+    Ok(())
+}
