@@ -1,0 +1,575 @@
+//! Test harness: real parts, started by the tests on free loopback ports.
+//!
+//! - [`Pki`]: a CA, a server certificate for 127.0.0.1, a device certificate, and an
+//!   unrelated "rogue" CA, made with `openssl` at test time.
+//! - [`Broker`]: Mosquitto with a plain loopback listener (for the test's observer)
+//!   and a TLS listener that requires a client certificate (the 8883 path).
+//! - [`Front`]: haproxy as the AWS-like 443 endpoint: terminates TLS, requires a
+//!   client certificate, and drops the connection unless ALPN is `x-amzn-mqtt-ca`.
+//! - [`Daemon`]: the edgecam binary with a generated configuration.
+//! - [`Observer`]: an MQTT client that records everything edgecam publishes.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde_json::Value;
+
+pub const CAMERA: &str = "cam-test-1";
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port")
+}
+
+/// Waits for `cond` with a deadline; panics with `what` when it passes.
+pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Async flavour of [`wait_for`].
+pub async fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn wait_port(port: u16, what: &str) {
+    wait_for(what, Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+}
+
+/// Finds a tool on PATH or in the sbin directories (Debian puts brokers there).
+pub fn tool(name: &str) -> PathBuf {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let found = path
+        .split(':')
+        .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"])
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file());
+    found.unwrap_or_else(|| {
+        panic!("{name} is not installed: run `bash tests/run.sh`, which installs it")
+    })
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().expect("start a command");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn current_user() -> String {
+    let out = Command::new("id").arg("-un").output().expect("id -un");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Certificates for one test.
+pub struct Pki {
+    pub dir: PathBuf,
+}
+
+impl Pki {
+    pub fn generate(dir: &Path) -> Self {
+        let d = dir.join("pki");
+        std::fs::create_dir_all(&d).unwrap();
+        let ossl = |args: &[&str]| run(Command::new(tool("openssl")).args(args).current_dir(&d));
+        let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+        for ca in ["ca", "rogue-ca"] {
+            let args = format!(
+                "req -x509 {ec} -keyout {ca}.key -out {ca}.pem -days 2 -subj /CN=edgecam-test-{ca}"
+            );
+            ossl(&args.split(' ').collect::<Vec<_>>());
+        }
+        std::fs::write(
+            d.join("server.ext"),
+            "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("client.ext"),
+            "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n",
+        )
+        .unwrap();
+        for (name, cn) in [("server", "localhost"), ("client", CAMERA)] {
+            let req = format!("req {ec} -keyout {name}.key -out {name}.csr -subj /CN={cn}");
+            ossl(&req.split(' ').collect::<Vec<_>>());
+            let sign = format!(
+                "x509 -req -in {name}.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out {name}.pem -days 2 -extfile {name}.ext"
+            );
+            ossl(&sign.split(' ').collect::<Vec<_>>());
+        }
+        // haproxy wants certificate and key in one file.
+        let mut bundle = std::fs::read(d.join("server.pem")).unwrap();
+        bundle.extend(std::fs::read(d.join("server.key")).unwrap());
+        std::fs::write(d.join("server-bundle.pem"), bundle).unwrap();
+        Self { dir: d }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+/// A child process killed when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(mut cmd: Command, log: PathBuf) -> Self {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        cmd.stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file);
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        Self { child, log }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, and wait for the exit (bounded).
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill9();
+        None
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Mosquitto with a plain listener and a client-certificate TLS listener.
+pub struct Broker {
+    pub plain_port: u16,
+    pub tls_port: u16,
+    dir: PathBuf,
+    conf: PathBuf,
+    pub proc: Option<Proc>,
+}
+
+impl Broker {
+    pub fn start(dir: &Path, pki: &Pki) -> Self {
+        let d = dir.join("mosquitto");
+        std::fs::create_dir_all(&d).unwrap();
+        let (plain_port, tls_port) = (free_port(), free_port());
+        let conf = d.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                // Stay the invoking user (root would otherwise switch to
+                // `mosquitto`, who cannot read the private temp dir).
+                "user {user}\n\
+                 per_listener_settings true\n\
+                 persistence true\n\
+                 persistence_location {dir}/\n\
+                 autosave_interval 1\n\
+                 max_queued_messages 1000000\n\
+                 max_inflight_messages 100\n\
+                 log_type error\nlog_type warning\nlog_type notice\n\
+                 listener {plain_port} 127.0.0.1\n\
+                 allow_anonymous true\n\
+                 listener {tls_port} 127.0.0.1\n\
+                 allow_anonymous true\n\
+                 cafile {ca}\ncertfile {cert}\nkeyfile {key}\n\
+                 require_certificate true\n",
+                dir = d.display(),
+                user = current_user(),
+                ca = pki.path("ca.pem").display(),
+                cert = pki.path("server.pem").display(),
+                key = pki.path("server.key").display(),
+            ),
+        )
+        .unwrap();
+        let mut b = Self {
+            plain_port,
+            tls_port,
+            dir: d,
+            conf,
+            proc: None,
+        };
+        b.restart();
+        b
+    }
+
+    /// Starts (again) on the same ports, with the same persistence file.
+    pub fn restart(&mut self) {
+        let mut cmd = Command::new(tool("mosquitto"));
+        cmd.arg("-c").arg(&self.conf);
+        self.proc = Some(Proc::spawn(cmd, self.dir.join("mosquitto.log")));
+        wait_port(self.plain_port, "mosquitto's plain listener");
+        wait_port(self.tls_port, "mosquitto's TLS listener");
+    }
+
+    /// Graceful stop (SIGTERM: mosquitto saves its persistence file).
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.terminate();
+        }
+    }
+}
+
+/// haproxy as an AWS IoT Core-like endpoint.
+pub struct Front {
+    pub port: u16,
+    dir: PathBuf,
+    conf: PathBuf,
+    pub proc: Option<Proc>,
+}
+
+impl Front {
+    pub fn start(dir: &Path, pki: &Pki, broker_plain_port: u16) -> Self {
+        let d = dir.join("haproxy");
+        std::fs::create_dir_all(&d).unwrap();
+        let port = free_port();
+        let conf = d.join("haproxy.cfg");
+        std::fs::write(
+            &conf,
+            format!(
+                "global\n  maxconn 256\n\
+                 defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n\
+                 frontend iot\n\
+                 \x20 bind 127.0.0.1:{port} ssl crt {bundle} ca-file {ca} verify required alpn x-amzn-mqtt-ca\n\
+                 \x20 tcp-request session reject unless {{ ssl_fc_alpn -m str x-amzn-mqtt-ca }}\n\
+                 \x20 default_backend mosquitto\n\
+                 backend mosquitto\n  server m 127.0.0.1:{broker_plain_port}\n",
+                bundle = pki.path("server-bundle.pem").display(),
+                ca = pki.path("ca.pem").display(),
+            ),
+        )
+        .unwrap();
+        let mut f = Self {
+            port,
+            dir: d,
+            conf,
+            proc: None,
+        };
+        f.restart();
+        f
+    }
+
+    pub fn restart(&mut self) {
+        let mut cmd = Command::new(tool("haproxy"));
+        cmd.arg("-db").arg("-f").arg(&self.conf);
+        self.proc = Some(Proc::spawn(cmd, self.dir.join("haproxy.log")));
+        wait_port(self.port, "haproxy front");
+    }
+
+    /// Cuts the network path: every connection through the front is dropped.
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill9();
+        }
+    }
+}
+
+/// Options of a generated edgecam configuration.
+pub struct DaemonConfig {
+    pub port: u16,
+    pub alpn: Vec<String>,
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub state_dir: PathBuf,
+    /// Extra TOML appended (sections `[outbox]`, `[mqtt]`, `[synthetic]`, ...).
+    pub extra: String,
+}
+
+impl DaemonConfig {
+    /// Through the ALPN front, with loopback-friendly defaults.
+    pub fn via_front(dir: &Path, pki: &Pki, front: &Front) -> Self {
+        Self {
+            port: front.port,
+            alpn: vec!["x-amzn-mqtt-ca".into()],
+            ca: pki.path("ca.pem"),
+            cert: pki.path("client.pem"),
+            key: pki.path("client.key"),
+            state_dir: dir.join("state"),
+            extra: String::new(),
+        }
+    }
+
+    pub fn write(&self, path: &Path) {
+        let alpn: Vec<String> = self.alpn.iter().map(|a| format!("{a:?}")).collect();
+        let text = format!(
+            "[identity]\n\
+             camera_id = \"{CAMERA}\"\n\
+             broker_host = \"127.0.0.1\"\n\
+             broker_port = {}\n\
+             alpn = [{}]\n\
+             ca_file = \"{}\"\n\
+             cert_file = \"{}\"\n\
+             key_file = \"{}\"\n\
+             [storage]\nstate_dir = \"{}\"\n\
+             [log]\nlevel = \"edgecam=debug,info\"\ntarget = \"stderr\"\n\
+             {}\n",
+            self.port,
+            alpn.join(", "),
+            self.ca.display(),
+            self.cert.display(),
+            self.key.display(),
+            self.state_dir.display(),
+            self.extra,
+        );
+        std::fs::write(path, text).unwrap();
+    }
+}
+
+pub fn edgecam() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_edgecam"))
+}
+
+/// The edgecam daemon.
+pub struct Daemon {
+    pub config: PathBuf,
+    pub proc: Proc,
+}
+
+impl Daemon {
+    pub fn start(config: &Path, log: &Path) -> Self {
+        let mut cmd = edgecam();
+        cmd.arg("run").arg("--config").arg(config);
+        Self {
+            config: config.to_owned(),
+            proc: Proc::spawn(cmd, log.to_owned()),
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        self.proc.log_text()
+    }
+}
+
+/// `edgecam outbox stats --json`.
+pub fn outbox_stats(config: &Path) -> Value {
+    let out = edgecam()
+        .args(["outbox", "stats", "--json", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "outbox stats: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `edgecam emit`: commits `count` events directly to the outbox.
+pub fn emit(config: &Path, count: u64, payload: &str) {
+    let out = edgecam()
+        .args([
+            "emit",
+            "--kind",
+            "test",
+            "--count",
+            &count.to_string(),
+            "--payload",
+            payload,
+            "--config",
+        ])
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "emit: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// One message received by the observer.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub retain: bool,
+    pub at: Instant,
+}
+
+/// Everything published under `<camera>/#`, seen through the broker's plain listener.
+#[derive(Clone)]
+pub struct Observer {
+    pub messages: Arc<Mutex<Vec<Received>>>,
+    client: AsyncClient,
+}
+
+impl Observer {
+    /// Subscribes with a persistent session (`id` fixed), so messages published while
+    /// the broker restarts are queued for us.
+    pub async fn start(port: u16, id: &str) -> Self {
+        let mut opts = MqttOptions::new(id, "127.0.0.1", port);
+        opts.set_clean_session(false)
+            .set_keep_alive(Duration::from_secs(30))
+            .set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut eventloop) = AsyncClient::new(opts, 100);
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let sink = messages.clone();
+        let sub = client.clone();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let mut ready_tx = Some(ready_tx);
+        tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        let _ = sub.subscribe(format!("{CAMERA}/#"), QoS::AtLeastOnce).await;
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        if let Some(tx) = ready_tx.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        sink.lock().unwrap().push(Received {
+                            topic: p.topic.clone(),
+                            payload: p.payload.to_vec(),
+                            retain: p.retain,
+                            at: Instant::now(),
+                        })
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(10), ready_rx)
+            .await
+            .expect("observer subscribed in time")
+            .unwrap();
+        Self { messages, client }
+    }
+
+    pub fn all(&self) -> Vec<Received> {
+        self.messages.lock().unwrap().clone()
+    }
+
+    /// Event batches, in arrival order.
+    pub fn batches(&self) -> Vec<Received> {
+        self.all()
+            .into_iter()
+            .filter(|m| m.topic.starts_with(&format!("{CAMERA}/events/")))
+            .collect()
+    }
+
+    /// Every event received: seq → event_ids seen for it (one per delivery).
+    pub fn events(&self) -> BTreeMap<i64, Vec<String>> {
+        let mut out: BTreeMap<i64, Vec<String>> = BTreeMap::new();
+        for m in self.batches() {
+            let v: Value = serde_json::from_slice(&m.payload).expect("batch is JSON");
+            for ev in v["events"].as_array().expect("batch has events") {
+                out.entry(ev["seq"].as_i64().unwrap())
+                    .or_default()
+                    .push(ev["event_id"].as_str().unwrap().to_owned());
+            }
+        }
+        out
+    }
+
+    pub fn distinct_events(&self) -> usize {
+        self.events().len()
+    }
+
+    /// Status messages (`<camera>/status`), parsed.
+    pub fn statuses(&self) -> Vec<Value> {
+        self.all()
+            .into_iter()
+            .filter(|m| m.topic == format!("{CAMERA}/status"))
+            .map(|m| serde_json::from_slice(&m.payload).unwrap())
+            .collect()
+    }
+
+    /// Metrics messages, parsed.
+    pub fn metrics(&self) -> Vec<Value> {
+        self.all()
+            .into_iter()
+            .filter(|m| m.topic == format!("{CAMERA}/status/metrics"))
+            .map(|m| serde_json::from_slice(&m.payload).unwrap())
+            .collect()
+    }
+
+    pub async fn stop(self) {
+        let _ = self.client.disconnect().await;
+    }
+}
+
+/// Asserts every seq in `first..=last` arrived and that repeated deliveries of a
+/// seq always carry the same event_id.
+pub fn assert_complete(events: &BTreeMap<i64, Vec<String>>, first: i64, last: i64) {
+    let missing: Vec<i64> = (first..=last).filter(|s| !events.contains_key(s)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} events missing, first few: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+    for (seq, ids) in events {
+        assert!(
+            ids.iter().all(|id| id == &ids[0]),
+            "seq {seq} delivered with different event_ids: {ids:?}"
+        );
+    }
+}
+
+/// A temp dir for one test (kept when the test fails, for its logs).
+pub fn test_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("edgecam-{name}-"))
+        .tempdir()
+        .unwrap()
+}
