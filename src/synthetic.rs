@@ -18,9 +18,14 @@ pub struct Synthetic {
     tx: EventSender,
 }
 
-/// The payload of synthetic event number `n`.
+/// The payload of synthetic event number `n`: its number, its creation time in
+/// microseconds since the epoch (for latency measurements), and filler.
 pub fn payload(n: u64, filler: &str) -> Box<RawValue> {
-    let text = format!("{{\"n\":{n},\"filler\":\"{filler}\"}}");
+    let t_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros())
+        .unwrap_or(0);
+    let text = format!("{{\"n\":{n},\"t_us\":{t_us},\"filler\":\"{filler}\"}}");
     RawValue::from_string(text).expect("synthetic payload is valid JSON")
 }
 

@@ -33,7 +33,7 @@ pub enum ConfigError {
 }
 
 /// The whole configuration of the daemon.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Who this camera is and which broker it talks to. Required.
@@ -59,7 +59,7 @@ pub struct Config {
 }
 
 /// Device identity: not a tunable. Changing it means a different device.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Identity {
     /// The camera's id: MQTT client id and first level of every topic.
@@ -85,7 +85,7 @@ pub struct Identity {
 }
 
 /// Where state lives on disk.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
     /// Directory for the daemon's state (the outbox database). Must be writable.
@@ -115,7 +115,7 @@ pub enum Synchronous {
 }
 
 /// The durable outbox of events waiting for the broker's acknowledgement.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutboxConfig {
     /// Ceiling on the outbox's files on disk (database + WAL), in bytes. At least 1 MiB.
@@ -140,7 +140,7 @@ pub struct OutboxConfig {
 }
 
 /// The MQTT session and the broker's limits.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttConfig {
     /// MQTT keepalive; AWS IoT Core accepts 30s–1200s.
@@ -183,7 +183,7 @@ pub struct MqttConfig {
 }
 
 /// Status, metrics and systemd.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthConfig {
     /// Interval of the metrics message on `<camera-id>/status/metrics`; `0s` turns it off.
@@ -192,7 +192,7 @@ pub struct HealthConfig {
 }
 
 /// A built-in producer of synthetic events.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SyntheticConfig {
     /// Produce synthetic events.
@@ -225,7 +225,7 @@ pub enum LogTarget {
 }
 
 /// Logging.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
     /// A tracing filter, e.g. `info` or `edgecam=debug,rumqttc=warn`. `RUST_LOG` overrides it.

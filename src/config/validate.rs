@@ -264,6 +264,19 @@ mod tests {
     }
 
     #[test]
+    fn example_config_is_valid_and_shows_every_default() {
+        let example = Config::parse(include_str!("../../config.example.toml")).unwrap();
+        assert_eq!(example.storage, super::super::StorageConfig::default());
+        assert_eq!(example.outbox, super::super::OutboxConfig::default());
+        assert_eq!(example.mqtt, super::super::MqttConfig::default());
+        assert_eq!(example.health, super::super::HealthConfig::default());
+        assert_eq!(example.synthetic, super::super::SyntheticConfig::default());
+        assert_eq!(example.log, super::super::LogConfig::default());
+        assert_eq!(example.identity.broker_port, 443);
+        assert_eq!(example.identity.alpn, vec!["x-amzn-mqtt-ca"]);
+    }
+
+    #[test]
     fn keepalive_outside_aws_range_names_the_field() {
         assert_eq!(
             fields("[mqtt]\nkeepalive = \"10s\""),

@@ -21,8 +21,12 @@
 //! so the database and WAL together stay under `max_bytes`.
 //!
 //! # After a crash
-//! `synchronous = FULL` (default): each commit fsyncs the WAL, so an event committed
-//! before a power cut is there after it; kill -9 loses nothing committed either.
+//! `synchronous = FULL` (default): each commit that adds events fsyncs the WAL, so an
+//! event committed before a power cut is there after it; kill -9 loses nothing
+//! committed either. The cost is one fsync per group commit (see the benchmark).
+//! Deletes (acknowledged, evicted, expired rows) are committed with `NORMAL`: a delete
+//! lost to a power cut brings rows back, which are then sent again (a duplicate, never
+//! a loss), and the next insert's fsync makes it durable anyway.
 //! `synchronous = NORMAL`: a kill -9 loses nothing committed, a power cut may lose the
 //! last transactions (the WAL is fsynced only at checkpoints). Unacknowledged events
 //! are simply sent again after restart (at least once; duplicates repeat an `event_id`).

@@ -29,8 +29,28 @@ pub const QUICK_CHECK: &str = "PRAGMA quick_check";
 pub const INCREMENTAL_VACUUM: &str = "PRAGMA incremental_vacuum";
 pub const FREELIST_COUNT: &str = "PRAGMA freelist_count";
 
-pub const INSERT_EVENT: &str =
-    "INSERT INTO events (event_id, kind, ts_ms, payload) VALUES (?1, ?2, ?3, ?4) RETURNING seq";
+/// Rows per multi-row INSERT (4 bound values each).
+pub const INSERT_CHUNK: usize = 256;
+
+/// `INSERT INTO events ... VALUES (?, ?, ?, ?) x rows RETURNING seq`.
+pub fn insert_events(rows: usize) -> String {
+    const HEAD: &str = "INSERT INTO events (event_id, kind, ts_ms, payload) VALUES ";
+    const ROW: &str = "(?, ?, ?, ?)";
+    let mut sql = String::with_capacity(HEAD.len() + rows * (ROW.len() + 1) + 16);
+    sql.push_str(HEAD);
+    for i in 0..rows {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str(ROW);
+    }
+    sql.push_str(" RETURNING seq");
+    sql
+}
+
+/// Durability of the next transactions (a connection setting in SQLite).
+pub const SYNC_FULL: &str = "PRAGMA synchronous = FULL";
+pub const SYNC_NORMAL: &str = "PRAGMA synchronous = NORMAL";
 
 pub const FETCH_AFTER: &str = "SELECT seq, event_id, kind, ts_ms, payload FROM events \
      WHERE seq > ?1 ORDER BY seq LIMIT ?2";

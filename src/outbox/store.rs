@@ -115,6 +115,9 @@ pub struct Store {
     bytes: i64,
     max_seq: i64,
     seq_reserved: i64,
+    /// The configured durability, and what the connection is set to now.
+    synchronous: Synchronous,
+    lazy_now: bool,
 }
 
 fn db_err(path: &Path) -> impl FnOnce(sqlx::Error) -> OutboxError + '_ {
@@ -251,6 +254,8 @@ impl Store {
             bytes: 0,
             max_seq,
             seq_reserved: floor.max(max_seq),
+            synchronous: cfg.synchronous,
+            lazy_now: cfg.synchronous == Synchronous::Normal,
         };
         store.refresh_counters().await?;
         Ok(store)
@@ -280,7 +285,30 @@ impl Store {
             bytes: 0,
             max_seq: 0,
             seq_reserved: 0,
+            synchronous: Synchronous::Normal,
+            lazy_now: true,
         })
+    }
+
+    /// Sets the durability of the next transactions. Inserts are committed with the
+    /// configured `synchronous`; deletes (acknowledged, evicted, expired rows) always
+    /// lazily (`NORMAL`): a delete lost to a power cut only brings back rows that are
+    /// then sent again (at least once), and the next durable commit fsyncs it anyway.
+    async fn durability(&mut self, lazy: bool) -> Result<(), OutboxError> {
+        let lazy = lazy || self.synchronous == Synchronous::Normal;
+        if lazy != self.lazy_now {
+            let pragma = if lazy {
+                sql::SYNC_NORMAL
+            } else {
+                sql::SYNC_FULL
+            };
+            sqlx::query(pragma)
+                .execute(&mut self.conn)
+                .await
+                .map_err(db_err(&self.path))?;
+            self.lazy_now = lazy;
+        }
+        Ok(())
     }
 
     /// Largest group of bytes worth committing in one transaction.
@@ -345,6 +373,7 @@ impl Store {
         }
 
         let excess = self.bytes + need - self.budget;
+        self.durability(false).await?;
         let result = self.append_tx(&accepted, excess, out.refused.len()).await;
         match result {
             Ok((seqs, evicted, freed)) => {
@@ -416,17 +445,20 @@ impl Store {
             }
         }
         let mut seqs = Vec::with_capacity(events.len());
-        for ev in events {
-            let seq: i64 = sqlx::query_scalar(sql::INSERT_EVENT)
-                .bind(ev.event_id.to_string())
-                .bind(&ev.kind)
-                .bind(ev.ts_ms)
-                .bind(ev.payload.get())
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(err)?;
-            seqs.push(seq);
+        for chunk in events.chunks(sql::INSERT_CHUNK) {
+            let statement = sql::insert_events(chunk.len());
+            let mut q = sqlx::query_scalar::<_, i64>(&statement);
+            for ev in chunk {
+                q = q
+                    .bind(ev.event_id.to_string())
+                    .bind(&ev.kind)
+                    .bind(ev.ts_ms)
+                    .bind(ev.payload.get());
+            }
+            seqs.extend(q.fetch_all(&mut *tx).await.map_err(err)?);
         }
+        // RETURNING gives no order guarantee; rows of one statement get increasing seqs.
+        seqs.sort_unstable();
         if refused > 0 {
             add_meta(&mut tx, sql::meta::REFUSED, refused as i64)
                 .await
@@ -492,6 +524,7 @@ impl Store {
         if seqs.is_empty() {
             return Ok(0);
         }
+        self.durability(true).await?;
         let json = serde_json::to_string(seqs).expect("a list of integers serializes");
         let last = seqs.iter().copied().max().unwrap_or(0);
         let path = self.path.clone();
@@ -521,6 +554,7 @@ impl Store {
             return Ok(0);
         }
         let cutoff = now - self.max_age.as_millis() as i64;
+        self.durability(true).await?;
         let path = self.path.clone();
         let err = |e| db_err(&path)(e);
         let mut tx = self.conn.begin().await.map_err(err)?;

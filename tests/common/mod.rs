@@ -441,6 +441,8 @@ pub struct Received {
     pub payload: Vec<u8>,
     pub retain: bool,
     pub at: Instant,
+    /// Wall clock at arrival, microseconds since the epoch.
+    pub wall_us: u128,
 }
 
 /// Everything published under `<camera>/#`, seen through the broker's plain listener.
@@ -481,6 +483,10 @@ impl Observer {
                             payload: p.payload.to_vec(),
                             retain: p.retain,
                             at: Instant::now(),
+                            wall_us: std::time::SystemTime::now()
+                                .duration_since(std::time::UNIX_EPOCH)
+                                .unwrap()
+                                .as_micros(),
                         })
                     }
                     Ok(_) => {}
@@ -541,6 +547,11 @@ impl Observer {
             .filter(|m| m.topic == format!("{CAMERA}/status/metrics"))
             .map(|m| serde_json::from_slice(&m.payload).unwrap())
             .collect()
+    }
+
+    /// Forgets what was received so far.
+    pub fn clear(&self) {
+        self.messages.lock().unwrap().clear();
     }
 
     pub async fn stop(self) {

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on Debian 12, first installing what the tests start:
+# Mosquitto (the broker), haproxy (the AWS-like ALPN front on 443) and openssl
+# (certificates made at test time). Needs a Rust toolchain (rustup) and root or sudo
+# for apt-get when something is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
+
+missing=()
+have mosquitto || missing+=(mosquitto)
+have haproxy || missing+=(haproxy)
+have openssl || missing+=(openssl)
+have pkg-config || missing+=(pkg-config)
+have cc || missing+=(gcc)
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" ca-certificates >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "cargo not found: install a Rust toolchain (https://rustup.rs), then run this again" >&2
+  exit 1
+fi
+
+cargo build --locked --bins
+./target/debug/edgecam check-config --values-only config.example.toml
+cargo test --locked
