@@ -40,15 +40,16 @@ impl NewEvent {
     }
 }
 
-/// An event as the outbox holds it.
+/// An event read from the outbox, already encoded for the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredEvent {
     pub seq: i64,
-    pub event_id: String,
     pub kind: String,
-    pub ts_ms: i64,
-    /// Serialized JSON of the payload, as the producer gave it.
-    pub payload: String,
+    /// The event's JSON object (see the module header). The outbox builds it in its
+    /// fetch query (`outbox/sql.rs`, `FETCH_ENCODED`): every field but the payload
+    /// comes from a closed alphabet (UUID, camera id, kind) or is an integer, and the
+    /// payload was checked to be JSON when it was enqueued.
+    pub json: String,
 }
 
 /// Milliseconds since the Unix epoch, from the wall clock.
@@ -64,55 +65,33 @@ pub const BATCH_OVERHEAD: usize = BATCH_OPEN.len() + BATCH_CLOSE.len();
 const BATCH_OPEN: &str = "{\"events\":[";
 const BATCH_CLOSE: &str = "]}";
 
-/// Appends one event's JSON object to `out`. The payload is copied as it was
-/// stored (it was validated as JSON when it was enqueued); the other fields are
-/// strings from a closed alphabet (UUID, camera id, kind) or integers.
-pub fn encode_event(out: &mut String, camera_id: &str, ev: &StoredEvent) {
-    use std::fmt::Write;
-    let _ = write!(
-        out,
-        "{{\"event_id\":\"{}\",\"camera_id\":\"{}\",\"seq\":{},\"ts\":{},\"kind\":\"{}\",\"payload\":{}}}",
-        ev.event_id, camera_id, ev.seq, ev.ts_ms, ev.kind, ev.payload
-    );
-}
-
-/// Size of one encoded event, without building it.
-pub fn encoded_len(camera_id: &str, ev: &StoredEvent) -> usize {
-    const FIXED: usize =
-        r#"{"event_id":"","camera_id":"","seq":,"ts":,"kind":"","payload":}"#.len();
-    FIXED
-        + ev.event_id.len()
-        + camera_id.len()
-        + decimal_len(ev.seq)
-        + decimal_len(ev.ts_ms)
-        + ev.kind.len()
-        + ev.payload.len()
-}
-
-fn decimal_len(v: i64) -> usize {
-    let mut n = if v < 0 { 2 } else { 1 };
-    let mut x = v.unsigned_abs();
-    while x >= 10 {
-        x /= 10;
-        n += 1;
-    }
-    n
-}
-
-/// Builds the batch message for `events` (all of one kind).
-pub fn encode_batch<'a>(
-    camera_id: &str,
-    events: impl IntoIterator<Item = &'a StoredEvent>,
-) -> String {
+/// Builds the batch message for `events` (all of one kind, in seq order).
+pub fn encode_batch<'a>(events: impl IntoIterator<Item = &'a StoredEvent>) -> String {
     let mut out = String::from(BATCH_OPEN);
     for (i, ev) in events.into_iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        encode_event(&mut out, camera_id, ev);
+        out.push_str(&ev.json);
     }
     out.push_str(BATCH_CLOSE);
     out
+}
+
+/// The wire encoding of one event, as the outbox's fetch query builds it; used
+/// by tests to build expected values.
+#[cfg(test)]
+pub fn encode_event(
+    camera_id: &str,
+    seq: i64,
+    event_id: &str,
+    ts_ms: i64,
+    kind: &str,
+    payload: &str,
+) -> String {
+    format!(
+        "{{\"event_id\":\"{event_id}\",\"camera_id\":\"{camera_id}\",\"seq\":{seq},\"ts\":{ts_ms},\"kind\":\"{kind}\",\"payload\":{payload}}}"
+    )
 }
 
 #[cfg(test)]
@@ -122,17 +101,26 @@ mod tests {
     fn ev(seq: i64, payload: &str) -> StoredEvent {
         StoredEvent {
             seq,
-            event_id: Uuid::now_v7().to_string(),
             kind: "synthetic".into(),
-            ts_ms: 1_763_782_018_123,
-            payload: payload.into(),
+            json: encode_event(
+                "cam-1",
+                seq,
+                &Uuid::now_v7().to_string(),
+                1_763_782_018_123,
+                "synthetic",
+                payload,
+            ),
         }
     }
 
     #[test]
     fn batch_is_valid_json_with_every_field() {
         let events = [ev(1, r#"{"a":1}"#), ev(2, r#""x""#)];
-        let text = encode_batch("cam-1", &events);
+        let text = encode_batch(&events);
+        assert_eq!(
+            text.len(),
+            BATCH_OVERHEAD + events[0].json.len() + 1 + events[1].json.len()
+        );
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         let arr = v["events"].as_array().unwrap();
         assert_eq!(arr.len(), 2);
@@ -142,18 +130,5 @@ mod tests {
         assert_eq!(arr[0]["kind"], "synthetic");
         assert_eq!(arr[0]["payload"]["a"], 1);
         assert_eq!(arr[1]["payload"], "x");
-    }
-
-    #[test]
-    fn encoded_len_matches_the_encoding() {
-        for e in [
-            ev(1, "{}"),
-            ev(1234567890123, r#"{"k":"vvvv"}"#),
-            ev(-5, "null"),
-        ] {
-            let mut s = String::new();
-            encode_event(&mut s, "camera-xyz", &e);
-            assert_eq!(s.len(), encoded_len("camera-xyz", &e));
-        }
     }
 }

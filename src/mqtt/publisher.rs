@@ -42,6 +42,8 @@ pub struct Publisher {
     max_published: i64,
     /// The outbox had nothing after `cursor` when last asked.
     drained: bool,
+    /// A metrics message waiting for room under the ceilings.
+    pending_metrics: Option<String>,
 }
 
 /// The retained `online` birth message.
@@ -90,6 +92,7 @@ impl Publisher {
             cursor: 0,
             max_published: 0,
             drained: false,
+            pending_metrics: None,
         }
     }
 
@@ -170,6 +173,7 @@ impl Publisher {
         self.packer.clear();
         self.cursor = 0;
         self.drained = false;
+        self.pending_metrics = None;
         self.session.reset()
     }
 
@@ -208,6 +212,9 @@ impl Publisher {
     /// Publishes as much as the ceilings allow. Returns when to try again if the
     /// rate limiter is what stopped it.
     async fn fill(&mut self) -> Result<Option<Instant>, MqttError> {
+        if let Some(at) = self.send_pending_metrics(Instant::now()) {
+            return Ok(Some(at));
+        }
         loop {
             if self.session.unacked() >= self.cfg.max_inflight as usize {
                 return Ok(None);
@@ -215,7 +222,12 @@ impl Publisher {
             if self.packer.buffered_bytes() < self.pack_limit && !self.drained {
                 let events = self
                     .outbox
-                    .fetch(self.cursor, FETCH_EVENTS, 4 * self.pack_limit)
+                    .fetch(
+                        &self.camera_id,
+                        self.cursor,
+                        FETCH_EVENTS,
+                        4 * self.pack_limit,
+                    )
                     .await?;
                 match events.last() {
                     Some(last) => self.cursor = last.seq,
@@ -223,29 +235,23 @@ impl Publisher {
                 }
                 self.packer.push(events);
             }
-            let plan =
-                match self
-                    .packer
-                    .plan(&self.camera_id, self.pack_limit, self.cfg.max_message_bytes)
-                {
-                    Some(plan) => plan,
-                    None => return Ok(None),
-                };
+            let plan = match self
+                .packer
+                .plan(self.pack_limit, self.cfg.max_message_bytes)
+            {
+                Some(plan) => plan,
+                None => return Ok(None),
+            };
             let (kind, positions, bytes) = match plan {
                 Plan::Batch {
                     kind,
                     positions,
                     bytes,
                 } => (kind, positions, bytes),
-                Plan::TooLarge {
-                    seq,
-                    event_id,
-                    bytes,
-                } => {
+                Plan::TooLarge { seq, bytes } => {
                     Metrics::add(&self.metrics.events_refused, 1);
                     tracing::error!(
                         seq,
-                        %event_id,
                         bytes,
                         max = self.cfg.max_message_bytes,
                         "event larger than mqtt.max_message_bytes; deleting it unsent"
@@ -262,7 +268,7 @@ impl Publisher {
                 return Ok(Some(at));
             }
             let events = self.packer.take(&positions);
-            let payload = encode_batch(&self.camera_id, &events);
+            let payload = encode_batch(&events);
             debug_assert_eq!(payload.len(), bytes);
             let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
             let first = seqs[0];
@@ -299,15 +305,24 @@ impl Publisher {
             &self.metrics,
             stats.as_ref(),
         );
+        // Queued ahead of the next batch, so the ceilings hold and a long drain at
+        // the bandwidth ceiling still reports. A newer snapshot replaces an unsent one.
+        self.pending_metrics = Some(payload);
+    }
+
+    /// Sends the queued metrics message if the ceilings allow; else when to retry.
+    fn send_pending_metrics(&mut self, now: Instant) -> Option<Instant> {
+        let payload = self.pending_metrics.take()?;
         let topic = self.topics.metrics();
         let wire = (payload.len() + topic.len()) as u64;
-        let now = Instant::now();
-        // Metrics are QoS 0 and skipped rather than delayed when the ceilings are reached.
-        if self.limiter.check(now, wire).is_ok()
-            && self.request(topic, QoS::AtMostOnce, false, payload, Sent::Fire)
-        {
+        if let Err(at) = self.limiter.check(now, wire) {
+            self.pending_metrics = Some(payload);
+            return Some(at);
+        }
+        if self.request(topic, QoS::AtMostOnce, false, payload, Sent::Fire) {
             self.limiter.record(now, wire);
         }
+        None
     }
 
     /// At shutdown: stop sending, wait (bounded) for outstanding acknowledgements,

@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::events::{encoded_len, StoredEvent, BATCH_OVERHEAD};
+use crate::events::{StoredEvent, BATCH_OVERHEAD};
 
 /// A publish we requested.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,17 +117,13 @@ pub enum Plan {
         bytes: usize,
     },
     /// The first buffered event alone is larger than the message ceiling.
-    TooLarge {
-        seq: i64,
-        event_id: String,
-        bytes: usize,
-    },
+    TooLarge { seq: i64, bytes: usize },
 }
 
 impl Packer {
     pub fn push(&mut self, events: Vec<StoredEvent>) {
         for ev in events {
-            self.buffered_bytes += ev.payload.len();
+            self.buffered_bytes += ev.json.len();
             self.buffer.push_back(ev);
         }
     }
@@ -149,13 +145,12 @@ impl Packer {
     /// Plans the next message: the oldest event and the following events of the same
     /// kind, while the payload stays within `limit`. A lone event may use up to
     /// `max_message` (the ceiling itself) even when `limit` is lower.
-    pub fn plan(&self, camera_id: &str, limit: usize, max_message: usize) -> Option<Plan> {
+    pub fn plan(&self, limit: usize, max_message: usize) -> Option<Plan> {
         let first = self.buffer.front()?;
-        let first_len = BATCH_OVERHEAD + encoded_len(camera_id, first);
+        let first_len = BATCH_OVERHEAD + first.json.len();
         if first_len > max_message {
             return Some(Plan::TooLarge {
                 seq: first.seq,
-                event_id: first.event_id.clone(),
                 bytes: first_len,
             });
         }
@@ -166,7 +161,7 @@ impl Packer {
             if ev.kind != kind {
                 continue;
             }
-            let add = 1 + encoded_len(camera_id, ev);
+            let add = 1 + ev.json.len();
             if bytes + add > limit {
                 break;
             }
@@ -188,7 +183,7 @@ impl Packer {
         for (i, ev) in self.buffer.drain(..).enumerate() {
             if next.peek() == Some(&&i) {
                 next.next();
-                self.buffered_bytes -= ev.payload.len();
+                self.buffered_bytes -= ev.json.len();
                 taken.push(ev);
             } else {
                 rest.push_back(ev);
@@ -202,7 +197,7 @@ impl Packer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::encode_batch;
+    use crate::events::{encode_batch, encode_event};
 
     fn batch(seqs: &[i64]) -> Sent {
         Sent::Batch(Batch {
@@ -254,12 +249,18 @@ mod tests {
     }
 
     fn ev(seq: i64, kind: &str, payload_len: usize) -> StoredEvent {
+        let payload = format!("\"{}\"", "x".repeat(payload_len));
         StoredEvent {
             seq,
-            event_id: "0190f0f0-0000-7000-8000-000000000000".into(),
             kind: kind.into(),
-            ts_ms: 1_700_000_000_000,
-            payload: format!("\"{}\"", "x".repeat(payload_len)),
+            json: encode_event(
+                "cam",
+                seq,
+                "0190f0f0-0000-7000-8000-000000000000",
+                1_700_000_000_000,
+                kind,
+                &payload,
+            ),
         }
     }
 
@@ -276,7 +277,7 @@ mod tests {
             kind,
             positions,
             bytes,
-        }) = p.plan("cam", 10_000, 10_000)
+        }) = p.plan(10_000, 10_000)
         else {
             panic!("expected a batch")
         };
@@ -287,9 +288,9 @@ mod tests {
             taken.iter().map(|e| e.seq).collect::<Vec<_>>(),
             vec![1, 3, 4]
         );
-        assert_eq!(encode_batch("cam", &taken).len(), bytes);
+        assert_eq!(encode_batch(&taken).len(), bytes);
         assert_eq!(p.buffer.len(), 1);
-        assert_eq!(p.buffered_bytes(), 102);
+        assert_eq!(p.buffered_bytes(), p.buffer[0].json.len());
     }
 
     #[test]
@@ -299,11 +300,11 @@ mod tests {
         let limit = 5120;
         while let Some(Plan::Batch {
             positions, bytes, ..
-        }) = p.plan("cam", limit, 131072)
+        }) = p.plan(limit, 131072)
         {
             assert!(bytes <= limit);
             let taken = p.take(&positions);
-            assert_eq!(encode_batch("cam", &taken).len(), bytes);
+            assert_eq!(encode_batch(&taken).len(), bytes);
         }
         assert!(p.is_empty());
     }
@@ -313,12 +314,9 @@ mod tests {
         let mut p = Packer::default();
         p.push(vec![ev(5, "a", 2000)]);
         assert!(matches!(
-            p.plan("cam", 1024, 1500),
+            p.plan(1024, 1500),
             Some(Plan::TooLarge { seq: 5, .. })
         ));
-        assert!(matches!(
-            p.plan("cam", 1024, 4000),
-            Some(Plan::Batch { .. })
-        ));
+        assert!(matches!(p.plan(1024, 4000), Some(Plan::Batch { .. })));
     }
 }

@@ -52,25 +52,28 @@ pub fn insert_events(rows: usize) -> String {
 pub const SYNC_FULL: &str = "PRAGMA synchronous = FULL";
 pub const SYNC_NORMAL: &str = "PRAGMA synchronous = NORMAL";
 
-pub const FETCH_AFTER: &str = "SELECT seq, event_id, kind, ts_ms, payload FROM events \
-     WHERE seq > ?1 ORDER BY seq LIMIT ?2";
+/// The oldest events after seq ?1, each encoded as its wire JSON object (the format
+/// of `docs/schemas/event-batch.json`) with camera id ?2; at most ?3 rows. Encoding in
+/// SQLite saves a decode and a re-encode per event on the drain path.
+pub const FETCH_ENCODED: &str = r#"SELECT seq, kind,
+    '{"event_id":"' || event_id || '","camera_id":"' || ?2 || '","seq":' || seq
+    || ',"ts":' || ts_ms || ',"kind":"' || kind || '","payload":' || payload || '}'
+    FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?3"#;
 
-/// Deletes the acknowledged rows, given as a JSON array of seqs.
-pub const DELETE_ACKED: &str = concat!(
-    "DELETE FROM events WHERE seq IN (SELECT value FROM json_each(?1)) RETURNING ",
-    row_cost_sql!()
+/// Rows and bytes in the seq range ?1..=?2.
+pub const COUNT_RANGE: &str = concat!(
+    "SELECT COUNT(*), COALESCE(SUM(",
+    row_cost_sql!(),
+    "), 0) FROM events WHERE seq BETWEEN ?1 AND ?2"
 );
+
+pub const DELETE_RANGE: &str = "DELETE FROM events WHERE seq BETWEEN ?1 AND ?2";
 
 /// The oldest rows with their cost, for eviction.
 pub const OLDEST_COSTS: &str = concat!(
     "SELECT seq, ",
     row_cost_sql!(),
     " FROM events ORDER BY seq LIMIT ?1"
-);
-
-pub const DELETE_UP_TO: &str = concat!(
-    "DELETE FROM events WHERE seq <= ?1 RETURNING ",
-    row_cost_sql!()
 );
 
 /// Deletes rows whose event time is older than ?1 (and newer than ?2, the earliest

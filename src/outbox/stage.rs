@@ -21,6 +21,7 @@ const MAX_GROUP_COMMANDS: usize = 256;
 
 enum Command {
     Fetch {
+        camera_id: String,
         after: i64,
         max_events: usize,
         max_bytes: usize,
@@ -45,6 +46,7 @@ impl OutboxHandle {
     /// Up to `max_events` of the oldest events with `seq > after`, about `max_bytes`.
     pub async fn fetch(
         &self,
+        camera_id: &str,
         after: i64,
         max_events: usize,
         max_bytes: usize,
@@ -52,6 +54,7 @@ impl OutboxHandle {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Command::Fetch {
+                camera_id: camera_id.to_owned(),
                 after,
                 max_events,
                 max_bytes,
@@ -239,12 +242,16 @@ impl Outbox {
         match cmd {
             Command::Ack { seqs } => self.apply_acks(seqs).await?,
             Command::Fetch {
+                camera_id,
                 after,
                 max_events,
                 max_bytes,
                 reply,
             } => {
-                let result = self.store.fetch(after, max_events, max_bytes).await;
+                let result = self
+                    .store
+                    .fetch(&camera_id, after, max_events, max_bytes)
+                    .await;
                 // A dropped receiver means the publisher went away (reconnect or
                 // shutdown): nothing is lost, the rows stay until acknowledged.
                 if let Err(Err(e)) = reply.send(result) {

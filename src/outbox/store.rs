@@ -432,14 +432,10 @@ impl Store {
                 }
             }
             if let Some(upto) = upto {
-                let costs: Vec<i64> = sqlx::query_scalar(sql::DELETE_UP_TO)
-                    .bind(upto)
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err(err)?;
-                evicted = costs.len() as u64;
-                freed = costs.iter().sum();
-                add_meta(&mut tx, sql::meta::EVICTED, evicted as i64)
+                let (n, bytes) = delete_range(&mut tx, i64::MIN, upto).await.map_err(err)?;
+                evicted = n as u64;
+                freed = bytes;
+                add_meta(&mut tx, sql::meta::EVICTED, n)
                     .await
                     .map_err(err)?;
             }
@@ -479,40 +475,35 @@ impl Store {
         tx.commit().await.map_err(db_err(&self.path))
     }
 
-    /// The oldest events with `seq > after`, at most `max_events` and about
-    /// `max_bytes` of payload (always at least one event if any).
+    /// The oldest events with `seq > after`, encoded for `camera_id`: at most
+    /// `max_events` and about `max_bytes` (always at least one event if any).
     pub async fn fetch(
         &mut self,
+        camera_id: &str,
         after: i64,
         max_events: usize,
         max_bytes: usize,
     ) -> Result<Vec<StoredEvent>, OutboxError> {
-        const PAGE: usize = 256;
+        const PAGE: usize = 1024;
         let mut out = Vec::new();
         let mut bytes = 0usize;
         let mut after = after;
         while out.len() < max_events && bytes < max_bytes {
-            let limit = PAGE.min(max_events - out.len()) as i64;
-            let rows = sqlx::query(sql::FETCH_AFTER)
+            let limit = PAGE.min(max_events - out.len());
+            let rows: Vec<(i64, String, String)> = sqlx::query_as(sql::FETCH_ENCODED)
                 .bind(after)
-                .bind(limit)
+                .bind(camera_id)
+                .bind(limit as i64)
                 .fetch_all(&mut self.conn)
                 .await
                 .map_err(db_err(&self.path))?;
             let page_len = rows.len();
-            for row in rows {
-                let ev = StoredEvent {
-                    seq: row.get(0),
-                    event_id: row.get(1),
-                    kind: row.get(2),
-                    ts_ms: row.get(3),
-                    payload: row.get(4),
-                };
-                after = ev.seq;
-                bytes += ev.payload.len();
-                out.push(ev);
+            for (seq, kind, json) in rows {
+                after = seq;
+                bytes += json.len();
+                out.push(StoredEvent { seq, kind, json });
             }
-            if page_len < limit as usize {
+            if page_len < limit {
                 break;
             }
         }
@@ -524,17 +515,20 @@ impl Store {
         if seqs.is_empty() {
             return Ok(0);
         }
+        let mut sorted = seqs.to_vec();
+        sorted.sort_unstable();
+        let last = sorted[sorted.len() - 1];
         self.durability(true).await?;
-        let json = serde_json::to_string(seqs).expect("a list of integers serializes");
-        let last = seqs.iter().copied().max().unwrap_or(0);
         let path = self.path.clone();
         let err = |e| db_err(&path)(e);
         let mut tx = self.conn.begin().await.map_err(err)?;
-        let costs: Vec<i64> = sqlx::query_scalar(sql::DELETE_ACKED)
-            .bind(json)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(err)?;
+        let (mut deleted, mut freed) = (0i64, 0i64);
+        // Batches are mostly runs of consecutive seqs: delete them as ranges.
+        for (first, end) in runs(&sorted) {
+            let (n, bytes) = delete_range(&mut tx, first, end).await.map_err(err)?;
+            deleted += n;
+            freed += bytes;
+        }
         sqlx::query(sql::MAX_META)
             .bind(sql::meta::LAST_ACKED_SEQ)
             .bind(last)
@@ -542,9 +536,9 @@ impl Store {
             .await
             .map_err(err)?;
         tx.commit().await.map_err(err)?;
-        self.depth -= costs.len() as i64;
-        self.bytes -= costs.iter().sum::<i64>();
-        Ok(costs.len() as u64)
+        self.depth -= deleted;
+        self.bytes -= freed;
+        Ok(deleted as u64)
     }
 
     /// Deletes events older than `max_age`. Returns how many.
@@ -642,6 +636,39 @@ impl Store {
     pub async fn close(self) -> Result<(), OutboxError> {
         self.conn.close().await.map_err(db_err(&self.path))
     }
+}
+
+/// Splits sorted seqs into runs of consecutive values, as inclusive ranges.
+fn runs(sorted: &[i64]) -> Vec<(i64, i64)> {
+    let mut out: Vec<(i64, i64)> = Vec::new();
+    for &s in sorted {
+        match out.last_mut() {
+            Some((_, end)) if s <= *end + 1 => *end = (*end).max(s),
+            _ => out.push((s, s)),
+        }
+    }
+    out
+}
+
+/// Deletes the rows with seq in `first..=last`; returns how many and their cost.
+async fn delete_range(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    first: i64,
+    last: i64,
+) -> Result<(i64, i64), sqlx::Error> {
+    let (n, bytes): (i64, i64) = sqlx::query_as(sql::COUNT_RANGE)
+        .bind(first)
+        .bind(last)
+        .fetch_one(&mut **tx)
+        .await?;
+    if n > 0 {
+        sqlx::query(sql::DELETE_RANGE)
+            .bind(first)
+            .bind(last)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok((n, bytes))
 }
 
 async fn add_meta(

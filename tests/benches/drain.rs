@@ -67,7 +67,10 @@ async fn wait_outbox_empty(config: &Path) -> Instant {
     let db = config
         .parent()
         .unwrap()
-        .join(format!("state-{}", config.file_stem().unwrap().to_string_lossy()))
+        .join(format!(
+            "state-{}",
+            config.file_stem().unwrap().to_string_lossy()
+        ))
         .join("outbox.db");
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut conn = loop {
@@ -76,7 +79,9 @@ async fn wait_outbox_empty(config: &Path) -> Instant {
             .read_only(true);
         match opts.connect().await {
             Ok(c) => break c,
-            Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(5)).await,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(5)).await
+            }
             Err(e) => panic!("cannot open {}: {e}", db.display()),
         }
     };

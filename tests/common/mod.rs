@@ -577,10 +577,12 @@ pub fn assert_complete(events: &BTreeMap<i64, Vec<String>>, first: i64, last: i6
     }
 }
 
-/// A temp dir for one test (kept when the test fails, for its logs).
+/// A temp dir for one test, removed at its end unless `EDGECAM_KEEP_TEST_DIRS` is
+/// set (to read the logs of every process the test started).
 pub fn test_dir(name: &str) -> tempfile::TempDir {
     tempfile::Builder::new()
         .prefix(&format!("edgecam-{name}-"))
+        .disable_cleanup(std::env::var_os("EDGECAM_KEEP_TEST_DIRS").is_some())
         .tempdir()
         .unwrap()
 }
