@@ -134,13 +134,7 @@ impl Publisher {
                 self.forget_session();
                 self.connected = true;
                 let birth = birth_payload(&self.camera_id, self.started_ms);
-                self.request(
-                    self.topics.status(),
-                    QoS::AtLeastOnce,
-                    true,
-                    birth,
-                    Sent::Control,
-                );
+                self.send_status(birth);
                 self.publish_metrics().await;
             }
             LinkEvent::Lost { error, quiesced } => {
@@ -310,6 +304,16 @@ impl Publisher {
         self.pending_metrics = Some(payload);
     }
 
+    /// Publishes a retained status message at once (one per connection or shutdown),
+    /// counting it against the ceilings.
+    fn send_status(&mut self, payload: String) {
+        let topic = self.topics.status();
+        let wire = (payload.len() + topic.len()) as u64;
+        if self.request(topic, QoS::AtLeastOnce, true, payload, Sent::Control) {
+            self.limiter.record(Instant::now(), wire);
+        }
+    }
+
     /// Sends the queued metrics message if the ceilings allow; else when to retry.
     fn send_pending_metrics(&mut self, now: Instant) -> Option<Instant> {
         let payload = self.pending_metrics.take()?;
@@ -333,13 +337,7 @@ impl Publisher {
         }
         let deadline = tokio::time::Instant::now() + self.cfg.shutdown_drain;
         let goodbye = offline_payload(&self.camera_id, "shutdown");
-        self.request(
-            self.topics.status(),
-            QoS::AtLeastOnce,
-            true,
-            goodbye,
-            Sent::Control,
-        );
+        self.send_status(goodbye);
         while self.connected && self.session.unacked() > 0 {
             match tokio::time::timeout_at(deadline, self.link.recv()).await {
                 Ok(Some(ev)) => self.on_link(ev).await?,
