@@ -10,6 +10,7 @@
 //!
 //! A batch holds one or more events of one kind, in increasing `seq`.
 
+use std::fmt::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::value::RawValue;
@@ -45,10 +46,7 @@ impl NewEvent {
 pub struct StoredEvent {
     pub seq: i64,
     pub kind: String,
-    /// The event's JSON object (see the module header). The outbox builds it in its
-    /// fetch query (`outbox/sql.rs`, `FETCH_ENCODED`): every field but the payload
-    /// comes from a closed alphabet (UUID, camera id, kind) or is an integer, and the
-    /// payload was checked to be JSON when it was enqueued.
+    /// The event's JSON object (see the module header), from [`encode_event`].
     pub json: String,
 }
 
@@ -78,20 +76,30 @@ pub fn encode_batch<'a>(events: impl IntoIterator<Item = &'a StoredEvent>) -> St
     out
 }
 
-/// The wire encoding of one event, as the outbox's fetch query builds it; used
-/// by tests to build expected values.
-#[cfg(test)]
-pub fn encode_event(
-    camera_id: &str,
-    seq: i64,
-    event_id: &str,
-    ts_ms: i64,
-    kind: &str,
-    payload: &str,
-) -> String {
+/// The part of an event's JSON object fixed at creation: everything after
+/// `{"camera_id":…,"seq":…,`. Every string in it is from a closed alphabet (UUID,
+/// kind, checked by the producer's channel) and the payload is a JSON value, so no
+/// escaping is needed.
+pub fn encode_body(ev: &NewEvent) -> String {
     format!(
-        "{{\"event_id\":\"{event_id}\",\"camera_id\":\"{camera_id}\",\"seq\":{seq},\"ts\":{ts_ms},\"kind\":\"{kind}\",\"payload\":{payload}}}"
+        "\"event_id\":\"{}\",\"ts\":{},\"kind\":\"{}\",\"payload\":{}}}",
+        ev.event_id,
+        ev.ts_ms,
+        ev.kind,
+        ev.payload.get()
     )
+}
+
+/// The whole JSON object of an event: the camera id and seq, then its stored body.
+pub fn encode_event(camera_id: &str, seq: i64, body: &str) -> String {
+    let mut out = String::with_capacity(camera_id.len() + body.len() + 40);
+    out.push_str("{\"camera_id\":\"");
+    out.push_str(camera_id);
+    out.push_str("\",\"seq\":");
+    // Writing to a String cannot fail.
+    let _ = write!(out, "{seq},");
+    out.push_str(body);
+    out
 }
 
 #[cfg(test)]
@@ -99,17 +107,16 @@ mod tests {
     use super::*;
 
     fn ev(seq: i64, payload: &str) -> StoredEvent {
+        let new = NewEvent {
+            event_id: Uuid::now_v7(),
+            kind: "synthetic".into(),
+            ts_ms: 1_763_782_018_123,
+            payload: RawValue::from_string(payload.to_owned()).unwrap(),
+        };
         StoredEvent {
             seq,
-            kind: "synthetic".into(),
-            json: encode_event(
-                "cam-1",
-                seq,
-                &Uuid::now_v7().to_string(),
-                1_763_782_018_123,
-                "synthetic",
-                payload,
-            ),
+            kind: new.kind.clone(),
+            json: encode_event("cam-1", seq, &encode_body(&new)),
         }
     }
 
@@ -129,6 +136,7 @@ mod tests {
         assert_eq!(arr[0]["ts"], 1_763_782_018_123i64);
         assert_eq!(arr[0]["kind"], "synthetic");
         assert_eq!(arr[0]["payload"]["a"], 1);
+        assert_eq!(arr[0]["event_id"].as_str().unwrap().len(), 36);
         assert_eq!(arr[1]["payload"], "x");
     }
 }

@@ -197,7 +197,8 @@ impl Packer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::{encode_batch, encode_event};
+    use crate::events::{encode_batch, encode_body, encode_event, NewEvent};
+    use serde_json::value::RawValue;
 
     fn batch(seqs: &[i64]) -> Sent {
         Sent::Batch(Batch {
@@ -250,17 +251,16 @@ mod tests {
 
     fn ev(seq: i64, kind: &str, payload_len: usize) -> StoredEvent {
         let payload = format!("\"{}\"", "x".repeat(payload_len));
+        let new = NewEvent {
+            event_id: uuid::Uuid::now_v7(),
+            kind: kind.into(),
+            ts_ms: 1_700_000_000_000,
+            payload: RawValue::from_string(payload).unwrap(),
+        };
         StoredEvent {
             seq,
             kind: kind.into(),
-            json: encode_event(
-                "cam",
-                seq,
-                "0190f0f0-0000-7000-8000-000000000000",
-                1_700_000_000_000,
-                kind,
-                &payload,
-            ),
+            json: encode_event("cam", seq, &encode_body(&new)),
         }
     }
 

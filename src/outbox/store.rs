@@ -13,7 +13,7 @@ use sqlx::{ConnectOptions, Connection, Row};
 
 use super::sql;
 use crate::config::{OutboxConfig, Synchronous, WhenFull};
-use crate::events::{now_ms, NewEvent, StoredEvent};
+use crate::events::{encode_body, encode_event, now_ms, NewEvent, StoredEvent};
 
 /// Errors of the outbox.
 #[derive(Debug, thiserror::Error)]
@@ -66,8 +66,8 @@ const SANE_CLOCK_MS: i64 = 1_577_836_800_000;
 const PAGE_SIZE: u64 = 4096;
 
 /// Bytes charged to the budget for one event; keep in step with `row_cost_sql!`.
-pub fn row_cost(kind: &str, payload: &str) -> i64 {
-    (payload.len() + kind.len() + 76) as i64
+pub fn row_cost(kind: &str, body: &str) -> i64 {
+    (body.len() + kind.len() + 40) as i64
 }
 
 /// Figures for `edgecam outbox stats` and the metrics message.
@@ -118,6 +118,8 @@ pub struct Store {
     /// The configured durability, and what the connection is set to now.
     synchronous: Synchronous,
     lazy_now: bool,
+    /// Use the slower fetch whose aggregates state their order (see `FETCH_PAGE`).
+    ordered_fetch: bool,
 }
 
 fn db_err(path: &Path) -> impl FnOnce(sqlx::Error) -> OutboxError + '_ {
@@ -256,6 +258,7 @@ impl Store {
             seq_reserved: floor.max(max_seq),
             synchronous: cfg.synchronous,
             lazy_now: cfg.synchronous == Synchronous::Normal,
+            ordered_fetch: false,
         };
         store.refresh_counters().await?;
         Ok(store)
@@ -287,6 +290,7 @@ impl Store {
             seq_reserved: 0,
             synchronous: Synchronous::Normal,
             lazy_now: true,
+            ordered_fetch: false,
         })
     }
 
@@ -348,7 +352,8 @@ impl Store {
         let mut accepted = Vec::with_capacity(events.len());
         let mut need: i64 = 0;
         for ev in events {
-            let cost = row_cost(&ev.kind, ev.payload.get());
+            let body = encode_body(&ev);
+            let cost = row_cost(&ev.kind, &body);
             let fits = self.bytes + need + cost <= self.budget;
             if cost > self.group_bytes() as i64 {
                 out.refused
@@ -358,7 +363,7 @@ impl Store {
                     .push((ev.event_id, "outbox full (refuse_newest)"));
             } else {
                 need += cost;
-                accepted.push(ev);
+                accepted.push((ev, body));
             }
         }
         if accepted.is_empty() {
@@ -392,7 +397,7 @@ impl Store {
                     events = n,
                     "disk full: outbox cannot store new events; refusing them"
                 );
-                for ev in &accepted {
+                for (ev, _) in &accepted {
                     out.refused.push((ev.event_id, "disk full"));
                 }
                 // Best effort: the counter may not fit on a full disk either.
@@ -407,7 +412,7 @@ impl Store {
 
     async fn append_tx(
         &mut self,
-        events: &[NewEvent],
+        events: &[(NewEvent, String)],
         excess: i64,
         refused: usize,
     ) -> Result<(Vec<i64>, u64, i64), OutboxError> {
@@ -444,12 +449,8 @@ impl Store {
         for chunk in events.chunks(sql::INSERT_CHUNK) {
             let statement = sql::insert_events(chunk.len());
             let mut q = sqlx::query_scalar::<_, i64>(&statement);
-            for ev in chunk {
-                q = q
-                    .bind(ev.event_id.to_string())
-                    .bind(&ev.kind)
-                    .bind(ev.ts_ms)
-                    .bind(ev.payload.get());
+            for (ev, body) in chunk {
+                q = q.bind(&ev.kind).bind(ev.ts_ms).bind(body);
             }
             seqs.extend(q.fetch_all(&mut *tx).await.map_err(err)?);
         }
@@ -476,7 +477,8 @@ impl Store {
     }
 
     /// The oldest events with `seq > after`, encoded for `camera_id`: at most
-    /// `max_events` and about `max_bytes` (always at least one event if any).
+    /// `max_events` and about `max_bytes` (pages are sized from the average event;
+    /// always at least one event if any).
     pub async fn fetch(
         &mut self,
         camera_id: &str,
@@ -489,25 +491,76 @@ impl Store {
         let mut bytes = 0usize;
         let mut after = after;
         while out.len() < max_events && bytes < max_bytes {
-            let limit = PAGE.min(max_events - out.len());
-            let rows: Vec<(i64, String, String)> = sqlx::query_as(sql::FETCH_ENCODED)
-                .bind(after)
-                .bind(camera_id)
-                .bind(limit as i64)
-                .fetch_all(&mut self.conn)
-                .await
-                .map_err(db_err(&self.path))?;
-            let page_len = rows.len();
-            for (seq, kind, json) in rows {
-                after = seq;
-                bytes += json.len();
-                out.push(StoredEvent { seq, kind, json });
+            // Size the page from the average row, so large events do not come a
+            // thousand at a time.
+            let average = (self.bytes / self.depth.max(1)).max(1) as usize;
+            let by_bytes = (max_bytes - bytes).div_ceil(average);
+            let limit = PAGE.min(max_events - out.len()).min(by_bytes).max(1);
+            let before = out.len();
+            let query = if self.ordered_fetch {
+                sql::FETCH_PAGE_ORDERED
+            } else {
+                sql::FETCH_PAGE
+            };
+            match self
+                .fetch_page(query, camera_id, after, limit, &mut out)
+                .await?
+            {
+                Ok(()) => {}
+                Err(reason) if !self.ordered_fetch => {
+                    tracing::warn!(%reason, "unordered page fetch failed its check; using the ordered query from now on");
+                    self.ordered_fetch = true;
+                    out.truncate(before);
+                    continue;
+                }
+                Err(reason) => {
+                    return Err(OutboxError::Corrupt {
+                        path: self.path.clone(),
+                        reason,
+                    })
+                }
             }
-            if page_len < limit {
+            let fetched = &out[before..];
+            bytes += fetched.iter().map(|e| e.json.len()).sum::<usize>();
+            match fetched.last() {
+                Some(last) => after = last.seq,
+                None => break,
+            }
+            if fetched.len() < limit {
                 break;
             }
         }
         Ok(out)
+    }
+
+    /// Runs one page query and appends its events to `out`. The inner result is
+    /// the page's own check (seqs increasing, lengths consistent).
+    async fn fetch_page(
+        &mut self,
+        query: &str,
+        camera_id: &str,
+        after: i64,
+        limit: usize,
+        out: &mut Vec<StoredEvent>,
+    ) -> Result<Result<(), String>, OutboxError> {
+        type Page = (
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        );
+        let page: Page = sqlx::query_as(query)
+            .bind(after)
+            .bind(limit as i64)
+            .fetch_one(&mut self.conn)
+            .await
+            .map_err(db_err(&self.path))?;
+        Ok(match page {
+            (Some(seqs), Some(kinds), Some(lens), Some(bodies)) => {
+                unpage(camera_id, after, &seqs, &kinds, &lens, &bodies, out)
+            }
+            _ => Ok(()),
+        })
     }
 
     /// Deletes acknowledged events. Returns how many rows were still there.
@@ -635,6 +688,51 @@ impl Store {
     /// Closes the connection (checkpointing the WAL).
     pub async fn close(self) -> Result<(), OutboxError> {
         self.conn.close().await.map_err(db_err(&self.path))
+    }
+}
+
+/// Splits the row of `FETCH_PAGE` into encoded events, checking that seqs increase
+/// from `after` and that the lengths account for every body byte.
+fn unpage(
+    camera_id: &str,
+    after: i64,
+    seqs: &str,
+    kinds: &str,
+    lens: &str,
+    bodies: &str,
+    out: &mut Vec<StoredEvent>,
+) -> Result<(), String> {
+    let bad = |what: &str| format!("fetch returned a malformed page ({what})");
+    let mut rest = bodies;
+    let mut previous = after;
+    let mut kinds = kinds.split(',');
+    let mut lens = lens.split(',');
+    for seq in seqs.split(',') {
+        let seq: i64 = seq.parse().map_err(|_| bad("seq"))?;
+        if seq <= previous {
+            return Err(bad("seqs out of order"));
+        }
+        previous = seq;
+        let kind = kinds.next().ok_or_else(|| bad("kind"))?;
+        let len: usize = lens
+            .next()
+            .and_then(|l| l.parse().ok())
+            .ok_or_else(|| bad("length"))?;
+        if len > rest.len() || !rest.is_char_boundary(len) {
+            return Err(bad("body"));
+        }
+        let (body, tail) = rest.split_at(len);
+        rest = tail;
+        out.push(StoredEvent {
+            seq,
+            kind: kind.to_owned(),
+            json: encode_event(camera_id, seq, body),
+        });
+    }
+    if rest.is_empty() {
+        Ok(())
+    } else {
+        Err(bad("trailing bytes"))
     }
 }
 
@@ -786,4 +884,193 @@ fn write_seq_floor(path: &Path, value: i64) -> Result<(), OutboxError> {
             .map_err(fail)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::value::RawValue;
+
+    fn event(kind: &str, payload: &str) -> NewEvent {
+        NewEvent::now(kind, RawValue::from_string(payload.to_owned()).unwrap())
+    }
+
+    async fn store_with(dir: &Path, cfg: OutboxConfig) -> Store {
+        Store::open(&dir.join("outbox.db"), &cfg, Recovery::MoveAside)
+            .await
+            .unwrap()
+            .0
+    }
+
+    async fn all(store: &mut Store) -> Vec<StoredEvent> {
+        store
+            .fetch("cam-1", 0, 1_000_000, usize::MAX)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn fetch_returns_wire_json_in_seq_order_across_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = store_with(dir.path(), OutboxConfig::default()).await;
+        let mut evs = Vec::new();
+        for i in 0..2500 {
+            let kind = if i % 3 == 0 { "plate" } else { "count" };
+            evs.push(event(kind, &format!(r#"{{"i":{i},"text":"é→{i}"}}"#)));
+        }
+        let ids: Vec<String> = evs.iter().map(|e| e.event_id.to_string()).collect();
+        let outcome = store.append(evs).await.unwrap();
+        assert_eq!(outcome.accepted, (1..=2500).collect::<Vec<_>>());
+
+        let fetched = all(&mut store).await;
+        assert_eq!(fetched.len(), 2500);
+        for (i, ev) in fetched.iter().enumerate() {
+            let v: serde_json::Value = serde_json::from_str(&ev.json).unwrap();
+            assert_eq!(v["seq"], ev.seq);
+            assert_eq!(ev.seq, i as i64 + 1);
+            assert_eq!(v["camera_id"], "cam-1");
+            assert_eq!(v["event_id"], ids[i]);
+            assert_eq!(v["kind"], ev.kind.as_str());
+            assert_eq!(v["payload"]["text"], format!("é→{i}"));
+        }
+        // A byte budget stops early but always returns at least one event.
+        let some = store.fetch("cam-1", 100, 4096, 1).await.unwrap();
+        assert_eq!(some.len(), 1);
+        assert_eq!(some[0].seq, 101);
+    }
+
+    #[tokio::test]
+    async fn ack_deletes_only_the_acknowledged_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = store_with(dir.path(), OutboxConfig::default()).await;
+        store
+            .append((0..10).map(|_| event("t", "{}")).collect())
+            .await
+            .unwrap();
+        assert_eq!(store.ack(&[7, 2, 3, 4, 99]).await.unwrap(), 4);
+        let left: Vec<i64> = all(&mut store).await.iter().map(|e| e.seq).collect();
+        assert_eq!(left, vec![1, 5, 6, 8, 9, 10]);
+        let stats = store.stats().await.unwrap();
+        assert_eq!(stats.depth, 6);
+        assert_eq!(stats.last_acked_seq, 99);
+        assert_eq!(store.depth(), 6);
+        assert_eq!(store.bytes(), stats.bytes);
+    }
+
+    #[tokio::test]
+    async fn drop_oldest_evicts_to_stay_within_budget_and_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = OutboxConfig {
+            max_bytes: 1 << 20,
+            ..OutboxConfig::default()
+        };
+        let mut store = store_with(dir.path(), cfg).await;
+        let filler = "x".repeat(900);
+        for _ in 0..20 {
+            let evs = (0..100)
+                .map(|_| event("t", &format!(r#""{filler}""#)))
+                .collect();
+            store.append(evs).await.unwrap();
+        }
+        let stats = store.stats().await.unwrap();
+        assert!(stats.evicted > 0, "{stats:?}");
+        assert_eq!(stats.depth + stats.evicted, 2000);
+        assert!(
+            stats.bytes <= store.budget,
+            "{} > {}",
+            stats.bytes,
+            store.budget
+        );
+        // The newest survive.
+        assert_eq!(stats.last_seq, 2000);
+        let first = all(&mut store).await[0].seq;
+        assert_eq!(first, stats.evicted + 1);
+    }
+
+    #[tokio::test]
+    async fn refuse_newest_keeps_the_oldest_and_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = OutboxConfig {
+            max_bytes: 1 << 20,
+            when_full: WhenFull::RefuseNewest,
+            ..OutboxConfig::default()
+        };
+        let mut store = store_with(dir.path(), cfg).await;
+        let filler = "x".repeat(900);
+        let mut refused = 0;
+        for _ in 0..20 {
+            let evs = (0..100)
+                .map(|_| event("t", &format!(r#""{filler}""#)))
+                .collect();
+            refused += store.append(evs).await.unwrap().refused.len() as i64;
+        }
+        let stats = store.stats().await.unwrap();
+        assert!(refused > 0);
+        assert_eq!(stats.refused, refused);
+        assert_eq!(stats.evicted, 0);
+        assert_eq!(stats.depth + refused, 2000);
+        assert_eq!(all(&mut store).await[0].seq, 1);
+    }
+
+    #[tokio::test]
+    async fn expiry_deletes_old_events_but_keeps_those_stamped_before_the_clock_was_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = store_with(dir.path(), OutboxConfig::default()).await;
+        let mut old = event("t", "1");
+        old.ts_ms = now_ms() - 8 * 24 * 3600 * 1000;
+        let mut unset_clock = event("t", "2");
+        unset_clock.ts_ms = 5_000;
+        store
+            .append(vec![old, unset_clock, event("t", "3")])
+            .await
+            .unwrap();
+        assert_eq!(store.expire().await.unwrap(), 1);
+        let left: Vec<i64> = all(&mut store).await.iter().map(|e| e.seq).collect();
+        assert_eq!(left, vec![2, 3]);
+        assert_eq!(store.stats().await.unwrap().expired, 1);
+    }
+
+    #[tokio::test]
+    async fn a_replaced_database_continues_above_every_seq_handed_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.db");
+        let mut store = store_with(dir.path(), OutboxConfig::default()).await;
+        store
+            .append((0..5).map(|_| event("t", "{}")).collect())
+            .await
+            .unwrap();
+        store.close().await.unwrap();
+        std::fs::write(&path, vec![0x42; 8192]).unwrap();
+        for suffix in ["-wal", "-shm"] {
+            let _ = std::fs::remove_file(sibling(&path, suffix));
+        }
+        assert!(matches!(
+            Store::open(&path, &OutboxConfig::default(), Recovery::Fail).await,
+            Err(OutboxError::Corrupt { .. })
+        ));
+        let (mut store, aside) = Store::open(&path, &OutboxConfig::default(), Recovery::MoveAside)
+            .await
+            .unwrap();
+        assert!(aside.unwrap().exists());
+        let seqs = store.append(vec![event("t", "{}")]).await.unwrap().accepted;
+        assert!(seqs[0] > 5, "seq {} reused", seqs[0]);
+    }
+
+    #[test]
+    fn page_check_refuses_seqs_out_of_order_and_stray_bytes() {
+        let mut out = Vec::new();
+        assert!(unpage("c", 0, "1,2", "a,a", "2,2", "{}{}", &mut out).is_ok());
+        assert_eq!(out.len(), 2);
+        assert!(unpage("c", 0, "2,1", "a,a", "2,2", "{}{}", &mut out).is_err());
+        assert!(unpage("c", 5, "3", "a", "2", "{}", &mut out).is_err());
+        assert!(unpage("c", 0, "1", "a", "2", "{}x", &mut out).is_err());
+        assert!(unpage("c", 0, "1", "a", "3", "{}", &mut out).is_err());
+    }
+
+    #[test]
+    fn runs_groups_consecutive_seqs() {
+        assert_eq!(runs(&[1, 2, 3, 5, 7, 8]), vec![(1, 3), (5, 5), (7, 8)]);
+        assert_eq!(runs(&[4, 4, 5]), vec![(4, 5)]);
+        assert!(runs(&[]).is_empty());
+    }
 }
