@@ -16,9 +16,16 @@ pub struct RateLimiter {
     bytes_in_window: u64,
 }
 
+/// The per-second ceilings are enforced over windows this much longer than a second,
+/// so that a few milliseconds of jitter on the way to the broker cannot make two
+/// bursts one second apart look like one second's traffic over the limit. Costs
+/// about 3% of the bandwidth ceiling.
+pub const WINDOW_MARGIN: Duration = Duration::from_millis(30);
+
 impl RateLimiter {
+    /// Per-second ceilings (with [`WINDOW_MARGIN`]).
     pub fn new(max_msgs: u32, max_bytes: u64) -> Self {
-        Self::with_window(Duration::from_secs(1), max_msgs, max_bytes)
+        Self::with_window(Duration::from_secs(1) + WINDOW_MARGIN, max_msgs, max_bytes)
     }
 
     pub fn with_window(window: Duration, max_msgs: u32, max_bytes: u64) -> Self {
@@ -121,7 +128,7 @@ mod tests {
     #[test]
     fn limiter_allows_exactly_max_msgs_per_window() {
         let t0 = Instant::now();
-        let mut l = RateLimiter::new(3, 1 << 20);
+        let mut l = RateLimiter::with_window(Duration::from_secs(1), 3, 1 << 20);
         for i in 0..3 {
             let now = t0 + Duration::from_millis(i * 10);
             assert_eq!(l.check(now, 10), Ok(()));
@@ -135,7 +142,7 @@ mod tests {
     #[test]
     fn limiter_waits_until_enough_bytes_leave_the_window() {
         let t0 = Instant::now();
-        let mut l = RateLimiter::new(100, 1000);
+        let mut l = RateLimiter::with_window(Duration::from_secs(1), 100, 1000);
         l.record(t0, 600);
         l.record(t0 + Duration::from_millis(100), 300);
         // 900 in the window; 200 more needs the first 600 to leave.

@@ -11,7 +11,9 @@
 //!    creation → PUBACK), with an empty backlog: p50, p99;
 //! 4. RSS and CPU of the daemon connected and idle.
 //!
-//! Environment: `EDGECAM_BENCH_EVENTS` (default 100000), `EDGECAM_BENCH_IDLE_SECS` (60).
+//! Environment: `EDGECAM_BENCH_EVENTS` (default 100000), `EDGECAM_BENCH_IDLE_SECS` (60),
+//! `EDGECAM_BENCH_PHASES` (e.g. `1,3`; all by default), `EDGECAM_BENCH_TIMELINE` (print
+//! the arrival times of the first messages of phase 2), `EDGECAM_KEEP_TEST_DIRS` (keep logs).
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -349,6 +351,14 @@ async fn run() {
                 .collect();
             max_msgs = max_msgs.max(window.len());
             max_bytes = max_bytes.max(window.iter().sum::<usize>());
+        }
+        if std::env::var_os("EDGECAM_BENCH_TIMELINE").is_some() {
+            for (b, size) in batches.iter().zip(&sizes).take(16) {
+                println!(
+                    "   +{:>8.3} s  {size} B",
+                    b.at.duration_since(batches[0].at).as_secs_f64()
+                );
+            }
         }
         let limit = 512.0 * 1024.0;
         println!(

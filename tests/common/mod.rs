@@ -449,7 +449,21 @@ pub struct Received {
 #[derive(Clone)]
 pub struct Observer {
     pub messages: Arc<Mutex<Vec<Received>>>,
+    /// seq → event_ids seen for it, kept up to date as batches arrive (so waiting
+    /// for deliveries is cheap and does not delay the receiving loop).
+    seen: Arc<Mutex<BTreeMap<i64, Vec<String>>>>,
     client: AsyncClient,
+}
+
+#[derive(serde::Deserialize)]
+struct WireBatch {
+    events: Vec<WireEvent>,
+}
+
+#[derive(serde::Deserialize)]
+struct WireEvent {
+    seq: i64,
+    event_id: String,
 }
 
 impl Observer {
@@ -462,7 +476,10 @@ impl Observer {
             .set_max_packet_size(1 << 20, 1 << 20);
         let (client, mut eventloop) = AsyncClient::new(opts, 100);
         let messages = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::new(Mutex::new(BTreeMap::new()));
         let sink = messages.clone();
+        let seen_sink = seen.clone();
+        let events_prefix = format!("{CAMERA}/events/");
         let sub = client.clone();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let mut ready_tx = Some(ready_tx);
@@ -478,6 +495,16 @@ impl Observer {
                         }
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
+                        if p.topic.starts_with(&events_prefix) {
+                            let batch: WireBatch =
+                                serde_json::from_slice(&p.payload).expect("event batch is JSON");
+                            let mut seen = seen_sink.lock().unwrap();
+                            for ev in batch.events {
+                                seen.entry(ev.seq)
+                                    .or_insert_with(Vec::new)
+                                    .push(ev.event_id);
+                            }
+                        }
                         sink.lock().unwrap().push(Received {
                             topic: p.topic.clone(),
                             payload: p.payload.to_vec(),
@@ -498,7 +525,11 @@ impl Observer {
             .await
             .expect("observer subscribed in time")
             .unwrap();
-        Self { messages, client }
+        Self {
+            messages,
+            seen,
+            client,
+        }
     }
 
     pub fn all(&self) -> Vec<Received> {
@@ -515,20 +546,11 @@ impl Observer {
 
     /// Every event received: seq → event_ids seen for it (one per delivery).
     pub fn events(&self) -> BTreeMap<i64, Vec<String>> {
-        let mut out: BTreeMap<i64, Vec<String>> = BTreeMap::new();
-        for m in self.batches() {
-            let v: Value = serde_json::from_slice(&m.payload).expect("batch is JSON");
-            for ev in v["events"].as_array().expect("batch has events") {
-                out.entry(ev["seq"].as_i64().unwrap())
-                    .or_default()
-                    .push(ev["event_id"].as_str().unwrap().to_owned());
-            }
-        }
-        out
+        self.seen.lock().unwrap().clone()
     }
 
     pub fn distinct_events(&self) -> usize {
-        self.events().len()
+        self.seen.lock().unwrap().len()
     }
 
     /// Status messages (`<camera>/status`), parsed.
@@ -552,6 +574,7 @@ impl Observer {
     /// Forgets what was received so far.
     pub fn clear(&self) {
         self.messages.lock().unwrap().clear();
+        self.seen.lock().unwrap().clear();
     }
 
     pub async fn stop(self) {
