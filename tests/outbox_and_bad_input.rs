@@ -83,6 +83,7 @@ async fn tiny_max_bytes_keeps_the_files_within_it_and_reports_evictions() {
         },
     )
     .await;
+    assert_schemas(&observer);
     eprintln!("largest outbox files: {largest} bytes of {MAX}; evicted {evicted}");
 }
 

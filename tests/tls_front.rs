@@ -65,7 +65,9 @@ async fn edgecam_publishes_through_the_alpn_front_with_birth_and_goodbye() {
     let observer = Observer::start(broker.plain_port, "observer-front").await;
 
     let mut cfg = DaemonConfig::via_front(dir.path(), &pki, &front);
-    cfg.extra = "[synthetic]\nenabled = true\nrate_per_sec = 50.0\ncount = 20\n".into();
+    cfg.extra = "[health]\nmetrics_interval = \"1s\"\n\
+                 [synthetic]\nenabled = true\nrate_per_sec = 50.0\ncount = 20\n"
+        .into();
     let config = dir.path().join("edgecam.toml");
     cfg.write(&config);
     let mut daemon = Daemon::start(&config, &dir.path().join("edgecam.log"));
@@ -85,6 +87,11 @@ async fn edgecam_publishes_through_the_alpn_front_with_birth_and_goodbye() {
     assert!(online[0]["version"].is_string());
     assert!(online[0]["started_at"].as_i64().unwrap() > 1_600_000_000_000);
 
+    wait_until("a metrics message", Duration::from_secs(10), || {
+        !observer.metrics().is_empty()
+    })
+    .await;
+
     let status = daemon.proc.terminate().expect("daemon stops on SIGTERM");
     assert!(
         status.success(),
@@ -95,6 +102,12 @@ async fn edgecam_publishes_through_the_alpn_front_with_birth_and_goodbye() {
         observer.statuses().iter().any(|s| s["state"] == "offline")
     })
     .await;
+    // Every message matches the published schemas.
+    let checked = assert_schemas(&observer);
+    assert!(
+        checked["event-batch"] >= 1 && checked["status"] >= 2 && checked["metrics"] >= 1,
+        "{checked:?}"
+    );
     // Everything was acknowledged, so the outbox is empty.
     let stats = outbox_stats(&config);
     assert_eq!(stats["depth"], 0, "{stats}");

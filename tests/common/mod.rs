@@ -582,6 +582,39 @@ impl Observer {
     }
 }
 
+/// Validates every message received against its JSON Schema in `docs/schemas/`;
+/// returns how many messages of each schema were checked.
+pub fn assert_schemas(observer: &Observer) -> BTreeMap<&'static str, usize> {
+    let load = |name: &str| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("docs/schemas")
+            .join(name);
+        let schema: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        jsonschema::validator_for(&schema).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    };
+    let batch = load("event-batch.json");
+    let status = load("status.json");
+    let metrics = load("metrics.json");
+    let mut checked = BTreeMap::new();
+    for m in observer.all() {
+        let (name, validator) = if m.topic == format!("{CAMERA}/status") {
+            ("status", &status)
+        } else if m.topic == format!("{CAMERA}/status/metrics") {
+            ("metrics", &metrics)
+        } else if m.topic.starts_with(&format!("{CAMERA}/events/")) {
+            ("event-batch", &batch)
+        } else {
+            panic!("unexpected topic {}", m.topic);
+        };
+        let value: Value = serde_json::from_slice(&m.payload).expect("payload is JSON");
+        if let Err(e) = validator.validate(&value) {
+            panic!("{} breaks {name}.json: {e}\n{value}", m.topic);
+        }
+        *checked.entry(name).or_insert(0) += 1;
+    }
+    checked
+}
+
 /// Asserts every seq in `first..=last` arrived and that repeated deliveries of a
 /// seq always carry the same event_id.
 pub fn assert_complete(events: &BTreeMap<i64, Vec<String>>, first: i64, last: i64) {
