@@ -352,6 +352,11 @@ impl Store {
         let mut accepted = Vec::with_capacity(events.len());
         let mut need: i64 = 0;
         for ev in events {
+            if !crate::mqtt::topics::valid_kind(&ev.kind) {
+                // The kind becomes a topic level and is stored unescaped in the body.
+                out.refused.push((ev.event_id, "invalid kind"));
+                continue;
+            }
             let body = encode_body(&ev);
             let cost = row_cost(&ev.kind, &body);
             let fits = self.bytes + need + cost <= self.budget;
@@ -1054,6 +1059,56 @@ mod tests {
         assert!(aside.unwrap().exists());
         let seqs = store.append(vec![event("t", "{}")]).await.unwrap().accepted;
         assert!(seqs[0] > 5, "seq {} reused", seqs[0]);
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_refuses_new_events_and_the_store_keeps_working() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = store_with(dir.path(), OutboxConfig::default()).await;
+        store.append(vec![event("t", "1")]).await.unwrap();
+        // SQLite reports a database at its page limit exactly as a full disk (SQLITE_FULL).
+        let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
+            .fetch_one(&mut store.conn)
+            .await
+            .unwrap();
+        sqlx::query(&format!("PRAGMA max_page_count = {pages}"))
+            .execute(&mut store.conn)
+            .await
+            .unwrap();
+        let big = format!(r#""{}""#, "x".repeat(20_000));
+        let outcome = store
+            .append((0..20).map(|_| event("t", &big)).collect())
+            .await
+            .unwrap();
+        assert!(outcome.accepted.is_empty());
+        assert_eq!(outcome.refused.len(), 20);
+        assert_eq!(outcome.refused[0].1, "disk full");
+        assert_eq!(store.depth(), 1);
+        // Room again: the store goes on, with the seq sequence intact.
+        sqlx::query("PRAGMA max_page_count = 1000000")
+            .execute(&mut store.conn)
+            .await
+            .unwrap();
+        let outcome = store.append(vec![event("t", "2")]).await.unwrap();
+        assert_eq!(outcome.accepted, vec![2]);
+        assert_eq!(store.stats().await.unwrap().refused, 20);
+    }
+
+    #[tokio::test]
+    async fn an_event_kind_outside_the_topic_alphabet_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = store_with(dir.path(), OutboxConfig::default()).await;
+        let outcome = store
+            .append(vec![
+                event("bad\"kind", "{}"),
+                event("a/b", "{}"),
+                event("ok", "{}"),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(outcome.accepted, vec![1]);
+        assert_eq!(outcome.refused.len(), 2);
+        assert_eq!(store.stats().await.unwrap().refused, 2);
     }
 
     #[test]
