@@ -6,14 +6,15 @@
 //! the tunables (everything else), so a fleet can later overlay tunables remotely
 //! without touching identity.
 
+pub mod remote;
 mod validate;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-pub use validate::ValidationErrors;
+pub use validate::{FieldError, ValidationErrors};
 
 /// Errors raised while loading a configuration file.
 #[derive(Debug, thiserror::Error)]
@@ -33,7 +34,7 @@ pub enum ConfigError {
 }
 
 /// The whole configuration of the daemon.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Who this camera is and which broker it talks to. Required.
@@ -56,10 +57,31 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// Remote configuration through retained MQTT messages.
+    #[serde(default)]
+    pub remote: RemoteConfig,
+}
+
+/// Remote configuration: retained JSON on `<camera-id>/config` (and on
+/// `fleet/<group>/config` when `group` is set) overlays the tunables of this file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteConfig {
+    /// Subscribe to the configuration topics and apply what arrives.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Fleet group of this camera: its configuration arrives on
+    /// `fleet/<group>/config`, under the camera's own. 1-64 characters from
+    /// A-Z a-z 0-9 _ - ; empty for none.
+    #[serde(default)]
+    pub group: String,
+    /// Largest configuration payload accepted, in bytes; larger ones are rejected.
+    #[serde(default = "default_remote_max_payload")]
+    pub max_payload_bytes: usize,
 }
 
 /// Device identity: not a tunable. Changing it means a different device.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Identity {
     /// The camera's id: MQTT client id and first level of every topic.
@@ -85,7 +107,7 @@ pub struct Identity {
 }
 
 /// Where state lives on disk.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
     /// Directory for the daemon's state (the outbox database). Must be writable.
@@ -94,7 +116,7 @@ pub struct StorageConfig {
 }
 
 /// What to do when the outbox is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WhenFull {
     /// Delete the oldest events to make room (counted as `evicted`).
@@ -104,7 +126,7 @@ pub enum WhenFull {
 }
 
 /// SQLite's `synchronous` setting for the outbox (in WAL mode).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Synchronous {
     /// fsync the WAL at every commit: a committed event survives power loss.
@@ -115,7 +137,7 @@ pub enum Synchronous {
 }
 
 /// The durable outbox of events waiting for the broker's acknowledgement.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutboxConfig {
     /// Ceiling on the outbox's files on disk (database + WAL), in bytes. At least 1 MiB.
@@ -140,7 +162,7 @@ pub struct OutboxConfig {
 }
 
 /// The MQTT session and the broker's limits.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttConfig {
     /// MQTT keepalive; AWS IoT Core accepts 30s–1200s.
@@ -183,7 +205,7 @@ pub struct MqttConfig {
 }
 
 /// Status, metrics and systemd.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthConfig {
     /// Interval of the metrics message on `<camera-id>/status/metrics`; `0s` turns it off.
@@ -192,7 +214,7 @@ pub struct HealthConfig {
 }
 
 /// A built-in producer of synthetic events.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SyntheticConfig {
     /// Produce synthetic events.
@@ -213,7 +235,7 @@ pub struct SyntheticConfig {
 }
 
 /// Where logs go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LogTarget {
     /// journald when the process runs under systemd, else stderr.
@@ -225,7 +247,7 @@ pub enum LogTarget {
 }
 
 /// Logging.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
     /// A tracing filter, e.g. `info` or `edgecam=debug,rumqttc=warn`. `RUST_LOG` overrides it.
@@ -236,6 +258,12 @@ pub struct LogConfig {
     pub target: LogTarget,
 }
 
+fn default_true() -> bool {
+    true
+}
+fn default_remote_max_payload() -> usize {
+    64 * 1024
+}
 fn default_broker_port() -> u16 {
     443
 }
@@ -370,6 +398,16 @@ impl Default for SyntheticConfig {
             payload_bytes: default_synthetic_payload(),
             kind: default_synthetic_kind(),
             count: 0,
+        }
+    }
+}
+
+impl Default for RemoteConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            group: String::new(),
+            max_payload_bytes: default_remote_max_payload(),
         }
     }
 }

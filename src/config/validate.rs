@@ -208,6 +208,23 @@ impl Config {
                 format!("topics built from this id break the topic limits: {ok:?}")
             });
         }
+        let r = &self.remote;
+        c.check(
+            r.group.is_empty() || topics::valid_group(&r.group),
+            "remote.group",
+            || {
+                format!(
+                    "expected 1-64 characters from A-Z a-z 0-9 _ - (or empty), found {:?}",
+                    r.group
+                )
+            },
+        );
+        c.range(
+            "remote.max_payload_bytes",
+            r.max_payload_bytes,
+            256,
+            1 << 20,
+        );
         c.check(
             tracing_subscriber::EnvFilter::try_new(&self.log.level).is_ok(),
             "log.level",
@@ -272,6 +289,7 @@ mod tests {
         assert_eq!(example.health, super::super::HealthConfig::default());
         assert_eq!(example.synthetic, super::super::SyntheticConfig::default());
         assert_eq!(example.log, super::super::LogConfig::default());
+        assert_eq!(example.remote, super::super::RemoteConfig::default());
         assert_eq!(example.identity.broker_port, 443);
         assert_eq!(example.identity.alpn, vec!["x-amzn-mqtt-ca"]);
     }

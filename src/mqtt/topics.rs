@@ -34,6 +34,14 @@ pub fn valid_kind(kind: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-'))
 }
 
+/// A fleet group name usable as a topic level.
+pub fn valid_group(group: &str) -> bool {
+    (1..=64).contains(&group.len())
+        && group
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+}
+
 /// Checks a topic against the byte-length and depth ceilings.
 pub fn check_topic(topic: &str, max_bytes: usize, max_slashes: usize) -> Result<(), TopicError> {
     if topic.len() > max_bytes {
@@ -78,6 +86,21 @@ impl Topics {
     /// `<camera-id>/status/metrics`.
     pub fn metrics(&self) -> String {
         format!("{}/status/metrics", self.camera_id)
+    }
+
+    /// `<camera-id>/config`: the camera's own retained configuration.
+    pub fn config(&self) -> String {
+        format!("{}/config", self.camera_id)
+    }
+
+    /// `<camera-id>/config/status`: the retained outcome of the last configuration.
+    pub fn config_status(&self) -> String {
+        format!("{}/config/status", self.camera_id)
+    }
+
+    /// `fleet/<group>/config`: the group's retained configuration.
+    pub fn group_config(group: &str) -> String {
+        format!("fleet/{group}/config")
     }
 
     /// The longest topic this camera can publish to (an event of the longest kind).
