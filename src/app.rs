@@ -5,10 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{self, stage::RemoteStage, Config};
 use crate::health::{self, Health};
 use crate::metrics::Metrics;
 use crate::mqtt;
@@ -18,9 +19,18 @@ use crate::synthetic::Synthetic;
 /// How long stages get to finish after the shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 
+/// Reloads the log filter when the configured level changes (unless `RUST_LOG`
+/// decides it).
+pub type LogReload = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
 /// Runs the daemon until SIGTERM or SIGINT, or until a stage fails.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
+    // The configuration applied last survives reboots: start from it.
+    let remote = config::stage::load_effective(local);
+    let config = remote.effective().clone();
+    let (config_tx, config_rx) = watch::channel(Arc::new(config.clone()));
+
     let path = config.outbox_path();
     let (store, moved) = Store::open(&path, &config.outbox, Recovery::MoveAside)
         .await
@@ -34,25 +44,54 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         depth = store.depth(),
         broker = %config.identity.broker_host,
         port = config.identity.broker_port,
+        remote_version = remote.version(config::remote::Source::Device),
+        group_version = remote.version(config::remote::Source::Group),
         "edgecam starting"
     );
-    let (outbox, handle, events_tx) =
-        Outbox::new(store, config.outbox.channel_capacity, metrics.clone());
-    let (connection, publisher) = mqtt::build(&config, handle.clone(), metrics.clone())
-        .context("cannot set up the MQTT connection")?;
+    let (outbox, handle, events_tx) = Outbox::new(
+        store,
+        config.outbox.channel_capacity,
+        config_rx.clone(),
+        metrics.clone(),
+    );
+
+    // Remote configuration: the publisher routes the config topics' messages to its
+    // stage, and publishes the stage's status messages.
+    let (retained_tx, retained_rx) = mpsc::channel(16);
+    let mut inbound = Vec::new();
+    let remote_stage = if config.remote.enabled {
+        let (tx, rx) = mpsc::channel(16);
+        let (device, group) = config::stage::topics(&config);
+        inbound.push((device, tx.clone()));
+        if let Some(group) = group {
+            inbound.push((group, tx));
+        }
+        Some(RemoteStage::new(remote, rx, config_tx, retained_tx))
+    } else {
+        drop(retained_tx);
+        None
+    };
+    let wiring = mqtt::Wiring {
+        outbox: handle.clone(),
+        metrics: metrics.clone(),
+        config: config_rx.clone(),
+        inbound,
+        retained: retained_rx,
+    };
+    let (connection, publisher) =
+        mqtt::build(&config, wiring).context("cannot set up the MQTT connection")?;
 
     let shutdown = CancellationToken::new();
     let mut outbox_task = tokio::spawn(outbox.run());
     let connection_task = tokio::spawn(connection.run());
     let mut publisher_task = tokio::spawn(publisher.run(shutdown.clone()));
-    let health_task = tokio::spawn(
-        Health::new(handle, metrics.clone(), config.health.metrics_interval).run(shutdown.clone()),
-    );
-    let synthetic_task = config.synthetic.enabled.then(|| {
-        tokio::spawn(
-            Synthetic::new(config.synthetic.clone(), events_tx.clone()).run(shutdown.clone()),
-        )
-    });
+    let health_task =
+        tokio::spawn(Health::new(handle, metrics.clone(), config_rx.clone()).run(shutdown.clone()));
+    let synthetic_task =
+        tokio::spawn(Synthetic::new(config_rx.clone(), events_tx.clone()).run(shutdown.clone()));
+    let remote_task = remote_stage.map(|stage| tokio::spawn(stage.run(shutdown.clone())));
+    let log_task = log_reload
+        .map(|reload| tokio::spawn(follow_log_level(config_rx, reload, shutdown.clone())));
     // Producers hold their own senders; the outbox ends once they are all gone.
     drop(events_tx);
     health::notify_ready();
@@ -67,8 +106,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     shutdown.cancel();
 
     let drain = async {
-        if let Some(t) = synthetic_task {
-            join_logged("synthetic", t).await;
+        join_logged("synthetic", synthetic_task).await;
+        if let Some(t) = remote_task {
+            join_logged("remote configuration", t).await;
+        }
+        if let Some(t) = log_task {
+            join_logged("log level", t).await;
         }
         if !publisher_task.is_finished() || failure.is_none() {
             if let Ok(Err(e)) = (&mut publisher_task).await {
@@ -91,6 +134,29 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         None => {
             tracing::info!("stopped");
             Ok(())
+        }
+    }
+}
+
+/// Applies `log.level` from the effective configuration as it changes.
+async fn follow_log_level(
+    mut config: watch::Receiver<Arc<Config>>,
+    reload: LogReload,
+    shutdown: CancellationToken,
+) {
+    let mut level = config.borrow().log.level.clone();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = config.changed() => if changed.is_err() { return },
+        }
+        let new = config.borrow_and_update().log.level.clone();
+        if new != level {
+            match reload(&new) {
+                Ok(()) => tracing::info!(level = %new, "log level changed"),
+                Err(e) => tracing::warn!(level = %new, error = %e, "cannot change the log level"),
+            }
+            level = new;
         }
     }
 }

@@ -5,8 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sd_notify::NotifyState;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Config;
 use crate::events::now_ms;
 use crate::metrics::{cpu_seconds, rss_bytes, Metrics};
 use crate::outbox::{OutboxHandle, OutboxStats};
@@ -65,30 +67,39 @@ pub fn notify_stopping() {
 pub struct Health {
     outbox: OutboxHandle,
     metrics: Arc<Metrics>,
-    log_interval: Duration,
+    config: watch::Receiver<Arc<Config>>,
+}
+
+fn log_ticker(interval: Duration) -> tokio::time::Interval {
+    let period = if interval.is_zero() {
+        Duration::from_secs(3600)
+    } else {
+        interval
+    };
+    tokio::time::interval_at(tokio::time::Instant::now() + period, period)
 }
 
 impl Health {
-    pub fn new(outbox: OutboxHandle, metrics: Arc<Metrics>, log_interval: Duration) -> Self {
+    pub fn new(
+        outbox: OutboxHandle,
+        metrics: Arc<Metrics>,
+        config: watch::Receiver<Arc<Config>>,
+    ) -> Self {
         Self {
             outbox,
             metrics,
-            log_interval,
+            config,
         }
     }
 
     /// Pings the systemd watchdog while the outbox answers, and logs a status line.
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub async fn run(mut self, shutdown: CancellationToken) {
         let mut usec = 0u64;
         let watchdog =
             sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec / 2));
         let mut ping = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
-        let mut log = tokio::time::interval(if self.log_interval.is_zero() {
-            Duration::from_secs(3600)
-        } else {
-            self.log_interval
-        });
-        log.tick().await;
+        let mut log_interval = self.config.borrow().health.metrics_interval;
+        let mut log = log_ticker(log_interval);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -104,7 +115,14 @@ impl Health {
                         Err(_) => tracing::error!("outbox did not answer in 5s; withholding the watchdog ping"),
                     }
                 }
-                _ = log.tick() => self.log_status(),
+                _ = log.tick(), if !log_interval.is_zero() => self.log_status(),
+                Ok(()) = self.config.changed() => {
+                    let interval = self.config.borrow_and_update().health.metrics_interval;
+                    if interval != log_interval {
+                        log_interval = interval;
+                        log = log_ticker(interval);
+                    }
+                }
             }
         }
     }

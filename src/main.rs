@@ -45,6 +45,11 @@ enum Command {
         #[arg(long)]
         values_only: bool,
     },
+    /// Inspect the configuration in effect.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Inspect the outbox.
     Outbox {
         #[command(subcommand)]
@@ -64,6 +69,20 @@ enum Command {
         /// Payload, one JSON value; `{"n": i}` is used when absent.
         #[arg(long)]
         payload: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// The effective configuration (local file + applied remote configuration) and,
+    /// for each value, where it came from: default, local, group or device.
+    Show {
+        /// Configuration file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -96,9 +115,12 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::CheckConfig { file, values_only } => return check_config(&file, values_only),
         Command::Run { config } => load(&config).and_then(|c| {
-            init_logging(&c.log);
-            runtime()?.block_on(app::run(c))
+            let reload = init_logging(&c.log);
+            runtime()?.block_on(app::run(c, reload))
         }),
+        Command::Config {
+            command: ConfigCommand::Show { config, json },
+        } => load(&config).and_then(|c| config_show(&config, c, json)),
         Command::Outbox {
             command: OutboxCommand::Stats { config, json },
         } => load(&config).and_then(|c| runtime()?.block_on(outbox_stats(&c, json))),
@@ -155,10 +177,15 @@ fn check_config(path: &Path, values_only: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn init_logging(log: &LogConfig) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&log.level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+/// Sets up logging; returns how to change the level later, unless `RUST_LOG`
+/// decides it.
+fn init_logging(log: &LogConfig) -> Option<app::LogReload> {
+    let from_env = EnvFilter::try_from_default_env().ok();
+    let fixed = from_env.is_some();
+    let filter = from_env
+        .or_else(|| EnvFilter::try_new(&log.level).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
     let under_systemd = std::env::var_os("JOURNAL_STREAM").is_some();
     let journald = match log.target {
         LogTarget::Journald => true,
@@ -166,24 +193,62 @@ fn init_logging(log: &LogConfig) {
         LogTarget::Stderr => false,
     };
     let registry = tracing_subscriber::registry().with(filter);
+    let mut journald_layer = None;
     if journald {
         match tracing_journald::layer() {
-            Ok(layer) => {
-                registry
-                    .with(layer.with_syslog_identifier("edgecam".into()))
-                    .init();
-                return;
-            }
+            Ok(layer) => journald_layer = Some(layer.with_syslog_identifier("edgecam".into())),
             Err(e) => eprintln!("edgecam: journald unavailable ({e}); logging to stderr"),
         }
     }
-    registry
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
-        )
-        .init();
+    match journald_layer {
+        Some(layer) => registry.with(layer).init(),
+        None => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+            )
+            .init(),
+    }
+    if fixed {
+        return None;
+    }
+    Some(Box::new(move |level: &str| {
+        let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+        handle.reload(filter).map_err(|e| e.to_string())
+    }))
+}
+
+fn config_show(path: &Path, local: Config, json: bool) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path)?;
+    let table: toml::Table = toml::from_str(&text)?;
+    let state = config::stage::load_effective(local);
+    let rows = state.provenance(&table);
+    if json {
+        let out: serde_json::Map<String, serde_json::Value> = rows
+            .into_iter()
+            .map(|(k, v, source)| (k, serde_json::json!({"value": v, "source": source})))
+            .collect();
+        println!("{}", serde_json::Value::Object(out));
+        return Ok(());
+    }
+    use config::remote::Source;
+    let version = |s| {
+        state
+            .version(s)
+            .map_or("none".to_owned(), |v: u64| v.to_string())
+    };
+    println!(
+        "# remote configuration in effect: device version {}, group version {}; hash {}",
+        version(Source::Device),
+        version(Source::Group),
+        config::remote::config_hash(state.effective())
+    );
+    let width = rows.iter().map(|(k, _, _)| k.len()).max().unwrap_or(0);
+    for (key, value, source) in rows {
+        println!("{key:width$} = {value:<40} # {source}");
+    }
+    Ok(())
 }
 
 async fn outbox_stats(config: &Config, json: bool) -> anyhow::Result<()> {

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub outbox_resets: AtomicU64,
     /// Frames or events dropped by a producer (reported by the producer).
     pub producer_drops: AtomicU64,
+    /// Incoming MQTT messages dropped because their stage's channel was full.
+    pub inbound_dropped: AtomicU64,
     /// Gauge: events in the outbox.
     pub outbox_depth: AtomicI64,
     /// Gauge: bytes of event data in the outbox.

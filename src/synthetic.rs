@@ -1,12 +1,14 @@
 //! A synthetic event source: a stand-in producer for demos, soak tests and
 //! benchmarks, on the same channel analytics will use.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::value::RawValue;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::SyntheticConfig;
+use crate::config::{Config, SyntheticConfig};
 use crate::events::NewEvent;
 use crate::outbox::EventSender;
 
@@ -14,7 +16,7 @@ use crate::outbox::EventSender;
 const MIN_TICK: Duration = Duration::from_millis(5);
 
 pub struct Synthetic {
-    cfg: SyntheticConfig,
+    config: watch::Receiver<Arc<Config>>,
     tx: EventSender,
 }
 
@@ -29,45 +31,79 @@ pub fn payload(n: u64, filler: &str) -> Box<RawValue> {
     RawValue::from_string(text).expect("synthetic payload is valid JSON")
 }
 
+enum Produced {
+    CountReached,
+    OutboxClosed,
+}
+
 impl Synthetic {
-    pub fn new(cfg: SyntheticConfig, tx: EventSender) -> Self {
-        Self { cfg, tx }
+    pub fn new(config: watch::Receiver<Arc<Config>>, tx: EventSender) -> Self {
+        Self { config, tx }
     }
 
+    /// Produces per the `[synthetic]` settings; when they change (remote
+    /// configuration), starts again with the new ones.
     pub async fn run(self, shutdown: CancellationToken) {
-        let filler = "x".repeat(self.cfg.payload_bytes);
-        let tick = Duration::from_secs_f64(1.0 / self.cfg.rate_per_sec).max(MIN_TICK);
-        let mut interval = tokio::time::interval(tick);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let start = tokio::time::Instant::now();
-        let mut n: u64 = 0;
-        tracing::info!(rate_per_sec = self.cfg.rate_per_sec, kind = %self.cfg.kind, "synthetic source started");
+        let Self { mut config, tx } = self;
         loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = interval.tick() => {}
-            }
-            let due = (start.elapsed().as_secs_f64() * self.cfg.rate_per_sec) as u64 + 1;
-            let due = if self.cfg.count > 0 {
-                due.min(self.cfg.count)
-            } else {
-                due
+            let cfg = config.borrow_and_update().synthetic.clone();
+            let finished = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                produced = produce(&cfg, &tx), if cfg.enabled => Some(produced),
+                _ = changed(&mut config, &cfg) => None,
             };
-            while n < due {
-                let ev = NewEvent::now(&self.cfg.kind, payload(n, &filler));
-                tokio::select! {
+            match finished {
+                Some(Produced::OutboxClosed) => return,
+                Some(Produced::CountReached) => tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    sent = self.tx.send(ev) => if sent.is_err() {
-                        tracing::warn!("outbox closed; synthetic source stops");
-                        return;
-                    }
-                }
-                n += 1;
+                    _ = changed(&mut config, &cfg) => {}
+                },
+                None => {}
             }
-            if self.cfg.count > 0 && n >= self.cfg.count {
-                tracing::info!(events = n, "synthetic source reached its count");
-                break;
+            tracing::info!("synthetic source reconfigured");
+        }
+    }
+}
+
+/// Returns when the `[synthetic]` settings differ from `current`.
+async fn changed(config: &mut watch::Receiver<Arc<Config>>, current: &SyntheticConfig) {
+    loop {
+        if config.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        if config.borrow_and_update().synthetic != *current {
+            return;
+        }
+    }
+}
+
+async fn produce(cfg: &SyntheticConfig, tx: &EventSender) -> Produced {
+    let filler = "x".repeat(cfg.payload_bytes);
+    let tick = Duration::from_secs_f64(1.0 / cfg.rate_per_sec).max(MIN_TICK);
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let start = tokio::time::Instant::now();
+    let mut n: u64 = 0;
+    tracing::info!(rate_per_sec = cfg.rate_per_sec, kind = %cfg.kind, "synthetic source started");
+    loop {
+        interval.tick().await;
+        let due = (start.elapsed().as_secs_f64() * cfg.rate_per_sec) as u64 + 1;
+        let due = if cfg.count > 0 {
+            due.min(cfg.count)
+        } else {
+            due
+        };
+        while n < due {
+            let ev = NewEvent::now(&cfg.kind, payload(n, &filler));
+            if tx.send(ev).await.is_err() {
+                tracing::warn!("outbox closed; synthetic source stops");
+                return Produced::OutboxClosed;
             }
+            n += 1;
+        }
+        if cfg.count > 0 && n >= cfg.count {
+            tracing::info!(events = n, "synthetic source reached its count");
+            return Produced::CountReached;
         }
     }
 }

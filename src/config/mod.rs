@@ -7,6 +7,7 @@
 //! without touching identity.
 
 pub mod remote;
+pub mod stage;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use validate::{FieldError, ValidationErrors};
+pub use validate::ValidationErrors;
 
 /// Errors raised while loading a configuration file.
 #[derive(Debug, thiserror::Error)]

@@ -10,9 +10,10 @@
 use std::sync::Arc;
 
 use rumqttc::{ConnectReturnCode, Event, EventLoop, MqttState, Outgoing, Packet};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::limits::Backoff;
+use crate::config::Config;
 use crate::metrics::Metrics;
 
 /// What the event loop reports to the publisher.
@@ -30,6 +31,8 @@ pub enum LinkEvent {
     Outgoing(u16),
     /// The broker acknowledged this packet id.
     PubAck(u16),
+    /// A message arrived on a subscribed topic.
+    Message { topic: String, payload: Vec<u8> },
     /// Our DISCONNECT was written; the session is over.
     Disconnected,
 }
@@ -40,6 +43,7 @@ pub struct Connection {
     backoff: Backoff,
     max_inflight: u16,
     metrics: Arc<Metrics>,
+    config: watch::Receiver<Arc<Config>>,
 }
 
 impl Connection {
@@ -49,6 +53,7 @@ impl Connection {
         backoff: Backoff,
         max_inflight: u16,
         metrics: Arc<Metrics>,
+        config: watch::Receiver<Arc<Config>>,
     ) -> Self {
         Self {
             eventloop,
@@ -56,6 +61,7 @@ impl Connection {
             backoff,
             max_inflight,
             metrics,
+            config,
         }
     }
 
@@ -82,6 +88,10 @@ impl Connection {
                     Some(LinkEvent::Connected)
                 }
                 Ok(Event::Incoming(Packet::PubAck(ack))) => Some(LinkEvent::PubAck(ack.pkid)),
+                Ok(Event::Incoming(Packet::Publish(p))) => Some(LinkEvent::Message {
+                    topic: p.topic,
+                    payload: p.payload.to_vec(),
+                }),
                 Ok(Event::Outgoing(Outgoing::Publish(pkid))) => Some(LinkEvent::Outgoing(pkid)),
                 Ok(Event::Outgoing(Outgoing::Disconnect)) => {
                     // Best effort: the publisher may already be gone.
@@ -91,6 +101,10 @@ impl Connection {
                 Ok(_) => None,
                 Err(e) => {
                     Metrics::add(&self.metrics.connection_errors, 1);
+                    {
+                        let m = &self.config.borrow().mqtt;
+                        self.backoff.set_bounds(m.backoff_min, m.backoff_max);
+                    }
                     let delay = self.backoff.next_delay(rand::random::<f64>());
                     if connected {
                         tracing::warn!(error = %e, retry_in = ?delay, "connection to the broker lost; unacknowledged events will be sent again");

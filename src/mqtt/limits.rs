@@ -38,6 +38,12 @@ impl RateLimiter {
         }
     }
 
+    /// New ceilings, from the next check on; what was sent stays counted.
+    pub fn set_limits(&mut self, max_msgs: u32, max_bytes: u64) {
+        self.max_msgs = max_msgs.max(1) as usize;
+        self.max_bytes = max_bytes;
+    }
+
     fn prune(&mut self, now: Instant) {
         while let Some(&(t, b)) = self.sent.front() {
             if t + self.window <= now {
@@ -109,6 +115,12 @@ impl Backoff {
 
     pub fn reset(&mut self) {
         self.attempt = 0;
+    }
+
+    /// New bounds, from the next delay on.
+    pub fn set_bounds(&mut self, min: Duration, max: Duration) {
+        self.min = min;
+        self.max = max.max(min);
     }
 }
 

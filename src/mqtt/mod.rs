@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, LastWill, MqttOptions, QoS, TlsConfiguration, Transport};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 pub use connection::Connection;
 pub use publisher::Publisher;
@@ -37,12 +37,40 @@ pub enum MqttError {
 /// Room for MQTT fixed header, topic and packet id around the largest payload.
 const PACKET_OVERHEAD: usize = 1024;
 
+/// Largest incoming packet. Larger ones make rumqttc drop the connection, so this is
+/// well above anything a stage accepts (AWS IoT Core itself caps messages at 128 KB):
+/// oversized configuration is received and rejected with a status, not looped on.
+const MAX_INCOMING_PACKET: usize = 2 * 1024 * 1024;
+
+/// A message that arrived on a subscribed topic.
+#[derive(Debug, Clone)]
+pub struct InboundMessage {
+    pub topic: String,
+    pub payload: Vec<u8>,
+}
+
+/// A retained QoS 1 message a stage asks the publisher to send (when connected;
+/// the latest per topic).
+#[derive(Debug, Clone)]
+pub struct RetainedPublish {
+    pub topic: String,
+    pub payload: String,
+}
+
+/// What the MQTT stage is connected to.
+pub struct Wiring {
+    pub outbox: OutboxHandle,
+    pub metrics: Arc<Metrics>,
+    /// The effective configuration; remote changes arrive here.
+    pub config: watch::Receiver<Arc<Config>>,
+    /// Topics to subscribe to on every connection, and where their messages go.
+    pub inbound: Vec<(String, mpsc::Sender<InboundMessage>)>,
+    /// Retained messages to publish.
+    pub retained: mpsc::Receiver<RetainedPublish>,
+}
+
 /// Builds the two tasks of the MQTT stage.
-pub fn build(
-    config: &Config,
-    outbox: OutboxHandle,
-    metrics: Arc<Metrics>,
-) -> Result<(Connection, Publisher), MqttError> {
+pub fn build(config: &Config, wiring: Wiring) -> Result<(Connection, Publisher), MqttError> {
     let id = &config.identity;
     let m = &config.mqtt;
     let tls = tls::client_config(id)?;
@@ -53,7 +81,7 @@ pub fn build(
         .set_keep_alive(m.keepalive)
         .set_clean_session(true)
         .set_inflight(m.max_inflight)
-        .set_max_packet_size(256 * 1024, m.max_message_bytes + PACKET_OVERHEAD)
+        .set_max_packet_size(MAX_INCOMING_PACKET, m.max_message_bytes + PACKET_OVERHEAD)
         .set_request_channel_capacity(m.max_inflight as usize + 16)
         .set_pending_throttle(Duration::ZERO)
         .set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)))
@@ -70,15 +98,14 @@ pub fn build(
 
     let (link_tx, link_rx) = mpsc::channel(1024);
     let backoff = limits::Backoff::new(m.backoff_min, m.backoff_max);
-    let connection = Connection::new(eventloop, link_tx, backoff, m.max_inflight, metrics.clone());
-    let publisher = Publisher::new(
-        client,
-        link_rx,
-        outbox,
-        m.clone(),
-        &id.camera_id,
-        metrics,
-        config.health.metrics_interval,
+    let connection = Connection::new(
+        eventloop,
+        link_tx,
+        backoff,
+        m.max_inflight,
+        wiring.metrics.clone(),
+        wiring.config.clone(),
     );
+    let publisher = Publisher::new(client, link_rx, &id.camera_id, wiring);
     Ok((connection, publisher))
 }

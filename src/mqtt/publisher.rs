@@ -5,15 +5,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, QoS};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::connection::LinkEvent;
 use super::limits::{pack_limit, RateLimiter};
 use super::session::{Batch, Packer, Plan, Sent, Session};
 use super::topics::Topics;
-use super::MqttError;
-use crate::config::MqttConfig;
+use super::{InboundMessage, MqttError, RetainedPublish, Wiring};
+use crate::config::{Config, MqttConfig};
 use crate::events::{encode_batch, now_ms};
 use crate::metrics::Metrics;
 use crate::outbox::OutboxHandle;
@@ -44,6 +44,14 @@ pub struct Publisher {
     drained: bool,
     /// A metrics message waiting for room under the ceilings.
     pending_metrics: Option<String>,
+    /// The effective configuration (remote changes arrive here).
+    config: watch::Receiver<Arc<Config>>,
+    /// Topics subscribed on every connection, and where their messages go.
+    routes: Vec<(String, mpsc::Sender<InboundMessage>)>,
+    /// Retained messages other stages ask us to publish.
+    retained_rx: mpsc::Receiver<RetainedPublish>,
+    /// Those not yet handed to rumqttc (one per topic, the latest).
+    pending_retained: Vec<RetainedPublish>,
 }
 
 /// The retained `online` birth message.
@@ -64,27 +72,25 @@ pub fn offline_payload(camera_id: &str, reason: &str) -> String {
 }
 
 impl Publisher {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         client: AsyncClient,
         link: mpsc::Receiver<LinkEvent>,
-        outbox: OutboxHandle,
-        cfg: MqttConfig,
         camera_id: &str,
-        metrics: Arc<Metrics>,
-        metrics_interval: Duration,
+        wiring: Wiring,
     ) -> Self {
+        let config = wiring.config.borrow().clone();
+        let cfg = config.mqtt.clone();
         Self {
             limiter: RateLimiter::new(cfg.max_publishes_per_sec, cfg.max_bytes_per_sec),
             pack_limit: pack_limit(cfg.max_message_bytes, cfg.billing_step_bytes),
             client,
             link,
-            outbox,
+            outbox: wiring.outbox,
             cfg,
             camera_id: camera_id.to_owned(),
             topics: Topics::new(camera_id),
-            metrics,
-            metrics_interval,
+            metrics: wiring.metrics,
+            metrics_interval: config.health.metrics_interval,
             started_ms: now_ms(),
             session: Session::default(),
             packer: Packer::default(),
@@ -93,18 +99,29 @@ impl Publisher {
             max_published: 0,
             drained: false,
             pending_metrics: None,
+            config: wiring.config,
+            routes: wiring.inbound,
+            retained_rx: wiring.retained,
+            pending_retained: Vec::new(),
         }
+    }
+
+    /// Takes up a new effective configuration: ceilings, batching and the metrics
+    /// interval apply from the next publish on.
+    fn reconfigure(&mut self, config: &Config) {
+        let m = &config.mqtt;
+        self.limiter
+            .set_limits(m.max_publishes_per_sec, m.max_bytes_per_sec);
+        self.pack_limit = pack_limit(m.max_message_bytes, m.billing_step_bytes);
+        self.cfg = m.clone();
+        self.metrics_interval = config.health.metrics_interval;
     }
 
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), MqttError> {
         let mut appended = self.outbox.appended();
-        let mut metrics_tick = tokio::time::interval(if self.metrics_interval.is_zero() {
-            Duration::from_secs(3600 * 24 * 365)
-        } else {
-            self.metrics_interval
-        });
-        metrics_tick.tick().await;
+        let mut metrics_tick = metrics_ticker(self.metrics_interval).await;
         let mut wake: Option<Instant> = None;
+        let mut retained_open = true;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -120,6 +137,24 @@ impl Publisher {
                 }
                 _ = sleep_until(wake), if wake.is_some() => wake = None,
                 _ = metrics_tick.tick(), if !self.metrics_interval.is_zero() => self.publish_metrics().await,
+                changed = self.config.changed() => {
+                    if changed.is_ok() {
+                        let config = self.config.borrow_and_update().clone();
+                        let interval = self.metrics_interval;
+                        self.reconfigure(&config);
+                        if self.metrics_interval != interval {
+                            metrics_tick = metrics_ticker(self.metrics_interval).await;
+                        }
+                    }
+                }
+                retained = self.retained_rx.recv(), if retained_open => match retained {
+                    Some(r) => {
+                        self.pending_retained.retain(|p| p.topic != r.topic);
+                        self.pending_retained.push(r);
+                        self.flush_retained();
+                    }
+                    None => retained_open = false,
+                },
             }
             if self.connected {
                 wake = self.fill().await?;
@@ -135,6 +170,13 @@ impl Publisher {
                 self.connected = true;
                 let birth = birth_payload(&self.camera_id, self.started_ms);
                 self.send_status(birth);
+                // A clean session forgets subscriptions: make them again.
+                for (topic, _) in &self.routes {
+                    if let Err(e) = self.client.try_subscribe(topic.clone(), QoS::AtLeastOnce) {
+                        tracing::error!(%topic, error = %e, "cannot subscribe");
+                    }
+                }
+                self.flush_retained();
                 self.publish_metrics().await;
             }
             LinkEvent::Lost { error, quiesced } => {
@@ -157,9 +199,36 @@ impl Publisher {
                 Ok(None) => {}
                 Err(e) => tracing::warn!(error = %e, "ignoring an acknowledgement"),
             },
+            LinkEvent::Message { topic, payload } => self.route(topic, payload),
             LinkEvent::Disconnected => self.connected = false,
         }
         Ok(())
+    }
+
+    /// Hands an incoming message to the stage that subscribed to its topic.
+    fn route(&mut self, topic: String, payload: Vec<u8>) {
+        let Some((_, tx)) = self.routes.iter().find(|(t, _)| *t == topic) else {
+            tracing::warn!(%topic, "message on a topic nobody subscribed to; ignored");
+            return;
+        };
+        if let Err(e) = tx.try_send(InboundMessage { topic, payload }) {
+            // A retained message comes again on the next connection; a live one is lost.
+            Metrics::add(&self.metrics.inbound_dropped, 1);
+            tracing::warn!(error = %e, "inbound message dropped: its stage is busy or gone");
+        }
+    }
+
+    /// Publishes the retained messages other stages asked for, when connected.
+    fn flush_retained(&mut self) {
+        if !self.connected {
+            return;
+        }
+        for r in std::mem::take(&mut self.pending_retained) {
+            let wire = (r.payload.len() + r.topic.len()) as u64;
+            if self.request(r.topic, QoS::AtLeastOnce, true, r.payload, Sent::Control) {
+                self.limiter.record(Instant::now(), wire);
+            }
+        }
     }
 
     /// Drops what this session knew; the outbox will be read again from the start.
@@ -369,6 +438,19 @@ impl Publisher {
         .await;
         Ok(())
     }
+}
+
+/// A ticker for the metrics message (a long one stands in when it is off), past
+/// its immediate first tick.
+async fn metrics_ticker(interval: Duration) -> tokio::time::Interval {
+    let period = if interval.is_zero() {
+        Duration::from_secs(3600 * 24 * 365)
+    } else {
+        interval
+    };
+    let mut tick = tokio::time::interval(period);
+    tick.tick().await;
+    tick
 }
 
 async fn sleep_until(at: Option<Instant>) {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::store::{OutboxError, OutboxStats, Store};
+use crate::config::Config;
 use crate::events::{NewEvent, StoredEvent};
 use crate::metrics::Metrics;
 
@@ -94,6 +95,7 @@ pub struct Outbox {
     events_rx: mpsc::Receiver<NewEvent>,
     cmd_rx: mpsc::Receiver<Command>,
     appended_tx: watch::Sender<i64>,
+    config: watch::Receiver<Arc<Config>>,
     metrics: Arc<Metrics>,
 }
 
@@ -101,6 +103,7 @@ impl Outbox {
     pub fn new(
         store: Store,
         channel_capacity: usize,
+        config: watch::Receiver<Arc<Config>>,
         metrics: Arc<Metrics>,
     ) -> (Self, OutboxHandle, EventSender) {
         let (events_tx, events_rx) = mpsc::channel(channel_capacity);
@@ -111,6 +114,7 @@ impl Outbox {
             events_rx,
             cmd_rx,
             appended_tx,
+            config,
             metrics,
         };
         (
@@ -146,6 +150,11 @@ impl Outbox {
                 _ = housekeeping.tick() => {
                     ticks = ticks.wrapping_add(1);
                     self.housekeeping(ticks % VACUUM_EVERY == 0).await?;
+                    continue;
+                }
+                Ok(()) = self.config.changed() => {
+                    let outbox = self.config.borrow_and_update().outbox.clone();
+                    self.store.set_limits(&outbox).await?;
                     continue;
                 }
             }

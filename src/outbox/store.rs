@@ -65,6 +65,12 @@ const SEQ_RESERVE: i64 = 100_000;
 const SANE_CLOCK_MS: i64 = 1_577_836_800_000;
 const PAGE_SIZE: u64 = 4096;
 
+/// WAL checkpoint interval (pages) and size limit (bytes) for a `max_bytes` budget.
+fn wal_bounds(max_bytes: u64) -> (u64, u64) {
+    let wal_bytes = max_bytes / WAL_SHARE;
+    ((wal_bytes / PAGE_SIZE / 2).clamp(16, 1000), wal_bytes)
+}
+
 /// Bytes charged to the budget for one event; keep in step with `row_cost_sql!`.
 pub fn row_cost(kind: &str, body: &str) -> i64 {
     (body.len() + kind.len() + 40) as i64
@@ -168,7 +174,7 @@ impl Store {
     }
 
     async fn try_open(path: &Path, cfg: &OutboxConfig) -> Result<Self, OutboxError> {
-        let wal_bytes = cfg.max_bytes / WAL_SHARE;
+        let (checkpoint, wal_limit) = wal_bounds(cfg.max_bytes);
         let opts = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -179,11 +185,8 @@ impl Store {
                 Synchronous::Normal => SqliteSynchronous::Normal,
             })
             .busy_timeout(Duration::from_secs(5))
-            .pragma(
-                "wal_autocheckpoint",
-                (wal_bytes / PAGE_SIZE / 2).clamp(16, 1000).to_string(),
-            )
-            .pragma("journal_size_limit", wal_bytes.to_string())
+            .pragma("wal_autocheckpoint", checkpoint.to_string())
+            .pragma("journal_size_limit", wal_limit.to_string())
             .disable_statement_logging();
         let corrupt = |reason: String| OutboxError::Corrupt {
             path: path.to_owned(),
@@ -292,6 +295,29 @@ impl Store {
             lazy_now: true,
             ordered_fetch: false,
         })
+    }
+
+    /// Takes up new limits (remote configuration): the budget, the full policy, the
+    /// age limit, durability and the WAL bounds apply from the next transaction.
+    pub async fn set_limits(&mut self, cfg: &OutboxConfig) -> Result<(), OutboxError> {
+        self.budget = (cfg.max_bytes as f64 * DATA_SHARE) as i64;
+        self.when_full = cfg.when_full;
+        self.max_age = cfg.max_age;
+        // `durability` compares with what the connection is set to, so the next
+        // transaction picks the new setting up.
+        self.synchronous = cfg.synchronous;
+        let (checkpoint, limit) = wal_bounds(cfg.max_bytes);
+        for pragma in [
+            format!("PRAGMA wal_autocheckpoint = {checkpoint}"),
+            format!("PRAGMA journal_size_limit = {limit}"),
+        ] {
+            sqlx::query(&pragma)
+                .execute(&mut self.conn)
+                .await
+                .map_err(db_err(&self.path))?;
+        }
+        tracing::info!(max_bytes = cfg.max_bytes, max_age = ?cfg.max_age, when_full = ?cfg.when_full, synchronous = ?cfg.synchronous, "outbox limits changed");
+        Ok(())
     }
 
     /// Sets the durability of the next transactions. Inserts are committed with the

@@ -1,0 +1,172 @@
+//! The remote-configuration stage: takes messages from the configuration topics,
+//! runs them through [`RemoteState`], persists what it applies, hands the effective
+//! configuration to every stage through a watch channel, and reports the outcome
+//! on `<camera-id>/config/status` (retained).
+//!
+//! On disk: `<state_dir>/remote-config.json` holds the overlays applied last
+//! (`{"group": {...}, "device": {...}}`, each the payload as received), written to a
+//! temp file, fsynced and renamed, so a crash leaves the old or the new file. At
+//! start they are merged over the local file again, so a camera rebooting without
+//! connectivity runs the configuration it had; an unreadable file is ignored (and
+//! logged): the camera then starts from its local file.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::remote::{config_hash, Outcome, Persisted, RemoteState, Source};
+use super::Config;
+use crate::events::now_ms;
+use crate::mqtt::topics::Topics;
+use crate::mqtt::{InboundMessage, RetainedPublish};
+
+/// Where the applied overlays are kept.
+pub fn persisted_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("remote-config.json")
+}
+
+/// Reads the persisted overlays; a missing or unreadable file means none.
+pub fn load_persisted(path: &Path) -> Persisted {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            tracing::error!(path = %path.display(), error = %e, "persisted remote configuration is unreadable; starting from the local file");
+            Persisted::default()
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Persisted::default(),
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "cannot read the persisted remote configuration; starting from the local file");
+            Persisted::default()
+        }
+    }
+}
+
+fn save_persisted(path: &Path, persisted: &Persisted) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("json.tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&serde_json::to_vec_pretty(persisted).expect("overlays serialize"))?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// The local configuration with the persisted overlays over it.
+pub fn load_effective(local: Config) -> RemoteState {
+    let path = persisted_path(&local.storage.state_dir);
+    let (state, warnings) = RemoteState::new(local, &load_persisted(&path));
+    for w in warnings {
+        tracing::warn!(path = %path.display(), "{w}");
+    }
+    state
+}
+
+/// The topics this camera takes configuration from.
+pub fn topics(config: &Config) -> (String, Option<String>) {
+    let device = Topics::new(&config.identity.camera_id).config();
+    let group =
+        (!config.remote.group.is_empty()).then(|| Topics::group_config(&config.remote.group));
+    (device, group)
+}
+
+/// The remote-configuration stage.
+pub struct RemoteStage {
+    state: RemoteState,
+    inbound: mpsc::Receiver<InboundMessage>,
+    config_tx: watch::Sender<Arc<Config>>,
+    status_tx: mpsc::Sender<RetainedPublish>,
+    persist_path: PathBuf,
+    device_topic: String,
+    group_topic: Option<String>,
+    status_topic: String,
+    max_payload: usize,
+}
+
+impl RemoteStage {
+    pub fn new(
+        state: RemoteState,
+        inbound: mpsc::Receiver<InboundMessage>,
+        config_tx: watch::Sender<Arc<Config>>,
+        status_tx: mpsc::Sender<RetainedPublish>,
+    ) -> Self {
+        let config = state.effective();
+        let (device_topic, group_topic) = topics(config);
+        Self {
+            persist_path: persisted_path(&config.storage.state_dir),
+            status_topic: Topics::new(&config.identity.camera_id).config_status(),
+            max_payload: config.remote.max_payload_bytes,
+            device_topic,
+            group_topic,
+            state,
+            inbound,
+            config_tx,
+            status_tx,
+        }
+    }
+
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                message = self.inbound.recv() => match message {
+                    Some(m) => self.handle(m).await,
+                    None => return,
+                },
+            }
+        }
+    }
+
+    async fn handle(&mut self, message: InboundMessage) {
+        let source = if message.topic == self.device_topic {
+            Source::Device
+        } else if self.group_topic.as_deref() == Some(message.topic.as_str()) {
+            Source::Group
+        } else {
+            tracing::warn!(topic = %message.topic, "configuration on an unexpected topic; ignored");
+            return;
+        };
+        let outcome = self
+            .state
+            .on_message(source, &message.payload, self.max_payload);
+        match &outcome {
+            Outcome::Unchanged => {
+                tracing::debug!(?source, "configuration unchanged");
+                return;
+            }
+            Outcome::Applied | Outcome::Reverted => {
+                let effective = self.state.effective().clone();
+                tracing::info!(
+                    ?source,
+                    reverted = matches!(outcome, Outcome::Reverted),
+                    version = self.state.version(Source::Device),
+                    group_version = self.state.version(Source::Group),
+                    hash = %config_hash(&effective),
+                    "applied remote configuration"
+                );
+                if let Err(e) = save_persisted(&self.persist_path, &self.state.persisted()) {
+                    tracing::error!(path = %self.persist_path.display(), error = %e, "remote configuration applied but not persisted; a restart will not keep it");
+                }
+                self.config_tx.send_replace(Arc::new(effective));
+            }
+            Outcome::Rejected { version, errors } => {
+                let errors: Vec<String> = errors
+                    .iter()
+                    .map(|e| format!("{}: {}", e.field, e.expected))
+                    .collect();
+                tracing::warn!(?source, rejected_version = ?version, ?errors, in_effect = ?self.state.version(source), "rejected remote configuration; keeping the one in effect");
+            }
+        }
+        let status = self.state.status(source, &outcome, now_ms());
+        let publish = RetainedPublish {
+            topic: self.status_topic.clone(),
+            payload: status.to_string(),
+        };
+        if self.status_tx.send(publish).await.is_err() {
+            tracing::debug!("publisher gone; configuration status not sent");
+        }
+    }
+}
