@@ -473,7 +473,7 @@ impl Observer {
         let mut opts = MqttOptions::new(id, "127.0.0.1", port);
         opts.set_clean_session(false)
             .set_keep_alive(Duration::from_secs(30))
-            .set_max_packet_size(1 << 20, 1 << 20);
+            .set_max_packet_size(4 << 20, 4 << 20);
         let (client, mut eventloop) = AsyncClient::new(opts, 100);
         let messages = Arc::new(Mutex::new(Vec::new()));
         let seen = Arc::new(Mutex::new(BTreeMap::new()));
@@ -571,6 +571,48 @@ impl Observer {
             .collect()
     }
 
+    /// Publishes a retained message (QoS 1) and waits until it comes back through our
+    /// own subscription, so the broker holds it.
+    pub async fn publish_retained(&self, topic: &str, payload: &[u8]) {
+        let before = self.all().iter().filter(|m| m.topic == topic).count();
+        self.client
+            .publish(topic, QoS::AtLeastOnce, true, payload.to_vec())
+            .await
+            .unwrap();
+        if topic.starts_with(&format!("{CAMERA}/")) {
+            wait_until(
+                "our own publish to come back",
+                Duration::from_secs(10),
+                || self.all().iter().filter(|m| m.topic == topic).count() > before,
+            )
+            .await;
+        }
+    }
+
+    /// Configuration status messages (`<camera>/config/status`), parsed, in order.
+    pub fn config_statuses(&self) -> Vec<Value> {
+        self.all()
+            .into_iter()
+            .filter(|m| m.topic == format!("{CAMERA}/config/status"))
+            .map(|m| serde_json::from_slice(&m.payload).unwrap())
+            .collect()
+    }
+
+    /// Distinct events received on `<camera>/events/<kind>`.
+    pub fn events_of_kind(&self, kind: &str) -> usize {
+        let topic = format!("{CAMERA}/events/{kind}");
+        self.all()
+            .into_iter()
+            .filter(|m| m.topic == topic)
+            .map(|m| {
+                serde_json::from_slice::<Value>(&m.payload).unwrap()["events"]
+                    .as_array()
+                    .unwrap()
+                    .len()
+            })
+            .sum()
+    }
+
     /// Forgets what was received so far.
     pub fn clear(&self) {
         self.messages.lock().unwrap().clear();
@@ -580,6 +622,15 @@ impl Observer {
     pub async fn stop(self) {
         let _ = self.client.disconnect().await;
     }
+}
+
+/// A validator for one of the schemas in `docs/schemas/`.
+pub fn schema(name: &str) -> jsonschema::Validator {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("docs/schemas")
+        .join(name);
+    let schema: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    jsonschema::validator_for(&schema).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// Validates every message received against its JSON Schema in `docs/schemas/`;
@@ -595,9 +646,15 @@ pub fn assert_schemas(observer: &Observer) -> BTreeMap<&'static str, usize> {
     let batch = load("event-batch.json");
     let status = load("status.json");
     let metrics = load("metrics.json");
+    let config_status = load("config-status.json");
     let mut checked = BTreeMap::new();
     for m in observer.all() {
-        let (name, validator) = if m.topic == format!("{CAMERA}/status") {
+        if m.topic == format!("{CAMERA}/config") {
+            continue; // what the test itself sent, good and bad on purpose
+        }
+        let (name, validator) = if m.topic == format!("{CAMERA}/config/status") {
+            ("config-status", &config_status)
+        } else if m.topic == format!("{CAMERA}/status") {
             ("status", &status)
         } else if m.topic == format!("{CAMERA}/status/metrics") {
             ("metrics", &metrics)
