@@ -34,6 +34,7 @@ pub fn metrics_payload(
             "evicted": Metrics::get(&m.events_evicted),
             "expired": Metrics::get(&m.events_expired),
             "producer_drops": Metrics::get(&m.producer_drops),
+            "inbound_dropped": Metrics::get(&m.inbound_dropped),
         },
         "mqtt": {
             "batches_published": Metrics::get(&m.batches_published),
