@@ -1,4 +1,5 @@
-//! Stamps the binary with its git hash and target triple for `edgecam --version`.
+//! Stamps the binary with its git hash, target triple and enabled cargo features for
+//! `edgecam --version`.
 
 use std::process::Command;
 
@@ -16,6 +17,24 @@ fn main() {
     println!(
         "cargo:rustc-env=EDGECAM_TARGET={}",
         std::env::var("TARGET").unwrap_or_default()
+    );
+    let mut features: Vec<String> = std::env::vars()
+        .filter_map(|(k, _)| {
+            k.strip_prefix("CARGO_FEATURE_")
+                .map(|f| f.to_lowercase().replace('_', "-"))
+        })
+        .filter(|f| f != "default")
+        .collect();
+    features.sort();
+    let features = if features.is_empty() {
+        "none".to_owned()
+    } else {
+        features.join(",")
+    };
+    println!("cargo:rustc-env=EDGECAM_FEATURES={features}");
+    println!(
+        "cargo:rustc-env=EDGECAM_PROFILE={}",
+        std::env::var("PROFILE").unwrap_or_default()
     );
     println!("cargo:rerun-if-changed=.git/HEAD");
     println!("cargo:rerun-if-changed=.git/refs/heads");

@@ -102,10 +102,14 @@ enum OutboxCommand {
 fn version() -> &'static str {
     concat!(
         env!("CARGO_PKG_VERSION"),
-        " (",
+        " (git ",
         env!("EDGECAM_GIT_HASH"),
-        ", ",
+        ", target ",
         env!("EDGECAM_TARGET"),
+        ", ",
+        env!("EDGECAM_PROFILE"),
+        " build, features: ",
+        env!("EDGECAM_FEATURES"),
         ")"
     )
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on Debian 12, first installing what the tests start:
 # Mosquitto (the broker), haproxy (the AWS-like ALPN front on 443) and openssl
-# (certificates made at test time). Needs a Rust toolchain (rustup) and root or sudo
+# (certificates made at test time); then the deployment checks (tests/deploy.sh:
+# systemd unit, install script, Debian package). Needs a Rust toolchain (rustup) and root or sudo
 # for apt-get when something is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,3 +32,4 @@ fi
 cargo build --locked --bins
 ./target/debug/edgecam check-config --values-only config.example.toml
 cargo test --locked
+bash tests/deploy.sh
