@@ -116,6 +116,13 @@ fn version() -> &'static str {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run { .. }) {
+        // One-shot commands print to stdout: end quietly when the reader goes away
+        // (`edgecam outbox stats | head -1`), as command-line tools do. The daemon
+        // keeps Rust's default (SIGPIPE ignored; a closed socket is an error to handle).
+        // SAFETY: resetting a signal disposition before any thread starts.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let result = match cli.command {
         Command::CheckConfig { file, values_only } => return check_config(&file, values_only),
         Command::Run { config } => load(&config).and_then(|c| {

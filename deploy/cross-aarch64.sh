@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Cross-builds edgecam for 64-bit ARM (aarch64) without Docker, and runs the result
+# under qemu to check it.
+#
+#   bash deploy/cross-aarch64.sh [SYSROOT]      (default SYSROOT: target/sysroot-arm64)
+#
+# 1. An arm64 Debian 12 sysroot made with debootstrap (first stage only: packages
+#    unpacked, nothing run), with the -dev packages the build links against
+#    (EDGECAM_SYSROOT_DEV, comma-separated, added to libc6-dev). Installing :arm64
+#    -dev packages with apt on the build machine would remove their amd64 twins;
+#    unpacking them into a sysroot does not.
+# 2. cargo build --release for aarch64-unknown-linux-gnu, linking with
+#    aarch64-linux-gnu-gcc --sysroot, pkg-config pointed into the sysroot.
+# 3. qemu-aarch64-static -L SYSROOT runs `edgecam --version`, `check-config`, and a
+#    real outbox round trip (`emit`, `outbox stats`).
+#
+# Needs root (debootstrap, apt-get for missing tools). The mirror is the build
+# machine's own apt source unless DEBIAN_MIRROR is set.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+sysroot="$(realpath -m "${1:-target/sysroot-arm64}")"
+target=aarch64-unknown-linux-gnu
+dev_packages="libc6-dev${EDGECAM_SYSROOT_DEV:+,$EDGECAM_SYSROOT_DEV}"
+
+missing=()
+command -v debootstrap >/dev/null || missing+=(debootstrap)
+command -v aarch64-linux-gnu-gcc >/dev/null || missing+=(gcc-aarch64-linux-gnu)
+command -v qemu-aarch64-static >/dev/null || missing+=(qemu-user-static)
+if [ "${#missing[@]}" -gt 0 ]; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+rustup target list --installed | grep -qx "$target" || rustup target add "$target"
+
+mirror="${DEBIAN_MIRROR:-}"
+if [ -z "$mirror" ]; then
+  mirror=$(sed -n 's/^URIs:[[:space:]]*\([^[:space:]]*\).*/\1/p' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -n 1)
+fi
+if [ -z "$mirror" ]; then
+  mirror=$(awk '$1 == "deb" { print $2; exit }' /etc/apt/sources.list 2>/dev/null || true)
+fi
+[ -n "$mirror" ] || { echo "no Debian mirror found: set DEBIAN_MIRROR" >&2; exit 1; }
+
+stamp="$sysroot/.edgecam-sysroot"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$dev_packages" ]; then
+  echo "making the arm64 sysroot in $sysroot (packages: $dev_packages)"
+  rm -rf "$sysroot"
+  debootstrap --arch=arm64 --variant=minbase --foreign --include="$dev_packages" bookworm "$sysroot" "$mirror"
+  # Absolute symlinks inside the sysroot must resolve inside it.
+  find "$sysroot/usr/lib/aarch64-linux-gnu" -maxdepth 1 -type l -lname '/*' | while read -r link; do
+    ln -sf "$sysroot$(readlink "$link")" "$link"
+  done
+  echo "$dev_packages" > "$stamp"
+fi
+
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C link-arg=--sysroot=$sysroot"
+export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
+export CFLAGS_aarch64_unknown_linux_gnu="--sysroot=$sysroot"
+export PKG_CONFIG_ALLOW_CROSS=1
+export PKG_CONFIG_SYSROOT_DIR="$sysroot"
+export PKG_CONFIG_LIBDIR="$sysroot/usr/lib/aarch64-linux-gnu/pkgconfig:$sysroot/usr/share/pkgconfig"
+cargo build --locked --release --target "$target"
+bin="target/$target/release/edgecam"
+file "$bin" 2>/dev/null || true
+ls -l "$bin"
+
+run() { GST_REGISTRY_FORK=no qemu-aarch64-static -L "$sysroot" "$bin" "$@"; }
+run --version
+run check-config --values-only config.example.toml
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+sed -e "s|/var/lib/edgecam|$work/state|" config.example.toml > "$work/edgecam.toml"
+run emit --config "$work/edgecam.toml" --count 100 --payload '{"probe":true}'
+stats=$(run outbox stats --config "$work/edgecam.toml")
+grep -q "depth            100 events" <<<"$stats" || { echo "$stats"; echo "outbox round trip failed" >&2; exit 1; }
+echo "aarch64 build checked under qemu: --version, check-config, outbox round trip"
