@@ -15,6 +15,8 @@ have haproxy || missing+=(haproxy)
 have openssl || missing+=(openssl)
 have pkg-config || missing+=(pkg-config)
 have cc || missing+=(gcc)
+have systemd-analyze || missing+=(systemd)
+have dpkg-deb || missing+=(dpkg)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "installing: ${missing[*]}"
   sudo=""
