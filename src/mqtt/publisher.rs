@@ -424,7 +424,8 @@ impl Publisher {
             tracing::warn!(error = %e, "cannot send DISCONNECT");
         }
         // Let the connection task write the DISCONNECT.
-        let _ = tokio::time::timeout_at(deadline + Duration::from_secs(1), async {
+        // Bounded: a connection that never confirms must not hold the shutdown up.
+        let written = tokio::time::timeout_at(deadline + Duration::from_secs(1), async {
             while let Some(ev) = self.link.recv().await {
                 if let LinkEvent::Disconnected = ev {
                     break;
@@ -436,6 +437,9 @@ impl Publisher {
             }
         })
         .await;
+        if written.is_err() {
+            tracing::warn!("DISCONNECT not confirmed in time; closing anyway");
+        }
         Ok(())
     }
 }

@@ -49,6 +49,19 @@ pub fn insert_events(rows: usize) -> String {
     sql
 }
 
+/// Sets the schema version after a migration.
+pub fn set_user_version(v: usize) -> String {
+    format!("PRAGMA user_version = {v}")
+}
+
+/// Bounds of the WAL: checkpoint every `pages`, truncate to `bytes` after it.
+pub fn wal_bounds(pages: u64, bytes: u64) -> [String; 2] {
+    [
+        format!("PRAGMA wal_autocheckpoint = {pages}"),
+        format!("PRAGMA journal_size_limit = {bytes}"),
+    ]
+}
+
 /// Durability of the next transactions (a connection setting in SQLite).
 pub const SYNC_FULL: &str = "PRAGMA synchronous = FULL";
 pub const SYNC_NORMAL: &str = "PRAGMA synchronous = NORMAL";

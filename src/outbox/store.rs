@@ -227,7 +227,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await
                 .map_err(classify)?;
-            sqlx::raw_sql(&format!("PRAGMA user_version = {}", i + 1))
+            sqlx::raw_sql(&sql::set_user_version(i + 1))
                 .execute(&mut *tx)
                 .await
                 .map_err(classify)?;
@@ -307,10 +307,7 @@ impl Store {
         // transaction picks the new setting up.
         self.synchronous = cfg.synchronous;
         let (checkpoint, limit) = wal_bounds(cfg.max_bytes);
-        for pragma in [
-            format!("PRAGMA wal_autocheckpoint = {checkpoint}"),
-            format!("PRAGMA journal_size_limit = {limit}"),
-        ] {
+        for pragma in sql::wal_bounds(checkpoint, limit) {
             sqlx::query(&pragma)
                 .execute(&mut self.conn)
                 .await
