@@ -66,7 +66,13 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
         if let Some(group) = group {
             inbound.push((group, tx));
         }
-        Some(RemoteStage::new(remote, rx, config_tx, retained_tx))
+        Some(RemoteStage::new(
+            remote,
+            rx,
+            config_tx,
+            retained_tx,
+            metrics.clone(),
+        ))
     } else {
         drop(retained_tx);
         None

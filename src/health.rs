@@ -43,6 +43,10 @@ pub fn metrics_payload(
             "connects": Metrics::get(&m.connects),
             "connection_errors": Metrics::get(&m.connection_errors),
         },
+        "config": {
+            "applied": Metrics::get(&m.configs_applied),
+            "rejected": Metrics::get(&m.configs_rejected),
+        },
         "outbox_resets": Metrics::get(&m.outbox_resets),
         "rss_bytes": rss_bytes(),
         "cpu_s": cpu_seconds(),

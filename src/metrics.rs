@@ -32,6 +32,9 @@ pub struct Metrics {
     pub producer_drops: AtomicU64,
     /// Incoming MQTT messages dropped because their stage's channel was full.
     pub inbound_dropped: AtomicU64,
+    /// Remote configurations applied (or reverted) and rejected.
+    pub configs_applied: AtomicU64,
+    pub configs_rejected: AtomicU64,
     /// Gauge: events in the outbox.
     pub outbox_depth: AtomicI64,
     /// Gauge: bytes of event data in the outbox.

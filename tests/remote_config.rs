@@ -11,57 +11,25 @@ use serde_json::Value;
 
 const CONFIG_TOPIC: &str = "cam-test-1/config";
 
-struct Rig {
-    dir: tempfile::TempDir,
-    broker: Broker,
-    front: Front,
-    observer: Observer,
-    config: std::path::PathBuf,
-}
-
 async fn rig(name: &str, local_extra: &str) -> Rig {
-    let dir = test_dir(name);
-    let pki = Pki::generate(dir.path());
-    let broker = Broker::start(dir.path(), &pki);
-    let front = Front::start(dir.path(), &pki, broker.plain_port);
-    let observer = Observer::start(broker.plain_port, &format!("observer-{name}")).await;
-    let mut cfg = DaemonConfig::via_front(dir.path(), &pki, &front);
-    cfg.extra = format!("[mqtt]\nbackoff_min = \"50ms\"\nbackoff_max = \"300ms\"\n{local_extra}");
-    let config = dir.path().join("edgecam.toml");
-    cfg.write(&config);
-    Rig {
-        dir,
-        broker,
-        front,
-        observer,
-        config,
-    }
+    Rig::new(name, local_extra).await
 }
 
-impl Rig {
-    fn daemon(&self, n: u32) -> Daemon {
-        Daemon::start(
-            &self.config,
-            &self.dir.path().join(format!("edgecam-{n}.log")),
-        )
-    }
+async fn wait_status(rig: &Rig, count: usize) -> Value {
+    wait_until("a configuration status", Duration::from_secs(15), || {
+        rig.observer.config_statuses().len() >= count
+    })
+    .await;
+    rig.observer.config_statuses()[count - 1].clone()
+}
 
-    async fn wait_status(&self, count: usize) -> Value {
-        wait_until("a configuration status", Duration::from_secs(15), || {
-            self.observer.config_statuses().len() >= count
-        })
-        .await;
-        self.observer.config_statuses()[count - 1].clone()
-    }
-
-    async fn wait_kind(&self, kind: &str, n: usize) {
-        wait_until(
-            &format!("{n} events of kind {kind}"),
-            Duration::from_secs(20),
-            || self.observer.events_of_kind(kind) >= n,
-        )
-        .await;
-    }
+async fn wait_kind(rig: &Rig, kind: &str, n: usize) {
+    wait_until(
+        &format!("{n} events of kind {kind}"),
+        Duration::from_secs(20),
+        || rig.observer.events_of_kind(kind) >= n,
+    )
+    .await;
 }
 
 fn config_show(config: &std::path::Path) -> Value {
@@ -90,8 +58,8 @@ async fn retained_config_applies_on_connect_live_and_survives_an_offline_reboot(
     // Published before the camera ever connects.
     rig.observer.publish_retained(CONFIG_TOPIC, v1).await;
     let mut daemon = rig.daemon(0);
-    rig.wait_kind("remote-one", 5).await;
-    let status = rig.wait_status(1).await;
+    wait_kind(&rig, "remote-one", 5).await;
+    let status = wait_status(&rig, 1).await;
     assert_eq!(status["state"], "applied", "{status}");
     assert_eq!(status["version"], 1);
     let hash_v1 = status["hash"].as_str().unwrap().to_owned();
@@ -99,8 +67,8 @@ async fn retained_config_applies_on_connect_live_and_survives_an_offline_reboot(
     // A change while connected is applied live: events change topic.
     let v2 = br#"{"version":2,"synthetic":{"enabled":true,"kind":"remote-two"},"health":{"metrics_interval":"1s"}}"#;
     rig.observer.publish_retained(CONFIG_TOPIC, v2).await;
-    rig.wait_kind("remote-two", 5).await;
-    let status = rig.wait_status(2).await;
+    wait_kind(&rig, "remote-two", 5).await;
+    let status = wait_status(&rig, 2).await;
     assert_eq!(status["state"], "applied");
     assert_eq!(status["version"], 2);
     assert_ne!(status["hash"], hash_v1);
@@ -110,6 +78,12 @@ async fn retained_config_applies_on_connect_live_and_survives_an_offline_reboot(
         || rig.observer.metrics().len() >= 2,
     )
     .await;
+    let metrics = rig.observer.metrics();
+    assert_eq!(
+        metrics.last().unwrap()["config"]["applied"],
+        2,
+        "{metrics:?}"
+    );
     let shown = config_show(&rig.config);
     assert_eq!(shown["synthetic.kind"]["value"], "remote-two");
     assert_eq!(shown["synthetic.kind"]["source"], "device");
@@ -157,15 +131,15 @@ async fn bad_configs_are_rejected_with_reasons_and_the_last_good_one_stays() {
     )
     .await;
     let _daemon = rig.daemon(0);
-    rig.wait_kind("local", 3).await;
+    wait_kind(&rig, "local", 3).await;
     rig.observer
         .publish_retained(
             CONFIG_TOPIC,
             br#"{"version":5,"synthetic":{"kind":"good"}}"#,
         )
         .await;
-    rig.wait_kind("good", 3).await;
-    assert_eq!(rig.wait_status(1).await["state"], "applied");
+    wait_kind(&rig, "good", 3).await;
+    assert_eq!(wait_status(&rig, 1).await["state"], "applied");
 
     let oversized = format!(
         r#"{{"version":9,"synthetic":{{"kind":"big"}},"padding":"{}"}}"#,
@@ -209,7 +183,7 @@ async fn bad_configs_are_rejected_with_reasons_and_the_last_good_one_stays() {
             }
         }
         rig.observer.publish_retained(CONFIG_TOPIC, payload).await;
-        let status = rig.wait_status(2 + i).await;
+        let status = wait_status(&rig, 2 + i).await;
         assert_eq!(status["state"], "rejected", "{status}");
         assert_eq!(
             status["version"], 5,
@@ -224,17 +198,17 @@ async fn bad_configs_are_rejected_with_reasons_and_the_last_good_one_stays() {
     }
     // Still producing with the last good configuration.
     let good = rig.observer.events_of_kind("good");
-    rig.wait_kind("good", good + 3).await;
+    wait_kind(&rig, "good", good + 3).await;
     assert_eq!(rig.observer.events_of_kind("big"), 0);
     assert_eq!(rig.observer.events_of_kind("stale"), 0);
 
     // Deleting the retained message reverts to the local file.
     rig.observer.publish_retained(CONFIG_TOPIC, b"").await;
-    let status = rig.wait_status(2 + bad.len()).await;
+    let status = wait_status(&rig, 2 + bad.len()).await;
     assert_eq!(status["state"], "reverted", "{status}");
     assert_eq!(status["version"], Value::Null);
     let local = rig.observer.events_of_kind("local");
-    rig.wait_kind("local", local + 3).await;
+    wait_kind(&rig, "local", local + 3).await;
     assert_schemas(&rig.observer);
 }
 
@@ -252,14 +226,14 @@ async fn group_config_applies_under_the_device_config() {
         )
         .await;
     let _daemon = rig.daemon(0);
-    rig.wait_kind("fleet", 3).await;
+    wait_kind(&rig, "fleet", 3).await;
     rig.observer
         .publish_retained(
             CONFIG_TOPIC,
             br#"{"version":1,"synthetic":{"kind":"mine"}}"#,
         )
         .await;
-    rig.wait_kind("mine", 3).await;
+    wait_kind(&rig, "mine", 3).await;
     let shown = config_show(&rig.config);
     assert_eq!(shown["synthetic.kind"]["source"], "device");
     assert_eq!(shown["synthetic.payload_bytes"]["source"], "group");

@@ -9,34 +9,6 @@ use std::time::Duration;
 use common::*;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, TlsConfiguration, Transport};
 
-fn client_tls(pki: &Pki, with_cert: bool, alpn: &[&str]) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    let ca = std::fs::read(pki.path("ca.pem")).unwrap();
-    for c in rustls_pemfile::certs(&mut ca.as_slice()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
-    let mut cfg = if with_cert {
-        let cert = std::fs::read(pki.path("client.pem")).unwrap();
-        let key = std::fs::read(pki.path("client.key")).unwrap();
-        let certs = rustls_pemfile::certs(&mut cert.as_slice())
-            .collect::<Result<Vec<_>, _>>()
-            .unwrap();
-        let key = rustls_pemfile::private_key(&mut key.as_slice())
-            .unwrap()
-            .unwrap();
-        builder.with_client_auth_cert(certs, key).unwrap()
-    } else {
-        builder.with_no_client_auth()
-    };
-    cfg.alpn_protocols = alpn.iter().map(|a| a.as_bytes().to_vec()).collect();
-    Arc::new(cfg)
-}
-
 /// True if an MQTT CONNECT through `port` with this TLS setup gets a CONNACK.
 async fn mqtt_connects(port: u16, tls: Arc<rustls::ClientConfig>, id: &str) -> bool {
     let mut opts = MqttOptions::new(id, "127.0.0.1", port);

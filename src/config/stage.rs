@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::remote::{config_hash, Outcome, Persisted, RemoteState, Source};
 use super::Config;
 use crate::events::now_ms;
+use crate::metrics::Metrics;
 use crate::mqtt::topics::Topics;
 use crate::mqtt::{InboundMessage, RetainedPublish};
 
@@ -76,6 +77,7 @@ pub fn topics(config: &Config) -> (String, Option<String>) {
 /// The remote-configuration stage.
 pub struct RemoteStage {
     state: RemoteState,
+    metrics: Arc<Metrics>,
     inbound: mpsc::Receiver<InboundMessage>,
     config_tx: watch::Sender<Arc<Config>>,
     status_tx: mpsc::Sender<RetainedPublish>,
@@ -92,6 +94,7 @@ impl RemoteStage {
         inbound: mpsc::Receiver<InboundMessage>,
         config_tx: watch::Sender<Arc<Config>>,
         status_tx: mpsc::Sender<RetainedPublish>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let config = state.effective();
         let (device_topic, group_topic) = topics(config);
@@ -102,6 +105,7 @@ impl RemoteStage {
             device_topic,
             group_topic,
             state,
+            metrics,
             inbound,
             config_tx,
             status_tx,
@@ -138,6 +142,7 @@ impl RemoteStage {
                 return;
             }
             Outcome::Applied | Outcome::Reverted => {
+                Metrics::add(&self.metrics.configs_applied, 1);
                 let effective = self.state.effective().clone();
                 tracing::info!(
                     ?source,
@@ -153,6 +158,7 @@ impl RemoteStage {
                 self.config_tx.send_replace(Arc::new(effective));
             }
             Outcome::Rejected { version, errors } => {
+                Metrics::add(&self.metrics.configs_rejected, 1);
                 let errors: Vec<String> = errors
                     .iter()
                     .map(|e| format!("{}: {}", e.field, e.expected))

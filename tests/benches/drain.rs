@@ -19,7 +19,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -118,34 +117,12 @@ fn wait_empty(config: &Path) {
 /// rumqttc alone publishing `messages` (topic, payload) at QoS 1 through the front,
 /// 100 in flight; returns the time from CONNACK to the last PUBACK.
 async fn baseline(setup: &Setup, messages: Vec<(String, Vec<u8>)>) -> Duration {
-    let mut roots = rustls::RootCertStore::empty();
-    let ca = std::fs::read(setup.pki.path("ca.pem")).unwrap();
-    for c in rustls_pemfile::certs(&mut ca.as_slice()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let cert = std::fs::read(setup.pki.path("client.pem")).unwrap();
-    let key = std::fs::read(setup.pki.path("client.key")).unwrap();
-    let certs = rustls_pemfile::certs(&mut cert.as_slice())
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let key = rustls_pemfile::private_key(&mut key.as_slice())
-        .unwrap()
-        .unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(certs, key)
-        .unwrap();
-    tls.alpn_protocols = vec![b"x-amzn-mqtt-ca".to_vec()];
+    let tls = client_tls(&setup.pki, true, &["x-amzn-mqtt-ca"]);
     let mut opts = MqttOptions::new(format!("{CAMERA}-baseline"), "127.0.0.1", setup.front.port);
-    opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-        Arc::new(tls),
-    )))
-    .set_inflight(100)
-    .set_keep_alive(Duration::from_secs(60))
-    .set_max_packet_size(1 << 20, 1 << 20);
+    opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)))
+        .set_inflight(100)
+        .set_keep_alive(Duration::from_secs(60))
+        .set_max_packet_size(1 << 20, 1 << 20);
     let (client, mut eventloop) = AsyncClient::new(opts, 200);
     let total = messages.len();
     let mut acked = 0;
@@ -341,17 +318,7 @@ async fn run() {
             .as_secs_f64();
         // Paced stream: bytes after the first message over the time they took.
         let rate = (total - sizes[0]) as f64 / span;
-        let (mut max_msgs, mut max_bytes) = (0, 0);
-        for (i, first) in batches.iter().enumerate() {
-            let window: Vec<usize> = batches[i..]
-                .iter()
-                .zip(&sizes[i..])
-                .take_while(|(b, _)| b.at.duration_since(first.at) < Duration::from_secs(1))
-                .map(|(_, s)| *s)
-                .collect();
-            max_msgs = max_msgs.max(window.len());
-            max_bytes = max_bytes.max(window.iter().sum::<usize>());
-        }
+        let (max_msgs, max_bytes) = busiest_window(&batches, Duration::from_secs(1));
         if std::env::var_os("EDGECAM_BENCH_TIMELINE").is_some() {
             for (b, size) in batches.iter().zip(&sizes).take(16) {
                 println!(

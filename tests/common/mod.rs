@@ -690,6 +690,97 @@ pub fn assert_complete(events: &BTreeMap<i64, Vec<String>>, first: i64, last: i6
     }
 }
 
+/// A whole setup: certificates, broker, AWS-like front, observer, and an edgecam
+/// configuration through the front (fast reconnects, plus `extra` TOML).
+pub struct Rig {
+    pub dir: tempfile::TempDir,
+    pub pki: Pki,
+    pub broker: Broker,
+    pub front: Front,
+    pub observer: Observer,
+    pub config: PathBuf,
+}
+
+impl Rig {
+    /// `extra` may open with `[mqtt]` fields: it follows the `[mqtt]` header.
+    pub async fn new(name: &str, extra: &str) -> Self {
+        let dir = test_dir(name);
+        let pki = Pki::generate(dir.path());
+        let broker = Broker::start(dir.path(), &pki);
+        let front = Front::start(dir.path(), &pki, broker.plain_port);
+        let observer = Observer::start(broker.plain_port, &format!("observer-{name}")).await;
+        let mut cfg = DaemonConfig::via_front(dir.path(), &pki, &front);
+        cfg.extra = format!("[mqtt]\nbackoff_min = \"50ms\"\nbackoff_max = \"500ms\"\n{extra}");
+        let config = dir.path().join("edgecam.toml");
+        cfg.write(&config);
+        Self {
+            dir,
+            pki,
+            broker,
+            front,
+            observer,
+            config,
+        }
+    }
+
+    /// Starts edgecam, logging to `edgecam-<n>.log`.
+    pub fn daemon(&self, n: usize) -> Daemon {
+        Daemon::start(
+            &self.config,
+            &self.dir.path().join(format!("edgecam-{n}.log")),
+        )
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// A rustls client configuration trusting the test CA, with the device certificate
+/// or none, offering `alpn`.
+pub fn client_tls(pki: &Pki, with_cert: bool, alpn: &[&str]) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = std::fs::read(pki.path("ca.pem")).unwrap();
+    for c in rustls_pemfile::certs(&mut ca.as_slice()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let mut cfg = if with_cert {
+        let cert = std::fs::read(pki.path("client.pem")).unwrap();
+        let key = std::fs::read(pki.path("client.key")).unwrap();
+        let certs = rustls_pemfile::certs(&mut cert.as_slice())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = rustls_pemfile::private_key(&mut key.as_slice())
+            .unwrap()
+            .unwrap();
+        builder.with_client_auth_cert(certs, key).unwrap()
+    } else {
+        builder.with_no_client_auth()
+    };
+    cfg.alpn_protocols = alpn.iter().map(|a| a.as_bytes().to_vec()).collect();
+    Arc::new(cfg)
+}
+
+/// The busiest `window` of arrivals: (publishes, bytes of payload + topic).
+pub fn busiest_window(messages: &[Received], window: Duration) -> (usize, usize) {
+    let mut busiest = (0, 0);
+    for (i, first) in messages.iter().enumerate() {
+        let in_window = messages[i..]
+            .iter()
+            .take_while(|m| m.at.duration_since(first.at) < window);
+        let (n, bytes) = in_window.fold((0, 0), |(n, b), m| {
+            (n + 1, b + m.payload.len() + m.topic.len())
+        });
+        busiest = (busiest.0.max(n), busiest.1.max(bytes));
+    }
+    busiest
+}
+
 /// A temp dir for one test, removed at its end unless `EDGECAM_KEEP_TEST_DIRS` is
 /// set (to read the logs of every process the test started).
 pub fn test_dir(name: &str) -> tempfile::TempDir {
