@@ -5,8 +5,8 @@
 #   bash deploy/cross-aarch64.sh [SYSROOT]      (default SYSROOT: target/sysroot-arm64)
 #
 # 1. An arm64 Debian 12 sysroot made with debootstrap (first stage only: packages
-#    unpacked, nothing run), with the -dev packages the build links against
-#    (EDGECAM_SYSROOT_DEV, comma-separated, added to libc6-dev). Installing :arm64
+#    unpacked, nothing run), with the -dev packages the build links against (libc,
+#    GStreamer; EDGECAM_SYSROOT_DEV adds more, comma-separated). Installing :arm64
 #    -dev packages with apt on the build machine would remove their amd64 twins;
 #    unpacking them into a sysroot does not.
 # 2. cargo build --release for aarch64-unknown-linux-gnu, linking with
@@ -20,12 +20,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 sysroot="$(realpath -m "${1:-target/sysroot-arm64}")"
 target=aarch64-unknown-linux-gnu
-dev_packages="libc6-dev${EDGECAM_SYSROOT_DEV:+,$EDGECAM_SYSROOT_DEV}"
+dev_packages="libc6-dev,libgstreamer1.0-dev,libgstreamer-plugins-base1.0-dev${EDGECAM_SYSROOT_DEV:+,$EDGECAM_SYSROOT_DEV}"
 
 missing=()
 command -v debootstrap >/dev/null || missing+=(debootstrap)
 command -v aarch64-linux-gnu-gcc >/dev/null || missing+=(gcc-aarch64-linux-gnu)
 command -v qemu-aarch64-static >/dev/null || missing+=(qemu-user-static)
+command -v pkg-config >/dev/null || missing+=(pkg-config)
 if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
@@ -45,6 +46,11 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$dev_packages" ]; then
   echo "making the arm64 sysroot in $sysroot (packages: $dev_packages)"
   rm -rf "$sysroot"
   debootstrap --arch=arm64 --variant=minbase --foreign --include="$dev_packages" bookworm "$sysroot" "$mirror"
+  # The first stage unpacks only the base system; the included packages and their
+  # dependencies wait in the cache: unpack them all into the sysroot.
+  for deb in "$sysroot"/var/cache/apt/archives/*.deb; do
+    dpkg-deb -x "$deb" "$sysroot"
+  done
   # Absolute symlinks inside the sysroot must resolve inside it.
   find "$sysroot/usr/lib/aarch64-linux-gnu" -maxdepth 1 -type l -lname '/*' | while read -r link; do
     ln -sf "$sysroot$(readlink "$link")" "$link"

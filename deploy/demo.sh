@@ -6,7 +6,8 @@
 #   bash deploy/demo.sh            # runs for 20 s
 #   DEMO_SECONDS=60 bash deploy/demo.sh
 #
-# Installs mosquitto, mosquitto-clients, haproxy and openssl with apt-get when missing
+# Installs mosquitto, mosquitto-clients, haproxy, openssl and the GStreamer headers
+# edgecam builds against with apt-get when missing
 # (root or sudo). Needs a Rust toolchain (rustup). Everything else lives in a temp dir
 # that is removed at the end.
 set -euo pipefail
@@ -19,6 +20,9 @@ have mosquitto || missing+=(mosquitto)
 have mosquitto_sub || missing+=(mosquitto-clients)
 have haproxy || missing+=(haproxy)
 have openssl || missing+=(openssl)
+for p in libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev pkg-config; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "installing: ${missing[*]}"
   sudo=""

@@ -15,6 +15,7 @@ use crate::metrics::Metrics;
 use crate::mqtt;
 use crate::outbox::{Outbox, Recovery, Store};
 use crate::synthetic::Synthetic;
+use crate::video::{FrameQueue, Video};
 
 /// How long stages get to finish after the shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
@@ -96,6 +97,14 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
     let synthetic_task =
         tokio::spawn(Synthetic::new(config_rx.clone(), events_tx.clone()).run(shutdown.clone()));
     let remote_task = remote_stage.map(|stage| tokio::spawn(stage.run(shutdown.clone())));
+    // Video: frames go to a drop-oldest queue that analytics will read; until they
+    // exist nobody reads it, so every frame beyond the queue counts as dropped.
+    let video_task = config.video.enabled.then(|| {
+        let frames = FrameQueue::new(config.video.frame_queue, metrics.clone());
+        tokio::spawn(
+            Video::new(config.video.clone(), frames, metrics.clone()).run(shutdown.clone()),
+        )
+    });
     let log_task = log_reload
         .map(|reload| tokio::spawn(follow_log_level(config_rx, reload, shutdown.clone())));
     // Producers hold their own senders; the outbox ends once they are all gone.
@@ -113,6 +122,9 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
 
     let drain = async {
         join_logged("synthetic", synthetic_task).await;
+        if let Some(t) = video_task {
+            join_logged("video", t).await;
+        }
         if let Some(t) = remote_task {
             join_logged("remote configuration", t).await;
         }

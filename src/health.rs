@@ -43,6 +43,17 @@ pub fn metrics_payload(
             "connects": Metrics::get(&m.connects),
             "connection_errors": Metrics::get(&m.connection_errors),
         },
+        "video": {
+            "frames_in": Metrics::get(&m.frames_in),
+            "frames_delivered": Metrics::get(&m.frames_delivered),
+            "frames_dropped": Metrics::get(&m.frames_dropped),
+            "segments_closed": Metrics::get(&m.segments_closed),
+            "restarts": Metrics::get(&m.video_restarts),
+            "last_frame": {
+                "width": Metrics::gauge(&m.last_frame_size) >> 32,
+                "height": Metrics::gauge(&m.last_frame_size) & 0xffff_ffff,
+            },
+        },
         "config": {
             "applied": Metrics::get(&m.configs_applied),
             "rejected": Metrics::get(&m.configs_rejected),

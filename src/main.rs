@@ -9,6 +9,7 @@ mod metrics;
 mod mqtt;
 mod outbox;
 mod synthetic;
+mod video;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -35,6 +35,18 @@ pub struct Metrics {
     /// Remote configurations applied (or reverted) and rejected.
     pub configs_applied: AtomicU64,
     pub configs_rejected: AtomicU64,
+    /// Video: buffers that entered the pipeline from the source.
+    pub frames_in: AtomicU64,
+    /// Video: frames handed to analytics.
+    pub frames_delivered: AtomicU64,
+    /// Video: frames dropped because analytics lagged (oldest first).
+    pub frames_dropped: AtomicU64,
+    /// Video: recorded segments closed.
+    pub segments_closed: AtomicU64,
+    /// Video: pipeline rebuilds after an error, end of stream or stall.
+    pub video_restarts: AtomicU64,
+    /// Gauge: size of the last analytics frame, width << 32 | height.
+    pub last_frame_size: AtomicI64,
     /// Gauge: events in the outbox.
     pub outbox_depth: AtomicI64,
     /// Gauge: bytes of event data in the outbox.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on Debian 12, first installing what the tests start:
-# Mosquitto (the broker), haproxy (the AWS-like ALPN front on 443) and openssl
-# (certificates made at test time); then the deployment checks (tests/deploy.sh:
+# Mosquitto (the broker), haproxy (the AWS-like ALPN front on 443), openssl
+# (certificates made at test time) and GStreamer with its plugins; then the deployment checks (tests/deploy.sh:
 # systemd unit, install script, Debian package). Needs a Rust toolchain (rustup) and root or sudo
 # for apt-get when something is missing.
 set -euo pipefail
@@ -17,6 +17,14 @@ have pkg-config || missing+=(pkg-config)
 have cc || missing+=(gcc)
 have systemd-analyze || missing+=(systemd)
 have dpkg-deb || missing+=(dpkg)
+# GStreamer: headers to build, plugins the video tests run (test pattern, x264,
+# Matroska, RTSP, decoding, the clock overlay).
+gst_packages=(libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-plugins-base
+  gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
+  gstreamer1.0-x)
+for p in "${gst_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "installing: ${missing[*]}"
   sudo=""

@@ -61,6 +61,73 @@ pub struct Config {
     /// Remote configuration through retained MQTT messages.
     #[serde(default)]
     pub remote: RemoteConfig,
+    /// The camera's video: source, recording ring buffer, frames for analytics.
+    #[serde(default)]
+    pub video: VideoConfig,
+}
+
+/// Transport of an RTSP source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RtspTransport {
+    /// Interleaved in the RTSP TCP connection: passes NAT and firewalls.
+    Tcp,
+    /// RTP over UDP: lower latency on a clean LAN.
+    Udp,
+}
+
+/// Video codec of an RTSP source (recorded as is, never re-encoded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Codec {
+    H264,
+    H265,
+}
+
+/// The video pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VideoConfig {
+    /// Run the video pipeline.
+    #[serde(default)]
+    pub enabled: bool,
+    /// `test` (a test pattern with a clock), `rtsp://[user:password@]host/path`, or
+    /// `v4l2:///dev/video0`.
+    #[serde(default = "default_video_source")]
+    pub source: String,
+    /// RTSP transport: `tcp` or `udp`.
+    #[serde(default = "default_rtsp_transport")]
+    pub rtsp_transport: RtspTransport,
+    /// Codec of the RTSP stream: `h264` or `h265`.
+    #[serde(default = "default_codec")]
+    pub codec: Codec,
+    /// Size and rate of raw sources (test pattern, V4L2), which are encoded to H.264.
+    #[serde(default = "default_video_width")]
+    pub width: u32,
+    #[serde(default = "default_video_height")]
+    pub height: u32,
+    #[serde(default = "default_video_fps")]
+    pub framerate: u32,
+    /// Length of a recorded segment (Matroska files named by their UTC start).
+    #[serde(default = "default_segment", with = "humantime_serde")]
+    pub segment_duration: Duration,
+    /// Directory of the recording ring buffer.
+    #[serde(default = "default_recordings_dir")]
+    pub recordings_dir: PathBuf,
+    /// Frames per second handed to analytics.
+    #[serde(default = "default_analytics_fps")]
+    pub analytics_fps: u32,
+    /// Size of the frames handed to analytics (RGB).
+    #[serde(default = "default_analytics_width")]
+    pub analytics_width: u32,
+    #[serde(default = "default_analytics_height")]
+    pub analytics_height: u32,
+    /// Frames waiting for analytics; when full the oldest is dropped (counted).
+    #[serde(default = "default_frame_queue")]
+    pub frame_queue: usize,
+    /// No buffer from the source for this long: rebuild the pipeline.
+    #[serde(default = "default_stall_timeout", with = "humantime_serde")]
+    pub stall_timeout: Duration,
 }
 
 /// Remote configuration: retained JSON on `<camera-id>/config` (and on
@@ -259,6 +326,45 @@ pub struct LogConfig {
     pub target: LogTarget,
 }
 
+fn default_video_source() -> String {
+    "test".to_owned()
+}
+fn default_rtsp_transport() -> RtspTransport {
+    RtspTransport::Tcp
+}
+fn default_codec() -> Codec {
+    Codec::H264
+}
+fn default_video_width() -> u32 {
+    1280
+}
+fn default_video_height() -> u32 {
+    720
+}
+fn default_video_fps() -> u32 {
+    30
+}
+fn default_segment() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_recordings_dir() -> PathBuf {
+    PathBuf::from("/var/lib/edgecam/recordings")
+}
+fn default_analytics_fps() -> u32 {
+    5
+}
+fn default_analytics_width() -> u32 {
+    1280
+}
+fn default_analytics_height() -> u32 {
+    720
+}
+fn default_frame_queue() -> usize {
+    2
+}
+fn default_stall_timeout() -> Duration {
+    Duration::from_secs(10)
+}
 fn default_true() -> bool {
     true
 }
@@ -399,6 +505,27 @@ impl Default for SyntheticConfig {
             payload_bytes: default_synthetic_payload(),
             kind: default_synthetic_kind(),
             count: 0,
+        }
+    }
+}
+
+impl Default for VideoConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            source: default_video_source(),
+            rtsp_transport: default_rtsp_transport(),
+            codec: default_codec(),
+            width: default_video_width(),
+            height: default_video_height(),
+            framerate: default_video_fps(),
+            segment_duration: default_segment(),
+            recordings_dir: default_recordings_dir(),
+            analytics_fps: default_analytics_fps(),
+            analytics_width: default_analytics_width(),
+            analytics_height: default_analytics_height(),
+            frame_queue: default_frame_queue(),
+            stall_timeout: default_stall_timeout(),
         }
     }
 }

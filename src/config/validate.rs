@@ -208,6 +208,36 @@ impl Config {
                 format!("topics built from this id break the topic limits: {ok:?}")
             });
         }
+        let v = &self.video;
+        c.check(
+            crate::video::Source::parse(&v.source).is_ok(),
+            "video.source",
+            || {
+                format!(
+                    "expected test, rtsp://… or v4l2:///dev/…, found {:?}",
+                    v.source
+                )
+            },
+        );
+        c.range("video.width", v.width, 16, 7680);
+        c.range("video.height", v.height, 16, 4320);
+        c.range("video.framerate", v.framerate, 1, 120);
+        c.duration(
+            "video.segment_duration",
+            v.segment_duration,
+            Duration::from_secs(1),
+            Duration::from_secs(3600),
+        );
+        c.range("video.analytics_fps", v.analytics_fps, 1, 60);
+        c.range("video.analytics_width", v.analytics_width, 16, 7680);
+        c.range("video.analytics_height", v.analytics_height, 16, 4320);
+        c.range("video.frame_queue", v.frame_queue, 1, 64);
+        c.duration(
+            "video.stall_timeout",
+            v.stall_timeout,
+            Duration::from_secs(1),
+            Duration::from_secs(600),
+        );
         let r = &self.remote;
         c.check(
             r.group.is_empty() || topics::valid_group(&r.group),
@@ -290,6 +320,7 @@ mod tests {
         assert_eq!(example.synthetic, super::super::SyntheticConfig::default());
         assert_eq!(example.log, super::super::LogConfig::default());
         assert_eq!(example.remote, super::super::RemoteConfig::default());
+        assert_eq!(example.video, super::super::VideoConfig::default());
         assert_eq!(example.identity.broker_port, 443);
         assert_eq!(example.identity.alpn, vec!["x-amzn-mqtt-ca"]);
     }

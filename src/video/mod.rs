@@ -1,0 +1,18 @@
+//! The video pipeline: one GStreamer pipeline per source, its stream teed into
+//! recording (Matroska segments in a ring directory) and frames for analytics.
+//!
+//! On disk: `<recordings_dir>/<UTC start>.mkv`, e.g. `20261122T043015.123Z.mkv`,
+//! written by splitmuxsink; Matroska because a segment cut short by a crash or power
+//! loss is still readable up to its last cluster. Only the segment being written is
+//! ever open; at an orderly stop it is finished with an EOS.
+//!
+//! Partial: retention (disk budget and age, pinning), the segment index and clips,
+//! file sources, and the RTSP reconnect tests are not built yet.
+
+mod frames;
+mod pipeline;
+mod stage;
+
+pub use frames::FrameQueue;
+pub use pipeline::Source;
+pub use stage::Video;

@@ -1,0 +1,257 @@
+//! The video stage: builds the pipeline, watches its bus, detects stalls, rebuilds it
+//! with backoff after an error, and finishes the current segment at shutdown.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures_util::StreamExt;
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use tokio_util::sync::CancellationToken;
+
+use super::frames::{Frame, FrameQueue};
+use super::pipeline::{describe, Source, FRAMES, RECORDER, TEE};
+use crate::config::VideoConfig;
+use crate::events::now_ms;
+use crate::metrics::Metrics;
+use crate::mqtt::limits::Backoff;
+
+/// Why a pipeline run ended.
+#[derive(Debug, thiserror::Error)]
+pub enum VideoError {
+    #[error("cannot build the pipeline: {0}")]
+    Build(String),
+    #[error("recordings directory {dir}: {source}")]
+    Recordings {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the pipeline failed: {0}")]
+    Stream(String),
+    #[error("the source ended (end of stream)")]
+    EndOfStream,
+    #[error("no video for {0:?}")]
+    Stalled(Duration),
+}
+
+/// How long to wait for the end-of-stream at shutdown (a live source may never
+/// deliver it: the pipeline is stopped anyway).
+const EOS_WAIT: Duration = Duration::from_secs(5);
+
+/// The video stage.
+pub struct Video {
+    cfg: VideoConfig,
+    frames: FrameQueue,
+    metrics: Arc<Metrics>,
+}
+
+/// `20261122T043015.123Z.mkv` for the current UTC time.
+fn segment_name(at: SystemTime) -> String {
+    let stamp = humantime::format_rfc3339_millis(at).to_string();
+    format!("{}.mkv", stamp.replace(['-', ':'], ""))
+}
+
+impl Video {
+    pub fn new(cfg: VideoConfig, frames: FrameQueue, metrics: Arc<Metrics>) -> Self {
+        Self {
+            cfg,
+            frames,
+            metrics,
+        }
+    }
+
+    /// Runs pipelines until shutdown, rebuilding after failures with backoff.
+    pub async fn run(self, shutdown: CancellationToken) {
+        if let Err(e) = gst::init() {
+            tracing::error!(error = %e, "GStreamer cannot start; video disabled");
+            return;
+        }
+        let source = match Source::parse(&self.cfg.source) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "invalid video source; video disabled");
+                return;
+            }
+        };
+        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+        loop {
+            let started = tokio::time::Instant::now();
+            match self.run_once(&source, &shutdown).await {
+                Ok(()) => return,
+                Err(e) => {
+                    Metrics::add(&self.metrics.video_restarts, 1);
+                    if started.elapsed() > Duration::from_secs(60) {
+                        backoff.reset();
+                    }
+                    let delay = backoff
+                        .next_delay(rand::random::<f64>())
+                        .max(Duration::from_millis(200));
+                    tracing::error!(source = %source.redacted(), error = %e, retry_in = ?delay, "video pipeline stopped; rebuilding it");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn run_once(
+        &self,
+        source: &Source,
+        shutdown: &CancellationToken,
+    ) -> Result<(), VideoError> {
+        let dir = self.cfg.recordings_dir.clone();
+        std::fs::create_dir_all(&dir).map_err(|source| VideoError::Recordings {
+            dir: dir.clone(),
+            source,
+        })?;
+        let overlay = gst::ElementFactory::find("clockoverlay").is_some();
+        let pipeline = gst::parse::launch(&describe(&self.cfg, source, overlay))
+            .map_err(|e| VideoError::Build(e.to_string()))?
+            .downcast::<gst::Pipeline>()
+            .map_err(|_| VideoError::Build("not a pipeline".into()))?;
+        let by_name = |name: &str| {
+            pipeline
+                .by_name(name)
+                .ok_or_else(|| VideoError::Build(format!("no element {name}")))
+        };
+
+        // Segments are named by their UTC start.
+        let recorder = by_name(RECORDER)?;
+        let seg_dir = dir.clone();
+        recorder.connect("format-location", false, move |_| {
+            Some(
+                seg_dir
+                    .join(segment_name(SystemTime::now()))
+                    .to_string_lossy()
+                    .to_value(),
+            )
+        });
+
+        // Input: count buffers and remember the last one, for stall detection.
+        let last_input = Arc::new(AtomicI64::new(now_ms()));
+        let tee_pad = by_name(TEE)?
+            .static_pad("sink")
+            .ok_or_else(|| VideoError::Build("tee has no sink pad".into()))?;
+        {
+            let last_input = last_input.clone();
+            let metrics = self.metrics.clone();
+            tee_pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                last_input.store(now_ms(), Relaxed);
+                Metrics::add(&metrics.frames_in, 1);
+                gst::PadProbeReturn::Ok
+            });
+        }
+
+        // Analytics frames.
+        let appsink = by_name(FRAMES)?
+            .downcast::<gst_app::AppSink>()
+            .map_err(|_| VideoError::Build("frames is not an appsink".into()))?;
+        let queue = self.frames.clone();
+        let metrics = self.metrics.clone();
+        appsink.set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |sink| {
+                    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    let (Some(buffer), Some(caps)) = (sample.buffer(), sample.caps()) else {
+                        return Err(gst::FlowError::Error);
+                    };
+                    let s = caps.structure(0).ok_or(gst::FlowError::Error)?;
+                    let width = s.get::<i32>("width").map_err(|_| gst::FlowError::Error)? as u32;
+                    let height = s.get::<i32>("height").map_err(|_| gst::FlowError::Error)? as u32;
+                    let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
+                    Metrics::add(&metrics.frames_delivered, 1);
+                    Metrics::set(
+                        &metrics.last_frame_size,
+                        ((width as i64) << 32) | height as i64,
+                    );
+                    queue.push(Frame {
+                        width,
+                        height,
+                        rgb: map.as_slice().to_vec(),
+                        captured_at: SystemTime::now(),
+                    });
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        );
+
+        let bus = pipeline
+            .bus()
+            .ok_or_else(|| VideoError::Build("pipeline without a bus".into()))?;
+        let mut messages = bus.stream();
+        pipeline
+            .set_state(gst::State::Playing)
+            .map_err(|e| VideoError::Stream(format!("cannot start: {e}")))?;
+        tracing::info!(source = %source.redacted(), recordings = %dir.display(), "video pipeline started");
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let result = loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    // Finish the segment being written: EOS through the pipeline.
+                    pipeline.send_event(gst::event::Eos::new());
+                    let finished = tokio::time::timeout(EOS_WAIT, async {
+                        while let Some(msg) = messages.next().await {
+                            if let gst::MessageView::Eos(_) = msg.view() {
+                                return;
+                            }
+                        }
+                    })
+                    .await;
+                    if finished.is_err() {
+                        tracing::warn!("no end of stream within {EOS_WAIT:?}; the last segment may be cut short");
+                    }
+                    break Ok(());
+                }
+                msg = messages.next() => match msg {
+                    None => break Err(VideoError::Stream("bus closed".into())),
+                    Some(msg) => match msg.view() {
+                        gst::MessageView::Error(e) => {
+                            let detail = e.debug().map(|d| d.to_string()).unwrap_or_default();
+                            break Err(VideoError::Stream(format!("{} ({detail})", e.error())));
+                        }
+                        gst::MessageView::Eos(_) => break Err(VideoError::EndOfStream),
+                        gst::MessageView::Element(e) => {
+                            if let Some(s) = e.structure() {
+                                if s.name() == "splitmuxsink-fragment-closed" {
+                                    Metrics::add(&self.metrics.segments_closed, 1);
+                                    let location = s.get::<String>("location").unwrap_or_default();
+                                    tracing::info!(%location, "segment recorded");
+                                }
+                            }
+                        }
+                        _ => {}
+                    },
+                },
+                _ = tick.tick() => {
+                    let silent = Duration::from_millis((now_ms() - last_input.load(Relaxed)).max(0) as u64);
+                    if silent > self.cfg.stall_timeout {
+                        break Err(VideoError::Stalled(silent));
+                    }
+                }
+            }
+        };
+        if let Err(e) = pipeline.set_state(gst::State::Null) {
+            tracing::warn!(error = %e, "cannot stop the pipeline cleanly");
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_are_named_by_utc_start_and_sort_in_time_order() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_320_615_123);
+        let name = segment_name(t);
+        assert_eq!(name, "20261122T041015.123Z.mkv");
+        let later = segment_name(t + Duration::from_secs(61));
+        assert!(later > name);
+    }
+}

@@ -1,0 +1,168 @@
+//! The video pipeline with the test-pattern source: segments of the configured
+//! length that demux and decode, analytics frames at the configured rate and size,
+//! and the last segment finished at shutdown.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use gstreamer as gst;
+use gstreamer::prelude::*;
+
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.retain(|p| p.extension().is_some_and(|e| e == "mkv"));
+    files.sort();
+    files
+}
+
+/// Decodes a recorded segment to the end; returns (frames, duration).
+fn decode(path: &Path) -> (u64, Duration) {
+    gst::init().unwrap();
+    let pipeline = gst::parse::launch(&format!(
+        "filesrc location=\"{}\" ! matroskademux ! h264parse ! avdec_h264 ! fakesink name=sink sync=false",
+        path.display()
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let frames = Arc::new(AtomicU64::new(0));
+    let last_pts = Arc::new(AtomicU64::new(0));
+    let first_pts = Arc::new(AtomicU64::new(u64::MAX));
+    let pad = pipeline
+        .by_name("sink")
+        .unwrap()
+        .static_pad("sink")
+        .unwrap();
+    {
+        let (frames, last_pts, first_pts) = (frames.clone(), last_pts.clone(), first_pts.clone());
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(buffer) = info.buffer() {
+                frames.fetch_add(1, Ordering::Relaxed);
+                if let Some(pts) = buffer.pts() {
+                    last_pts.fetch_max(pts.nseconds(), Ordering::Relaxed);
+                    first_pts.fetch_min(pts.nseconds(), Ordering::Relaxed);
+                }
+            }
+            gst::PadProbeReturn::Ok
+        });
+    }
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let bus = pipeline.bus().unwrap();
+    let msg = bus
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(20),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .expect("decoding ends");
+    pipeline.set_state(gst::State::Null).unwrap();
+    if let gst::MessageView::Error(e) = msg.view() {
+        panic!("{} does not decode: {}", path.display(), e.error());
+    }
+    let span = last_pts
+        .load(Ordering::Relaxed)
+        .saturating_sub(first_pts.load(Ordering::Relaxed));
+    (frames.load(Ordering::Relaxed), Duration::from_nanos(span))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_source_records_decodable_segments_and_delivers_frames() {
+    let rig = Rig::new(
+        "video",
+        "[health]\nmetrics_interval = \"1s\"\n\
+         [video]\nenabled = true\nsource = \"test\"\nwidth = 640\nheight = 360\nframerate = 15\n\
+         segment_duration = \"2s\"\nanalytics_fps = 5\nanalytics_width = 320\nanalytics_height = 180\n",
+    )
+    .await;
+    let text = std::fs::read_to_string(&rig.config).unwrap();
+    let recordings = rig.path().join("recordings");
+    std::fs::write(
+        &rig.config,
+        text.replace(
+            "[video]\n",
+            &format!("[video]\nrecordings_dir = \"{}\"\n", recordings.display()),
+        ),
+    )
+    .unwrap();
+    let mut daemon = rig.daemon(0);
+
+    // Three segments exist: the first two are closed.
+    wait_until("three segments", Duration::from_secs(30), || {
+        segments(&recordings).len() >= 3
+    })
+    .await;
+    let files = segments(&recordings);
+    for f in &files[..2] {
+        let (frames, span) = decode(f);
+        // 2 s at 15 fps; splitmuxsink cuts at a keyframe (one a second).
+        assert!(
+            (20..=50).contains(&frames),
+            "{}: {frames} frames",
+            f.display()
+        );
+        assert!(
+            span >= Duration::from_millis(1300) && span <= Duration::from_millis(3100),
+            "{}: {span:?}",
+            f.display()
+        );
+    }
+
+    // Analytics frames at 5 fps, 320x180, seen in the metrics message.
+    wait_until(
+        "two metrics messages with frames",
+        Duration::from_secs(15),
+        || {
+            rig.observer
+                .metrics()
+                .iter()
+                .filter(|m| m["video"]["frames_delivered"].as_u64().unwrap_or(0) > 0)
+                .count()
+                >= 2
+        },
+    )
+    .await;
+    let first = rig
+        .observer
+        .metrics()
+        .into_iter()
+        .find(|m| m["video"]["frames_delivered"].as_u64().unwrap_or(0) > 0)
+        .unwrap();
+    wait_until(
+        "three more seconds of metrics",
+        Duration::from_secs(15),
+        || {
+            rig.observer.metrics().last().unwrap()["ts"]
+                .as_i64()
+                .unwrap()
+                >= first["ts"].as_i64().unwrap() + 3000
+        },
+    )
+    .await;
+    let last = rig.observer.metrics().last().unwrap().clone();
+    let frames = last["video"]["frames_delivered"].as_u64().unwrap()
+        - first["video"]["frames_delivered"].as_u64().unwrap();
+    let secs = (last["ts"].as_i64().unwrap() - first["ts"].as_i64().unwrap()) as f64 / 1000.0;
+    let rate = frames as f64 / secs;
+    assert!((4.0..=6.0).contains(&rate), "{rate:.2} analytics frames/s");
+    assert_eq!(last["video"]["last_frame"]["width"], 320);
+    assert_eq!(last["video"]["last_frame"]["height"], 180);
+    let input = last["video"]["frames_in"].as_u64().unwrap();
+    assert!(input > 30, "{input} input frames");
+    assert_eq!(last["video"]["restarts"], 0);
+
+    // An orderly stop finishes the segment being written.
+    let before = segments(&recordings).len();
+    let status = daemon.proc.terminate().expect("stops");
+    assert!(status.success(), "{}", daemon.log_text());
+    let files = segments(&recordings);
+    assert!(files.len() >= before);
+    let (frames, _) = decode(files.last().unwrap());
+    assert!(frames > 0, "the last segment has no frames");
+    assert_schemas(&rig.observer);
+}
