@@ -42,7 +42,8 @@ fi
 [ -n "$mirror" ] || { echo "no Debian mirror found: set DEBIAN_MIRROR" >&2; exit 1; }
 
 stamp="$sysroot/.edgecam-sysroot"
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$dev_packages" ]; then
+recipe="2 $dev_packages"   # bump the number when the steps below change
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$recipe" ]; then
   echo "making the arm64 sysroot in $sysroot (packages: $dev_packages)"
   rm -rf "$sysroot"
   debootstrap --arch=arm64 --variant=minbase --foreign --include="$dev_packages" bookworm "$sysroot" "$mirror"
@@ -55,7 +56,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$dev_packages" ]; then
   find "$sysroot/usr/lib/aarch64-linux-gnu" -maxdepth 1 -type l -lname '/*' | while read -r link; do
     ln -sf "$sysroot$(readlink "$link")" "$link"
   done
-  echo "$dev_packages" > "$stamp"
+  echo "$recipe" > "$stamp"
 fi
 
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
