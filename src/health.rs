@@ -48,6 +48,8 @@ pub fn metrics_payload(
             "frames_delivered": Metrics::get(&m.frames_delivered),
             "frames_dropped": Metrics::get(&m.frames_dropped),
             "segments_closed": Metrics::get(&m.segments_closed),
+            "segments_deleted": Metrics::get(&m.segments_deleted),
+            "recording_bytes": Metrics::gauge(&m.recording_bytes),
             "restarts": Metrics::get(&m.video_restarts),
             "last_frame": {
                 "width": Metrics::gauge(&m.last_frame_size) >> 32,

@@ -43,6 +43,10 @@ pub struct Metrics {
     pub frames_dropped: AtomicU64,
     /// Video: recorded segments closed.
     pub segments_closed: AtomicU64,
+    /// Video: segments deleted by retention.
+    pub segments_deleted: AtomicU64,
+    /// Gauge: bytes of recordings on disk.
+    pub recording_bytes: AtomicI64,
     /// Video: pipeline rebuilds after an error, end of stream or stall.
     pub video_restarts: AtomicU64,
     /// Gauge: size of the last analytics frame, width << 32 | height.

@@ -114,6 +114,12 @@ pub struct VideoConfig {
     /// Directory of the recording ring buffer.
     #[serde(default = "default_recordings_dir")]
     pub recordings_dir: PathBuf,
+    /// Disk budget of the recordings, bytes; the oldest segments go first.
+    #[serde(default = "default_retention_bytes")]
+    pub retention_max_bytes: u64,
+    /// Segments older than this are deleted; `0s` keeps them until the budget decides.
+    #[serde(default = "default_retention_age", with = "humantime_serde")]
+    pub retention_max_age: Duration,
     /// Frames per second handed to analytics.
     #[serde(default = "default_analytics_fps")]
     pub analytics_fps: u32,
@@ -350,6 +356,12 @@ fn default_segment() -> Duration {
 fn default_recordings_dir() -> PathBuf {
     PathBuf::from("/var/lib/edgecam/recordings")
 }
+fn default_retention_bytes() -> u64 {
+    2 << 30
+}
+fn default_retention_age() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
+}
 fn default_analytics_fps() -> u32 {
     5
 }
@@ -521,6 +533,8 @@ impl Default for VideoConfig {
             framerate: default_video_fps(),
             segment_duration: default_segment(),
             recordings_dir: default_recordings_dir(),
+            retention_max_bytes: default_retention_bytes(),
+            retention_max_age: default_retention_age(),
             analytics_fps: default_analytics_fps(),
             analytics_width: default_analytics_width(),
             analytics_height: default_analytics_height(),

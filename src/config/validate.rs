@@ -228,6 +228,12 @@ impl Config {
             Duration::from_secs(1),
             Duration::from_secs(3600),
         );
+        c.range(
+            "video.retention_max_bytes",
+            v.retention_max_bytes,
+            1 << 16,
+            1 << 44,
+        );
         c.range("video.analytics_fps", v.analytics_fps, 1, 60);
         c.range("video.analytics_width", v.analytics_width, 16, 7680);
         c.range("video.analytics_height", v.analytics_height, 16, 4320);

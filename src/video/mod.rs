@@ -6,11 +6,16 @@
 //! loss is still readable up to its last cluster. Only the segment being written is
 //! ever open; at an orderly stop it is finished with an EOS.
 //!
-//! Partial: retention (disk budget and age, pinning), the segment index and clips,
-//! file sources, and the RTSP reconnect tests are not built yet.
+//! Retention: after every closed segment (and every minute) the oldest segments go
+//! until the directory is within `retention_max_bytes`, and any older than
+//! `retention_max_age`; the segment being written is never deleted.
+//!
+//! Partial: pinning for uploads, the segment index and clips, file sources, and the
+//! RTSP reconnect tests are not built yet.
 
 mod frames;
 mod pipeline;
+mod segments;
 mod stage;
 
 pub use frames::FrameQueue;

@@ -12,8 +12,11 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use tokio_util::sync::CancellationToken;
 
+use std::collections::HashSet;
+
 use super::frames::{Frame, FrameQueue};
 use super::pipeline::{describe, Source, FRAMES, RECORDER, TEE};
+use super::segments;
 use crate::config::VideoConfig;
 use crate::events::now_ms;
 use crate::metrics::Metrics;
@@ -55,6 +58,43 @@ fn segment_name(at: SystemTime) -> String {
 }
 
 impl Video {
+    /// Applies retention to the recordings directory: deletes what the plan says,
+    /// logging and counting each deletion; updates the recording-bytes gauge.
+    fn retain(&self, dir: &std::path::Path) {
+        let segments = match segments::scan(dir) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(dir = %dir.display(), error = %e, "cannot list recordings; retention skipped");
+                return;
+            }
+        };
+        let limits = segments::Retention {
+            max_bytes: self.cfg.retention_max_bytes,
+            max_age: self.cfg.retention_max_age,
+            segment_duration: self.cfg.segment_duration,
+        };
+        // Pins (segments a pending upload needs) arrive with the upload feature.
+        let pinned = HashSet::new();
+        let mut bytes: u64 = segments.iter().map(|s| s.bytes).sum();
+        for path in segments::plan(&segments, limits, SystemTime::now(), &pinned) {
+            let size = segments
+                .iter()
+                .find(|s| s.path == path)
+                .map_or(0, |s| s.bytes);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    bytes -= size;
+                    Metrics::add(&self.metrics.segments_deleted, 1);
+                    tracing::info!(path = %path.display(), bytes = size, "recording deleted by retention");
+                }
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e, "cannot delete a recording")
+                }
+            }
+        }
+        Metrics::set(&self.metrics.recording_bytes, bytes as i64);
+    }
+
     pub fn new(cfg: VideoConfig, frames: FrameQueue, metrics: Arc<Metrics>) -> Self {
         Self {
             cfg,
@@ -189,6 +229,8 @@ impl Video {
             .map_err(|e| VideoError::Stream(format!("cannot start: {e}")))?;
         tracing::info!(source = %source.redacted(), recordings = %dir.display(), "video pipeline started");
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut ticks: u64 = 0;
+        self.retain(&dir);
         let result = loop {
             tokio::select! {
                 _ = shutdown.cancelled() => {
@@ -221,6 +263,7 @@ impl Video {
                                     Metrics::add(&self.metrics.segments_closed, 1);
                                     let location = s.get::<String>("location").unwrap_or_default();
                                     tracing::info!(%location, "segment recorded");
+                                    self.retain(&dir);
                                 }
                             }
                         }
@@ -228,6 +271,10 @@ impl Video {
                     },
                 },
                 _ = tick.tick() => {
+                    ticks += 1;
+                    if ticks % 60 == 0 {
+                        self.retain(&dir);
+                    }
                     let silent = Duration::from_millis((now_ms() - last_input.load(Relaxed)).max(0) as u64);
                     if silent > self.cfg.stall_timeout {
                         break Err(VideoError::Stalled(silent));
