@@ -18,8 +18,8 @@ have cc || missing+=(gcc)
 have systemd-analyze || missing+=(systemd)
 have dpkg-deb || missing+=(dpkg)
 # GStreamer: headers to build, plugins the video tests run (test pattern, x264,
-# Matroska, RTSP, decoding, the clock overlay).
-gst_packages=(libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-plugins-base
+# Matroska, RTSP client and the test RTSP server, decoding, the clock overlay).
+gst_packages=(libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstrtspserver-1.0-dev gstreamer1.0-plugins-base
   gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
   gstreamer1.0-x)
 for p in "${gst_packages[@]}"; do

@@ -10,8 +10,8 @@
 //! until the directory is within `retention_max_bytes`, and any older than
 //! `retention_max_age`; the segment being written is never deleted.
 //!
-//! Partial: pinning for uploads, the segment index and clips, file sources, and the
-//! RTSP reconnect tests are not built yet.
+//! Partial: pinning for uploads, the segment index and clips, and file sources are
+//! not built yet.
 
 mod frames;
 mod pipeline;
