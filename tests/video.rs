@@ -365,3 +365,83 @@ async fn rtsp_source_is_recorded_without_reencoding_and_survives_a_server_restar
     assert!(!rig.observer.metrics().is_empty());
     server.stop();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_sources_are_reported_and_retried_while_events_keep_flowing() {
+    let port = free_port();
+    let server = RtspServer::start(port);
+    // Three daemons, three bad sources: nothing listening, a missing device, and a
+    // codec that is not what the camera sends.
+    let cases = [
+        (
+            "unreachable",
+            format!("rtsp://127.0.0.1:{}/cam", free_port()),
+            "h264",
+        ),
+        (
+            "no-device",
+            "v4l2:///dev/video-edgecam-missing".to_owned(),
+            "h264",
+        ),
+        (
+            "wrong-codec",
+            format!("rtsp://127.0.0.1:{port}/cam"),
+            "h265",
+        ),
+    ];
+    for (name, source, codec) in cases {
+        let rig = Rig::new(
+            &format!("video-bad-{name}"),
+            &format!(
+                "[synthetic]\nenabled = true\nrate_per_sec = 20.0\n\
+                 [video]\nenabled = true\nsource = \"{source}\"\ncodec = \"{codec}\"\nstall_timeout = \"3s\"\n"
+            ),
+        )
+        .await;
+        let recordings = rig.path().join("recordings");
+        let text = std::fs::read_to_string(&rig.config).unwrap();
+        std::fs::write(
+            &rig.config,
+            text.replace(
+                "[video]\n",
+                &format!("[video]\nrecordings_dir = \"{}\"\n", recordings.display()),
+            ),
+        )
+        .unwrap();
+        let mut daemon = rig.daemon(0);
+        wait_until(
+            &format!("{name}: two failed attempts"),
+            Duration::from_secs(30),
+            || {
+                daemon
+                    .log_text()
+                    .matches("video pipeline stopped; rebuilding it")
+                    .count()
+                    >= 2
+            },
+        )
+        .await;
+        assert!(
+            daemon.proc.is_running(),
+            "{name}: the daemon must keep running"
+        );
+        let before = rig.observer.distinct_events();
+        wait_until(
+            &format!("{name}: events still flowing"),
+            Duration::from_secs(10),
+            || rig.observer.distinct_events() >= before + 10,
+        )
+        .await;
+        assert!(
+            segments(&recordings).is_empty(),
+            "{name}: nothing to record"
+        );
+        if name == "no-device" {
+            let log = daemon.log_text();
+            assert!(log.contains("Cannot identify device"), "{log}");
+        }
+        let status = daemon.proc.terminate().expect("stops");
+        assert!(status.success(), "{name}: {}", daemon.log_text());
+    }
+    server.stop();
+}

@@ -224,9 +224,25 @@ impl Video {
             .bus()
             .ok_or_else(|| VideoError::Build("pipeline without a bus".into()))?;
         let mut messages = bus.stream();
-        pipeline
-            .set_state(gst::State::Playing)
-            .map_err(|e| VideoError::Stream(format!("cannot start: {e}")))?;
+        if let Err(e) = pipeline.set_state(gst::State::Playing) {
+            // The element that refused says why on the bus.
+            let why = tokio::time::timeout(Duration::from_millis(500), async {
+                while let Some(m) = messages.next().await {
+                    if let gst::MessageView::Error(err) = m.view() {
+                        return Some(err.error().to_string());
+                    }
+                }
+                None
+            })
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| e.to_string());
+            if let Err(e) = pipeline.set_state(gst::State::Null) {
+                tracing::warn!(error = %e, "cannot stop the pipeline cleanly");
+            }
+            return Err(VideoError::Stream(format!("cannot start: {why}")));
+        }
         tracing::info!(source = %source.redacted(), recordings = %dir.display(), "video pipeline started");
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut ticks: u64 = 0;
