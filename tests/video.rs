@@ -235,63 +235,6 @@ async fn tiny_disk_budget_keeps_recordings_within_it_oldest_first() {
     assert!(frames > 0);
 }
 
-/// A GStreamer RTSP server on a loopback port, serving H.264 test video with a
-/// clock at `/cam`, running its own GLib main loop on a thread.
-struct RtspServer {
-    main_loop: gst::glib::MainLoop,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl RtspServer {
-    fn start(port: u16) -> Self {
-        use gstreamer_rtsp_server as rtsp;
-        use gstreamer_rtsp_server::prelude::*;
-        gst::init().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            let ctx = gst::glib::MainContext::new();
-            ctx.with_thread_default(|| {
-                let main_loop = gst::glib::MainLoop::new(Some(&ctx), false);
-                let server = rtsp::RTSPServer::new();
-                server.set_address("127.0.0.1");
-                server.set_service(&port.to_string());
-                let factory = rtsp::RTSPMediaFactory::new();
-                factory.set_launch(
-                    "( videotestsrc is-live=true pattern=ball ! video/x-raw,width=640,height=360,framerate=15/1 ! \
-                     clockoverlay ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=15 ! \
-                     rtph264pay name=pay0 pt=96 )",
-                );
-                factory.set_shared(true);
-                server.mount_points().unwrap().add_factory("/cam", factory);
-                let source = server.attach(Some(&ctx)).unwrap();
-                tx.send(main_loop.clone()).unwrap();
-                main_loop.run();
-                // Stopped: drop every client and stop listening.
-                server.client_filter(Some(&mut |_, _| rtsp::RTSPFilterResult::Remove));
-                if let Some(source) = ctx.find_source_by_id(&source) {
-                    source.destroy();
-                }
-            })
-            .unwrap();
-        });
-        let main_loop = rx.recv().unwrap();
-        wait_for("the RTSP server to listen", Duration::from_secs(10), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        Self {
-            main_loop,
-            thread: Some(thread),
-        }
-    }
-
-    fn stop(mut self) {
-        self.main_loop.quit();
-        if let Some(t) = self.thread.take() {
-            t.join().unwrap();
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn rtsp_source_is_recorded_without_reencoding_and_survives_a_server_restart() {
     let port = free_port();

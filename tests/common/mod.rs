@@ -781,6 +781,71 @@ pub fn busiest_window(messages: &[Received], window: Duration) -> (usize, usize)
     busiest
 }
 
+/// A GStreamer RTSP server on a loopback port, serving H.264 test video with a
+/// clock at `/cam`, running its own GLib main loop on a thread.
+pub struct RtspServer {
+    main_loop: gstreamer::glib::MainLoop,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RtspServer {
+    /// Serves `width`x`height` at `fps` (H.264, a keyframe a second).
+    pub fn start_with(port: u16, width: u32, height: u32, fps: u32) -> Self {
+        use gstreamer_rtsp_server as rtsp;
+        use gstreamer_rtsp_server::prelude::*;
+        gstreamer::init().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let ctx = gstreamer::glib::MainContext::new();
+            ctx.with_thread_default(|| {
+                let main_loop = gstreamer::glib::MainLoop::new(Some(&ctx), false);
+                let server = rtsp::RTSPServer::new();
+                server.set_address("127.0.0.1");
+                server.set_service(&port.to_string());
+                let factory = rtsp::RTSPMediaFactory::new();
+                factory.set_launch(
+                    &format!(
+                        "( videotestsrc is-live=true pattern=ball ! video/x-raw,width={width},height={height},framerate={fps}/1 ! \
+                         clockoverlay ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={fps} ! \
+                         rtph264pay name=pay0 pt=96 )"
+                    ),
+                );
+                factory.set_shared(true);
+                server.mount_points().unwrap().add_factory("/cam", factory);
+                let source = server.attach(Some(&ctx)).unwrap();
+                tx.send(main_loop.clone()).unwrap();
+                main_loop.run();
+                // Stopped: drop every client and stop listening.
+                server.client_filter(Some(&mut |_, _| rtsp::RTSPFilterResult::Remove));
+                if let Some(source) = ctx.find_source_by_id(&source) {
+                    source.destroy();
+                }
+            })
+            .unwrap();
+        });
+        let main_loop = rx.recv().unwrap();
+        wait_for("the RTSP server to listen", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Self {
+            main_loop,
+            thread: Some(thread),
+        }
+    }
+
+    /// 640x360 at 15 fps.
+    pub fn start(port: u16) -> Self {
+        Self::start_with(port, 640, 360, 15)
+    }
+
+    pub fn stop(mut self) {
+        self.main_loop.quit();
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
 /// A temp dir for one test, removed at its end unless `EDGECAM_KEEP_TEST_DIRS` is
 /// set (to read the logs of every process the test started).
 pub fn test_dir(name: &str) -> tempfile::TempDir {
