@@ -80,16 +80,7 @@ async fn test_source_records_decodable_segments_and_delivers_frames() {
          segment_duration = \"2s\"\nanalytics_fps = 5\nanalytics_width = 320\nanalytics_height = 180\n",
     )
     .await;
-    let text = std::fs::read_to_string(&rig.config).unwrap();
-    let recordings = rig.path().join("recordings");
-    std::fs::write(
-        &rig.config,
-        text.replace(
-            "[video]\n",
-            &format!("[video]\nrecordings_dir = \"{}\"\n", recordings.display()),
-        ),
-    )
-    .unwrap();
+    let recordings = rig.recordings();
     let mut daemon = rig.daemon(0);
 
     // Three segments exist: the first two are closed.
@@ -179,16 +170,7 @@ async fn tiny_disk_budget_keeps_recordings_within_it_oldest_first() {
         ),
     )
     .await;
-    let recordings = rig.path().join("recordings");
-    let text = std::fs::read_to_string(&rig.config).unwrap();
-    std::fs::write(
-        &rig.config,
-        text.replace(
-            "[video]\n",
-            &format!("[video]\nrecordings_dir = \"{}\"\n", recordings.display()),
-        ),
-    )
-    .unwrap();
+    let recordings = rig.recordings();
     let _daemon = rig.daemon(0);
     wait_until("a first segment", Duration::from_secs(20), || {
         !segments(&recordings).is_empty()
@@ -249,16 +231,7 @@ async fn rtsp_source_is_recorded_without_reencoding_and_survives_a_server_restar
         ),
     )
     .await;
-    let recordings = rig.path().join("recordings");
-    let text = std::fs::read_to_string(&rig.config).unwrap();
-    std::fs::write(
-        &rig.config,
-        text.replace(
-            "[video]\n",
-            &format!("[video]\nrecordings_dir = \"{}\"\n", recordings.display()),
-        ),
-    )
-    .unwrap();
+    let recordings = rig.recordings();
     let daemon = rig.daemon(0);
     wait_until("two RTSP segments", Duration::from_secs(30), || {
         segments(&recordings).len() >= 2
@@ -341,16 +314,7 @@ async fn bad_sources_are_reported_and_retried_while_events_keep_flowing() {
             ),
         )
         .await;
-        let recordings = rig.path().join("recordings");
-        let text = std::fs::read_to_string(&rig.config).unwrap();
-        std::fs::write(
-            &rig.config,
-            text.replace(
-                "[video]\n",
-                &format!("[video]\nrecordings_dir = \"{}\"\n", recordings.display()),
-            ),
-        )
-        .unwrap();
+        let recordings = rig.recordings();
         let mut daemon = rig.daemon(0);
         wait_until(
             &format!("{name}: two failed attempts"),

@@ -54,13 +54,10 @@ fn main() {
             ),
         )
         .await;
-        let recordings = rig.path().join("recordings");
-        let text = std::fs::read_to_string(&rig.config).unwrap().replace("edgecam=debug,info", "info");
-        std::fs::write(
-            &rig.config,
-            text.replace("[video]\n", &format!("[video]\nrecordings_dir = \"{}\"\n", recordings.display())),
-        )
-        .unwrap();
+        let recordings = rig.recordings();
+        // Log at info only while measuring.
+        let text = std::fs::read_to_string(&rig.config).unwrap();
+        std::fs::write(&rig.config, text.replace("edgecam=debug,info", "info")).unwrap();
         let daemon = rig.daemon(0);
         let pid = daemon.proc.pid();
         wait_until("the first segment", Duration::from_secs(60), || {

@@ -734,6 +734,20 @@ impl Rig {
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
+
+    /// Points `[video] recordings_dir` (the `[video]` section must be in `extra`)
+    /// into the test's directory; returns it.
+    pub fn recordings(&self) -> PathBuf {
+        let dir = self.path().join("recordings");
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        assert!(text.contains("[video]\n"), "no [video] section to extend");
+        let text = text.replace(
+            "[video]\n",
+            &format!("[video]\nrecordings_dir = \"{}\"\n", dir.display()),
+        );
+        std::fs::write(&self.config, text).unwrap();
+        dir
+    }
 }
 
 /// A rustls client configuration trusting the test CA, with the device certificate
