@@ -15,7 +15,7 @@ use crate::metrics::Metrics;
 use crate::mqtt;
 use crate::outbox::{Outbox, Recovery, Store};
 use crate::synthetic::Synthetic;
-use crate::video::{FrameQueue, Video};
+use crate::video::{FrameQueue, Pins, Video};
 
 /// How long stages get to finish after the shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
@@ -99,10 +99,13 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
     let remote_task = remote_stage.map(|stage| tokio::spawn(stage.run(shutdown.clone())));
     // Video: frames go to a drop-oldest queue that analytics will read; until they
     // exist nobody reads it, so every frame beyond the queue counts as dropped.
+    // Recordings that pending jobs need; retention leaves them alone.
+    let pins = Pins::default();
     let video_task = config.video.enabled.then(|| {
         let frames = FrameQueue::new(config.video.frame_queue, metrics.clone());
         tokio::spawn(
-            Video::new(config.video.clone(), frames, metrics.clone()).run(shutdown.clone()),
+            Video::new(config.video.clone(), frames, pins.clone(), metrics.clone())
+                .run(shutdown.clone()),
         )
     });
     let log_task = log_reload

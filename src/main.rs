@@ -56,6 +56,11 @@ enum Command {
         #[command(subcommand)]
         command: OutboxCommand,
     },
+    /// The recording ring buffer: the index of segments, and clips cut from it.
+    Recordings {
+        #[command(subcommand)]
+        command: RecordingsCommand,
+    },
     /// Commit events to the outbox directly (the running daemon publishes them).
     Emit {
         /// Configuration file (TOML).
@@ -84,6 +89,35 @@ enum ConfigCommand {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum RecordingsCommand {
+    /// The segments on disk (UTC start, end, bytes, file) and the gaps between them.
+    List {
+        /// Configuration file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cut one playable file from the segments covering a time range (remuxed, not
+    /// re-encoded; precise to the segment).
+    Clip {
+        /// Configuration file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Start of the range, RFC 3339 (`2026-11-22T06:30:00Z`).
+        #[arg(long)]
+        from: String,
+        /// End of the range, RFC 3339.
+        #[arg(long)]
+        to: String,
+        /// Where to write the clip (Matroska).
+        #[arg(long, short)]
+        out: PathBuf,
     },
 }
 
@@ -136,6 +170,18 @@ fn main() -> ExitCode {
         Command::Outbox {
             command: OutboxCommand::Stats { config, json },
         } => load(&config).and_then(|c| runtime()?.block_on(outbox_stats(&c, json))),
+        Command::Recordings {
+            command: RecordingsCommand::List { config, json },
+        } => load(&config).and_then(|c| recordings_list(&c, json)),
+        Command::Recordings {
+            command:
+                RecordingsCommand::Clip {
+                    config,
+                    from,
+                    to,
+                    out,
+                },
+        } => load(&config).and_then(|c| recordings_clip(&c, &from, &to, &out)),
         Command::Emit {
             config,
             kind,
@@ -260,6 +306,76 @@ fn config_show(path: &Path, local: Config, json: bool) -> anyhow::Result<()> {
     for (key, value, source) in rows {
         println!("{key:width$} = {value:<40} # {source}");
     }
+    Ok(())
+}
+
+fn rfc3339(t: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+fn recordings_list(config: &Config, json: bool) -> anyhow::Result<()> {
+    let dir = &config.video.recordings_dir;
+    let segments = video::segments::scan(dir)
+        .with_context(|| format!("cannot list recordings in {}", dir.display()))?;
+    let gaps = video::segments::gaps(&segments, video::segments::GAP_TOLERANCE);
+    if json {
+        let segs: Vec<_> = segments
+            .iter()
+            .map(|s| {
+                serde_json::json!({"start": rfc3339(s.start), "end": rfc3339(s.end),
+                    "bytes": s.bytes, "path": s.path})
+            })
+            .collect();
+        let gaps: Vec<_> = gaps
+            .iter()
+            .map(|g| serde_json::json!({"from": rfc3339(g.from), "to": rfc3339(g.to)}))
+            .collect();
+        println!("{}", serde_json::json!({"segments": segs, "gaps": gaps}));
+        return Ok(());
+    }
+    let total: u64 = segments.iter().map(|s| s.bytes).sum();
+    println!(
+        "# {} segments, {total} bytes, in {}",
+        segments.len(),
+        dir.display()
+    );
+    for s in &segments {
+        if let Some(g) = gaps.iter().find(|g| g.to == s.start) {
+            let silent = g.to.duration_since(g.from).unwrap_or_default();
+            println!("# gap of {:.1} s", silent.as_secs_f64());
+        }
+        println!(
+            "{} .. {}  {:>10}  {}",
+            rfc3339(s.start),
+            rfc3339(s.end),
+            s.bytes,
+            s.path.display()
+        );
+    }
+    Ok(())
+}
+
+fn recordings_clip(config: &Config, from: &str, to: &str, out: &Path) -> anyhow::Result<()> {
+    let parse = |name: &str, t: &str| {
+        humantime::parse_rfc3339_weak(t)
+            .with_context(|| format!("--{name} must be an RFC 3339 time, found {t:?}"))
+    };
+    let (from, to) = (parse("from", from)?, parse("to", to)?);
+    let clip = video::clips::cut(
+        &config.video.recordings_dir,
+        from,
+        to,
+        out,
+        std::time::Duration::from_secs(600),
+    )?;
+    println!(
+        "{}: {} .. {} from {} segments, {} bytes",
+        clip.path.display(),
+        rfc3339(clip.from),
+        rfc3339(clip.to),
+        clip.segments.len(),
+        clip.bytes
+    );
     Ok(())
 }
 

@@ -12,6 +12,7 @@ use std::time::Duration;
 use common::*;
 use gstreamer as gst;
 use gstreamer::prelude::*;
+use serde_json::Value;
 
 fn segments(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -147,6 +148,12 @@ async fn test_source_records_decodable_segments_and_delivers_frames() {
     assert!(input > 30, "{input} input frames");
     assert_eq!(last["video"]["restarts"], 0);
 
+    // Enough recording for a clip over three closed segments.
+    wait_until("five segments", Duration::from_secs(30), || {
+        segments(&recordings).len() >= 5
+    })
+    .await;
+
     // An orderly stop finishes the segment being written.
     let before = segments(&recordings).len();
     let status = daemon.proc.terminate().expect("stops");
@@ -156,6 +163,85 @@ async fn test_source_records_decodable_segments_and_delivers_frames() {
     let (frames, _) = decode(files.last().unwrap());
     assert!(frames > 0, "the last segment has no frames");
     assert_schemas(&rig.observer);
+
+    // A clip over a range that spans three segments: from the middle of the first
+    // to the middle of the third, one playable file as long as those three.
+    let index = recordings_index(&rig.config);
+    let segs = index["segments"].as_array().unwrap();
+    assert!(segs.len() >= 4, "{index}");
+    let at = |v: &Value| humantime::parse_rfc3339(v.as_str().unwrap()).unwrap();
+    let mid =
+        |s: &Value| at(&s["start"]) + at(&s["end"]).duration_since(at(&s["start"])).unwrap() / 2;
+    let (from, to) = (mid(&segs[0]), mid(&segs[2]));
+    let expected = at(&segs[2]["end"])
+        .duration_since(at(&segs[0]["start"]))
+        .unwrap();
+    let clip = rig.path().join("clip.mkv");
+    let out = edgecam()
+        .args(["recordings", "clip", "--config"])
+        .arg(&rig.config)
+        .arg("--from")
+        .arg(humantime::format_rfc3339_millis(from).to_string())
+        .arg("--to")
+        .arg(humantime::format_rfc3339_millis(to).to_string())
+        .arg("--out")
+        .arg(&clip)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("from 3 segments"), "{said}");
+    let (frames, span) = decode(&clip);
+    let segment = Duration::from_secs(2);
+    assert!(
+        span + segment >= expected && span <= expected + segment,
+        "clip spans {span:?}, the three segments {expected:?}"
+    );
+    assert!(
+        frames as f64 >= span.as_secs_f64() * 15.0 * 0.9,
+        "{frames} frames over {span:?}"
+    );
+
+    // A range with no recording is refused with a reason.
+    let out = edgecam()
+        .args(["recordings", "clip", "--config"])
+        .arg(&rig.config)
+        .args([
+            "--from",
+            "2020-01-01T00:00:00Z",
+            "--to",
+            "2020-01-01T00:01:00Z",
+            "--out",
+        ])
+        .arg(rig.path().join("none.mkv"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no finished recording covers"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!rig.path().join("none.mkv").exists());
+}
+
+/// `edgecam recordings list --json`.
+fn recordings_index(config: &Path) -> Value {
+    let out = edgecam()
+        .args(["recordings", "list", "--json", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -280,6 +366,12 @@ async fn rtsp_source_is_recorded_without_reencoding_and_survives_a_server_restar
     // The events path kept working throughout.
     assert!(!rig.observer.metrics().is_empty());
     server.stop();
+    // The outage is a gap in the index.
+    let index = recordings_index(&rig.config);
+    assert!(
+        !index["gaps"].as_array().unwrap().is_empty(),
+        "no gap in {index}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

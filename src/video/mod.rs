@@ -10,14 +10,20 @@
 //! until the directory is within `retention_max_bytes`, and any older than
 //! `retention_max_age`; the segment being written is never deleted.
 //!
-//! Partial: pinning for uploads, the segment index and clips, and file sources are
-//! not built yet.
+//! Pins: a job that needs recordings (an upload) pins a time range or a file;
+//! retention skips pinned segments until the job releases them.
+//!
+//! Clips: `clips::cut` remuxes the segments covering a time range into one file.
 
+pub mod clips;
 mod frames;
+mod pins;
 mod pipeline;
-mod segments;
+pub mod segments;
 mod stage;
 
 pub use frames::FrameQueue;
+#[allow(unused_imports)] // `Pin` is for the jobs that pin recordings
+pub use pins::{Pin, Pins};
 pub use pipeline::Source;
 pub use stage::Video;

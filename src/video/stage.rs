@@ -12,9 +12,8 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use tokio_util::sync::CancellationToken;
 
-use std::collections::HashSet;
-
 use super::frames::{Frame, FrameQueue};
+use super::pins::Pins;
 use super::pipeline::{describe, Source, FRAMES, RECORDER, TEE};
 use super::segments;
 use crate::config::VideoConfig;
@@ -48,6 +47,7 @@ const EOS_WAIT: Duration = Duration::from_secs(5);
 pub struct Video {
     cfg: VideoConfig,
     frames: FrameQueue,
+    pins: Pins,
     metrics: Arc<Metrics>,
 }
 
@@ -73,10 +73,8 @@ impl Video {
             max_age: self.cfg.retention_max_age,
             segment_duration: self.cfg.segment_duration,
         };
-        // Pins (segments a pending upload needs) arrive with the upload feature.
-        let pinned = HashSet::new();
         let mut bytes: u64 = segments.iter().map(|s| s.bytes).sum();
-        for path in segments::plan(&segments, limits, SystemTime::now(), &pinned) {
+        for path in segments::plan(&segments, limits, SystemTime::now(), |s| self.pins.holds(s)) {
             let size = segments
                 .iter()
                 .find(|s| s.path == path)
@@ -95,10 +93,11 @@ impl Video {
         Metrics::set(&self.metrics.recording_bytes, bytes as i64);
     }
 
-    pub fn new(cfg: VideoConfig, frames: FrameQueue, metrics: Arc<Metrics>) -> Self {
+    pub fn new(cfg: VideoConfig, frames: FrameQueue, pins: Pins, metrics: Arc<Metrics>) -> Self {
         Self {
             cfg,
             frames,
+            pins,
             metrics,
         }
     }
