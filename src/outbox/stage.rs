@@ -208,9 +208,7 @@ impl Outbox {
         if acked.is_empty() {
             return Ok(());
         }
-        let t = std::time::Instant::now();
         let deleted = self.store.ack(&acked).await?;
-        tracing::info!(us = t.elapsed().as_micros() as u64, n = deleted, "PROF ack");
         Metrics::add(&self.metrics.events_acked, deleted);
         if let Some(&max) = acked.iter().max() {
             self.metrics
@@ -259,16 +257,10 @@ impl Outbox {
                 max_bytes,
                 reply,
             } => {
-                let t = std::time::Instant::now();
                 let result = self
                     .store
                     .fetch(&camera_id, after, max_events, max_bytes)
                     .await;
-                tracing::info!(
-                    us = t.elapsed().as_micros() as u64,
-                    n = result.as_ref().map(|v| v.len()).unwrap_or(0),
-                    "PROF fetch"
-                );
                 // A dropped receiver means the publisher went away (reconnect or
                 // shutdown): nothing is lost, the rows stay until acknowledged.
                 if let Err(Err(e)) = reply.send(result) {
