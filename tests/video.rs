@@ -444,3 +444,71 @@ async fn bad_sources_are_reported_and_retried_while_events_keep_flowing() {
     }
     server.stop();
 }
+
+/// Writes `frames` frames of a test pattern at 15 fps as H.264 in MP4.
+fn make_video_file(path: &Path, frames: u32) {
+    gst::init().unwrap();
+    let pipeline = gst::parse::launch(&format!(
+        "videotestsrc num-buffers={frames} pattern=smpte ! video/x-raw,width=320,height=240,framerate=15/1 ! \
+         x264enc speed-preset=ultrafast key-int-max=15 ! h264parse ! mp4mux ! filesink location=\"{}\"",
+        path.display()
+    ))
+    .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let msg = pipeline
+        .bus()
+        .unwrap()
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(30),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .expect("the file is written");
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert!(matches!(msg.view(), gst::MessageView::Eos(_)), "{msg:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn file_source_loops_at_its_own_pace_and_is_recorded() {
+    let dir = test_dir("video-file-src");
+    let file = dir.path().join("demo.mp4");
+    // Two seconds of video.
+    make_video_file(&file, 30);
+    let rig = Rig::new(
+        "video-file",
+        &format!(
+            "[health]\nmetrics_interval = \"1s\"\n\
+             [video]\nenabled = true\nsource = \"file://{}\"\nwidth = 320\nheight = 240\nframerate = 15\n\
+             segment_duration = \"2s\"\nanalytics_fps = 5\nanalytics_width = 160\nanalytics_height = 120\n",
+            file.display()
+        ),
+    )
+    .await;
+    let recordings = rig.recordings();
+    let daemon = rig.daemon(0);
+    // Three loops of the file, without a rebuild.
+    wait_until("three loops of the file", Duration::from_secs(30), || {
+        rig.observer
+            .metrics()
+            .last()
+            .is_some_and(|m| m["video"]["frames_in"].as_u64().unwrap_or(0) >= 90)
+    })
+    .await;
+    let m = rig.observer.metrics().last().unwrap().clone();
+    assert_eq!(m["video"]["restarts"], 0, "{}", daemon.log_text());
+    assert!(m["video"]["frames_delivered"].as_u64().unwrap() > 0, "{m}");
+    // At its own pace: 90 frames at 15 fps take six seconds, not a moment.
+    let first = rig
+        .observer
+        .metrics()
+        .into_iter()
+        .find(|m| m["video"]["frames_in"].as_u64().unwrap_or(0) > 0)
+        .unwrap();
+    let frames =
+        m["video"]["frames_in"].as_u64().unwrap() - first["video"]["frames_in"].as_u64().unwrap();
+    let secs = (m["ts"].as_i64().unwrap() - first["ts"].as_i64().unwrap()) as f64 / 1000.0;
+    assert!(frames as f64 / secs < 20.0, "{frames} frames in {secs} s");
+    let files = segments(&recordings);
+    assert!(files.len() >= 2, "{files:?}");
+    let (frames, _) = decode(&files[0]);
+    assert!(frames >= 20, "{frames} frames in the first segment");
+}

@@ -91,8 +91,9 @@ pub struct VideoConfig {
     /// Run the video pipeline.
     #[serde(default)]
     pub enabled: bool,
-    /// `test` (a test pattern with a clock), `rtsp://[user:password@]host/path`, or
-    /// `v4l2:///dev/video0`.
+    /// `test` (a test pattern with a clock), `rtsp://[user:password@]host/path`,
+    /// `v4l2:///dev/video0`, or `file:///path/to/video.mp4` (played in a loop at
+    /// its own pace, re-encoded for recording: for demos and tests).
     #[serde(default = "default_video_source")]
     pub source: String,
     /// RTSP transport: `tcp` or `udp`.
@@ -101,7 +102,7 @@ pub struct VideoConfig {
     /// Codec of the RTSP stream: `h264` or `h265`.
     #[serde(default = "default_codec")]
     pub codec: Codec,
-    /// Size and rate of raw sources (test pattern, V4L2), which are encoded to H.264.
+    /// Size and rate of raw sources (test pattern, V4L2, file), which are encoded to H.264.
     #[serde(default = "default_video_width")]
     pub width: u32,
     #[serde(default = "default_video_height")]

@@ -209,16 +209,10 @@ impl Config {
             });
         }
         let v = &self.video;
-        c.check(
-            crate::video::Source::parse(&v.source).is_ok(),
-            "video.source",
-            || {
-                format!(
-                    "expected test, rtsp://… or v4l2:///dev/…, found {:?}",
-                    v.source
-                )
-            },
-        );
+        let source = crate::video::Source::parse(&v.source);
+        c.check(source.is_ok(), "video.source", || {
+            source.clone().err().unwrap_or_default()
+        });
         c.range("video.width", v.width, 16, 7680);
         c.range("video.height", v.height, 16, 4320);
         c.range("video.framerate", v.framerate, 1, 120);

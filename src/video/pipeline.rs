@@ -12,6 +12,9 @@ pub enum Source {
     Rtsp(String),
     /// A V4L2 device.
     V4l2(String),
+    /// A video file played in a loop at its own pace (demos, tests): decoded and
+    /// re-encoded for recording like a raw source.
+    File(String),
 }
 
 /// Characters that cannot appear in a source (they would break out of the quoted
@@ -36,9 +39,15 @@ impl Source {
             } else {
                 Err(format!("expected v4l2:///dev/<device>, found {s:?}"))
             }
+        } else if let Some(path) = s.strip_prefix("file://") {
+            if path.starts_with('/') && safe(path) {
+                Ok(Source::File(path.to_owned()))
+            } else {
+                Err(format!("expected file:///<absolute path>, found {s:?}"))
+            }
         } else {
             Err(format!(
-                "expected test, rtsp://… or v4l2:///dev/…, found {s:?}"
+                "expected test, rtsp://…, v4l2:///dev/… or file:///…, found {s:?}"
             ))
         }
     }
@@ -56,6 +65,7 @@ impl Source {
             },
             Source::Test => "test".to_owned(),
             Source::V4l2(dev) => format!("v4l2://{dev}"),
+            Source::File(path) => format!("file://{path}"),
         }
     }
 }
@@ -111,6 +121,14 @@ pub fn describe(cfg: &VideoConfig, source: &Source, clock_overlay: bool) -> Stri
              {TEE}. ! queue ! {encode} ! {record} \
              {TEE}. ! {leaky} ! {analytics}"
         ),
+        // `clocksync` paces the file to real time; the stage loops it with
+        // segment seeks, so running time keeps growing across loops.
+        Source::File(path) => format!(
+            "filesrc location=\"{path}\" ! decodebin ! videoconvert ! videoscale ! videorate ! \
+             {raw_caps} ! clocksync ! tee name={TEE} \
+             {TEE}. ! queue ! {encode} ! {record} \
+             {TEE}. ! {leaky} ! {analytics}"
+        ),
         Source::Rtsp(url) => {
             let (depay, parse, decode) = match cfg.codec {
                 Codec::H264 => ("rtph264depay", "h264parse", "avdec_h264"),
@@ -145,12 +163,18 @@ mod tests {
             Source::parse("v4l2:///dev/video0"),
             Ok(Source::V4l2("/dev/video0".into()))
         );
+        assert_eq!(
+            Source::parse("file:///var/lib/edgecam/demo.mp4"),
+            Ok(Source::File("/var/lib/edgecam/demo.mp4".into()))
+        );
         for bad in [
             "",
             "rtsp://",
             "rtsp://h/\" ! filesink",
             "rtsp://a b",
             "v4l2://video0",
+            "file://demo.mp4",
+            "file:///a\" ! fakesink",
             "http://x",
         ] {
             assert!(Source::parse(bad).is_err(), "{bad:?}");

@@ -223,7 +223,13 @@ impl Video {
             .bus()
             .ok_or_else(|| VideoError::Build("pipeline without a bus".into()))?;
         let mut messages = bus.stream();
-        if let Err(e) = pipeline.set_state(gst::State::Playing) {
+        let looping = matches!(source, Source::File(_));
+        let started = if looping {
+            start_looping(&pipeline, &tee_pad).await
+        } else {
+            pipeline.set_state(gst::State::Playing).map(|_| ())
+        };
+        if let Err(e) = started {
             // The element that refused says why on the bus.
             let why = tokio::time::timeout(Duration::from_millis(500), async {
                 while let Some(m) = messages.next().await {
@@ -272,6 +278,14 @@ impl Video {
                             break Err(VideoError::Stream(format!("{} ({detail})", e.error())));
                         }
                         gst::MessageView::Eos(_) => break Err(VideoError::EndOfStream),
+                        gst::MessageView::SegmentDone(_) if looping => {
+                            // The file ended: play it again without flushing, so
+                            // timestamps (and the recording) run on.
+                            if !seek_to_start(&tee_pad, gst::SeekFlags::SEGMENT) {
+                                break Err(VideoError::Stream("cannot loop the file: the seek failed".into()));
+                            }
+                            tracing::debug!("video file looped");
+                        }
                         gst::MessageView::Element(e) => {
                             if let Some(s) = e.structure() {
                                 if s.name() == "splitmuxsink-fragment-closed" {
@@ -302,6 +316,41 @@ impl Video {
         }
         result
     }
+}
+
+/// How long a file source may take to open and preroll.
+const PREROLL_WAIT: Duration = Duration::from_secs(10);
+
+/// Starts a file pipeline for looping: preroll, a flushing segment seek to the
+/// start (so the end of the file posts segment-done instead of end of stream), play.
+async fn start_looping(
+    pipeline: &gst::Pipeline,
+    tee_pad: &gst::Pad,
+) -> Result<(), gst::StateChangeError> {
+    pipeline.set_state(gst::State::Paused)?;
+    // The decoder links its output once it has read the file's header; caps on the
+    // tee say the chain is complete and a seek will reach the demuxer.
+    let deadline = tokio::time::Instant::now() + PREROLL_WAIT;
+    while tee_pad.current_caps().is_none() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if !seek_to_start(tee_pad, gst::SeekFlags::FLUSH | gst::SeekFlags::SEGMENT) {
+        tracing::warn!("the file cannot be seeked; it will play once");
+    }
+    pipeline.set_state(gst::State::Playing).map(|_| ())
+}
+
+/// Seeks the source to its start, sending the seek upstream from the tee (a seek
+/// on the pipeline would go through the recorder, which refuses seeks).
+fn seek_to_start(tee_pad: &gst::Pad, flags: gst::SeekFlags) -> bool {
+    tee_pad.push_event(gst::event::Seek::new(
+        1.0,
+        flags,
+        gst::SeekType::Set,
+        gst::ClockTime::ZERO,
+        gst::SeekType::None,
+        gst::ClockTime::NONE,
+    ))
 }
 
 #[cfg(test)]
