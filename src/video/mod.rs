@@ -13,6 +13,8 @@
 //! Pins: a job that needs recordings (an upload) pins a time range or a file;
 //! retention skips pinned segments until the job releases them.
 //!
+//! Snapshots: `snapshot::jpeg` encodes a frame, or a crop of it, as JPEG.
+//!
 //! Clips: `clips::cut` remuxes the segments covering a time range into one file.
 
 pub mod clips;
@@ -20,6 +22,7 @@ mod frames;
 mod pins;
 mod pipeline;
 pub mod segments;
+pub mod snapshot;
 mod stage;
 
 pub use frames::FrameQueue;
