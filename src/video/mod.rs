@@ -15,6 +15,8 @@
 //!
 //! Snapshots: `snapshot::jpeg` encodes a frame, or a crop of it, as JPEG.
 //!
+//! Snapshots: `snapshot::jpeg` encodes a frame, or a crop of it, as JPEG.
+//!
 //! Clips: `clips::cut` remuxes the segments covering a time range into one file.
 
 pub mod clips;
@@ -22,6 +24,8 @@ mod frames;
 mod pins;
 mod pipeline;
 pub mod segments;
+// Used by the analytics stages for event pictures.
+#[allow(dead_code)]
 pub mod snapshot;
 mod stage;
 
