@@ -378,9 +378,16 @@ async fn rtsp_source_is_recorded_without_reencoding_and_survives_a_server_restar
 async fn bad_sources_are_reported_and_retried_while_events_keep_flowing() {
     let port = free_port();
     let server = RtspServer::start(port);
-    // Three daemons, three bad sources: nothing listening, a missing device, and a
-    // codec that is not what the camera sends.
+    let login_port = free_port();
+    let login_server = RtspServer::start_with_login(login_port, "viewer", "right-pass");
+    // Four daemons, four bad sources: nothing listening, a missing device, a codec
+    // that is not what the camera sends, and a wrong password.
     let cases = [
+        (
+            "wrong-password",
+            format!("rtsp://viewer:wrong-pass-4711@127.0.0.1:{login_port}/cam"),
+            "h264",
+        ),
         (
             "unreachable",
             format!("rtsp://127.0.0.1:{}/cam", free_port()),
@@ -435,14 +442,41 @@ async fn bad_sources_are_reported_and_retried_while_events_keep_flowing() {
             segments(&recordings).is_empty(),
             "{name}: nothing to record"
         );
+        let log = daemon.log_text();
         if name == "no-device" {
-            let log = daemon.log_text();
             assert!(log.contains("Cannot identify device"), "{log}");
+        }
+        if name == "wrong-password" {
+            assert!(log.contains("Unauthorized"), "{log}");
+            assert!(
+                !log.contains("wrong-pass-4711"),
+                "the password is in the log: {log}"
+            );
         }
         let status = daemon.proc.terminate().expect("stops");
         assert!(status.success(), "{name}: {}", daemon.log_text());
     }
     server.stop();
+
+    // The right password is let in.
+    let rig = Rig::new(
+        "video-login",
+        &format!(
+            "[video]\nenabled = true\nsource = \"rtsp://viewer:right-pass@127.0.0.1:{login_port}/cam\"\n\
+             segment_duration = \"1s\"\n"
+        ),
+    )
+    .await;
+    let recordings = rig.recordings();
+    let daemon = rig.daemon(0);
+    wait_until(
+        "a segment with the right password",
+        Duration::from_secs(30),
+        || segments(&recordings).len() >= 2,
+    )
+    .await;
+    assert!(!daemon.log_text().contains("right-pass"));
+    login_server.stop();
 }
 
 /// Writes `frames` frames of a test pattern at 15 fps as H.264 in MP4.

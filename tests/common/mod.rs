@@ -805,6 +805,28 @@ pub struct RtspServer {
 impl RtspServer {
     /// Serves `width`x`height` at `fps` (H.264, a keyframe a second).
     pub fn start_with(port: u16, width: u32, height: u32, fps: u32) -> Self {
+        Self::serve(port, width, height, fps, None)
+    }
+
+    /// 640x360 at 15 fps to clients that log in as `user` with `password` (basic
+    /// authentication) only.
+    pub fn start_with_login(port: u16, user: &str, password: &str) -> Self {
+        Self::serve(
+            port,
+            640,
+            360,
+            15,
+            Some((user.to_owned(), password.to_owned())),
+        )
+    }
+
+    fn serve(
+        port: u16,
+        width: u32,
+        height: u32,
+        fps: u32,
+        login: Option<(String, String)>,
+    ) -> Self {
         use gstreamer_rtsp_server as rtsp;
         use gstreamer_rtsp_server::prelude::*;
         gstreamer::init().unwrap();
@@ -825,6 +847,20 @@ impl RtspServer {
                     ),
                 );
                 factory.set_shared(true);
+                if let Some((user, password)) = &login {
+                    let auth = rtsp::RTSPAuth::new();
+                    let token = rtsp::RTSPToken::builder()
+                        .field(rtsp::RTSP_TOKEN_MEDIA_FACTORY_ROLE, "viewer")
+                        .build();
+                    auth.add_basic(&rtsp::RTSPAuth::make_basic(user, password), &token);
+                    server.set_auth(Some(&auth));
+                    factory.add_role_from_structure(
+                        &gstreamer::Structure::builder("viewer")
+                            .field(rtsp::RTSP_PERM_MEDIA_FACTORY_ACCESS, true)
+                            .field(rtsp::RTSP_PERM_MEDIA_FACTORY_CONSTRUCT, true)
+                            .build(),
+                    );
+                }
                 server.mount_points().unwrap().add_factory("/cam", factory);
                 let source = server.attach(Some(&ctx)).unwrap();
                 tx.send(main_loop.clone()).unwrap();
