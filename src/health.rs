@@ -54,7 +54,13 @@ pub fn metrics_payload(
             "last_frame": {
                 "width": Metrics::gauge(&m.last_frame_size) >> 32,
                 "height": Metrics::gauge(&m.last_frame_size) & 0xffff_ffff,
+                "latency_us": Metrics::gauge(&m.last_frame_latency_us),
             },
+            "frame_latency_us_total": Metrics::get(&m.frame_latency_us_total),
+            "decoder_overruns": Metrics::get(&m.decoder_overruns),
+            "input_fps": Metrics::gauge(&m.input_mfps) as f64 / 1000.0,
+            "analysed_fps": Metrics::gauge(&m.analysed_mfps) as f64 / 1000.0,
+            "last_error": Metrics::text(&m.video_last_error),
         },
         "config": {
             "applied": Metrics::get(&m.configs_applied),

@@ -59,6 +59,21 @@ pub struct Metrics {
     pub outbox_oldest_ts_ms: AtomicI64,
     /// Gauge: highest acknowledged seq.
     pub last_acked_seq: AtomicI64,
+    /// Video: encoded frames dropped before the decoder because decoding fell more
+    /// than the decoder queue behind (analytics see a glitch until the next keyframe;
+    /// the recording is untouched).
+    pub decoder_overruns: AtomicU64,
+    /// Video: sum over delivered frames of the time from capture to the appsink, µs
+    /// (mean over an interval: its increase over that of `frames_delivered`).
+    pub frame_latency_us_total: AtomicU64,
+    /// Gauge: that time for the last frame, µs.
+    pub last_frame_latency_us: AtomicI64,
+    /// Gauges: input and analysed frame rates over the last few seconds, in
+    /// thousandths of a frame per second.
+    pub input_mfps: AtomicI64,
+    pub analysed_mfps: AtomicI64,
+    /// Video: the last error that stopped the pipeline (empty: none yet).
+    pub video_last_error: std::sync::Mutex<String>,
 }
 
 impl Metrics {
@@ -76,6 +91,18 @@ impl Metrics {
 
     pub fn gauge(gauge: &AtomicI64) -> i64 {
         gauge.load(Relaxed)
+    }
+
+    pub fn set_text(field: &std::sync::Mutex<String>, v: &str) {
+        let mut text = field.lock().unwrap_or_else(|e| e.into_inner());
+        text.clear();
+        text.push_str(v);
+    }
+
+    /// The text, or `None` when empty.
+    pub fn text(field: &std::sync::Mutex<String>) -> Option<String> {
+        let text = field.lock().unwrap_or_else(|e| e.into_inner());
+        (!text.is_empty()).then(|| text.clone())
     }
 }
 

@@ -146,6 +146,20 @@ async fn test_source_records_decodable_segments_and_delivers_frames() {
     assert_eq!(last["video"]["last_frame"]["height"], 180);
     let input = last["video"]["frames_in"].as_u64().unwrap();
     assert!(input > 30, "{input} input frames");
+    let input_fps = last["video"]["input_fps"].as_f64().unwrap();
+    assert!(
+        (12.0..=18.0).contains(&input_fps),
+        "input at {input_fps} fps"
+    );
+    let analysed_fps = last["video"]["analysed_fps"].as_f64().unwrap();
+    assert!(
+        (4.0..=6.0).contains(&analysed_fps),
+        "analysed at {analysed_fps} fps"
+    );
+    // Capture to appsink: more than nothing, well under a second.
+    let latency = last["video"]["last_frame"]["latency_us"].as_u64().unwrap();
+    assert!((1..1_000_000).contains(&latency), "{latency} µs");
+    assert!(last["video"]["last_error"].is_null(), "{last}");
     assert_eq!(last["video"]["restarts"], 0);
 
     // Enough recording for a clip over three closed segments.
@@ -363,6 +377,8 @@ async fn rtsp_source_is_recorded_without_reencoding_and_survives_a_server_restar
         },
     )
     .await;
+    let m = rig.observer.metrics().last().unwrap().clone();
+    assert!(m["video"]["last_error"].is_string(), "{m}");
     // The events path kept working throughout.
     assert!(!rig.observer.metrics().is_empty());
     server.stop();

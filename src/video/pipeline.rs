@@ -74,6 +74,9 @@ impl Source {
 pub const TEE: &str = "t";
 pub const RECORDER: &str = "rec";
 pub const FRAMES: &str = "frames";
+/// The queue in front of the analytics decoder (RTSP): its overruns are encoded
+/// frames dropped.
+pub const DECODER_QUEUE: &str = "decq";
 
 /// The pipeline: source → tee → (recording without re-encoding when the source is
 /// encoded) and (decoded, rate-limited, scaled RGB frames into an appsink).
@@ -134,6 +137,13 @@ pub fn describe(cfg: &VideoConfig, source: &Source, clock_overlay: bool) -> Stri
                 Codec::H264 => ("rtph264depay", "h264parse", "avdec_h264"),
                 Codec::H265 => ("rtph265depay", "h265parse", "avdec_h265"),
             };
+            // Encoded frames are dropped only when the decoder falls two seconds
+            // behind (dropping one breaks the picture until the next keyframe);
+            // decoded frames are dropped freely after it.
+            let decoder_queue = format!(
+                "queue name={DECODER_QUEUE} leaky=downstream max-size-buffers=0 \
+                 max-size-bytes=0 max-size-time=2000000000"
+            );
             let protocols = match cfg.rtsp_transport {
                 RtspTransport::Tcp => "tcp",
                 RtspTransport::Udp => "udp",
@@ -142,7 +152,7 @@ pub fn describe(cfg: &VideoConfig, source: &Source, clock_overlay: bool) -> Stri
                 "rtspsrc location=\"{url}\" protocols={protocols} latency=200 ! {depay} ! \
                  {parse} config-interval=-1 ! tee name={TEE} \
                  {TEE}. ! queue ! {record} \
-                 {TEE}. ! {leaky} ! {decode} ! {analytics}"
+                 {TEE}. ! {decoder_queue} ! {decode} ! {leaky} ! {analytics}"
             )
         }
     }
@@ -201,6 +211,13 @@ mod tests {
         assert!(
             analytics.contains("avdec_h264") && analytics.contains("framerate=5/1"),
             "{analytics}"
+        );
+        // Nothing leaks between the tee and the decoder but a two-second queue.
+        let before_decoder = analytics.split("avdec_h264").next().unwrap();
+        assert!(
+            before_decoder.contains("max-size-time=2000000000")
+                && before_decoder.matches("queue").count() == 1,
+            "{before_decoder}"
         );
         assert!(d.contains("max-size-time=60000000000"));
     }

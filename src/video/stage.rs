@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::frames::{Frame, FrameQueue};
 use super::pins::Pins;
-use super::pipeline::{describe, Source, FRAMES, RECORDER, TEE};
+use super::pipeline::{describe, Source, DECODER_QUEUE, FRAMES, RECORDER, TEE};
 use super::segments;
 use crate::config::VideoConfig;
 use crate::events::now_ms;
@@ -128,6 +128,9 @@ impl Video {
                     let delay = backoff
                         .next_delay(rand::random::<f64>())
                         .max(Duration::from_millis(200));
+                    Metrics::set_text(&self.metrics.video_last_error, &e.to_string());
+                    Metrics::set(&self.metrics.input_mfps, 0);
+                    Metrics::set(&self.metrics.analysed_mfps, 0);
                     tracing::error!(source = %source.redacted(), error = %e, retry_in = ?delay, "video pipeline stopped; rebuilding it");
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
@@ -186,6 +189,14 @@ impl Video {
             });
         }
 
+        if let Some(queue) = pipeline.by_name(DECODER_QUEUE) {
+            let metrics = self.metrics.clone();
+            queue.connect("overrun", false, move |_| {
+                Metrics::add(&metrics.decoder_overruns, 1);
+                None
+            });
+        }
+
         // Analytics frames.
         let appsink = by_name(FRAMES)?
             .downcast::<gst_app::AppSink>()
@@ -203,7 +214,10 @@ impl Video {
                     let width = s.get::<i32>("width").map_err(|_| gst::FlowError::Error)? as u32;
                     let height = s.get::<i32>("height").map_err(|_| gst::FlowError::Error)? as u32;
                     let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
+                    let latency = capture_latency(sink, &sample).unwrap_or_default();
                     Metrics::add(&metrics.frames_delivered, 1);
+                    Metrics::add(&metrics.frame_latency_us_total, latency.as_micros() as u64);
+                    Metrics::set(&metrics.last_frame_latency_us, latency.as_micros() as i64);
                     Metrics::set(
                         &metrics.last_frame_size,
                         ((width as i64) << 32) | height as i64,
@@ -212,7 +226,7 @@ impl Video {
                         width,
                         height,
                         rgb: map.as_slice().to_vec(),
-                        captured_at: SystemTime::now(),
+                        captured_at: SystemTime::now() - latency,
                     });
                     Ok(gst::FlowSuccess::Ok)
                 })
@@ -251,6 +265,7 @@ impl Video {
         tracing::info!(source = %source.redacted(), recordings = %dir.display(), "video pipeline started");
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut ticks: u64 = 0;
+        let mut rates = Rates::new(&self.metrics);
         self.retain(&dir);
         let result = loop {
             tokio::select! {
@@ -304,6 +319,9 @@ impl Video {
                     if ticks % 60 == 0 {
                         self.retain(&dir);
                     }
+                    if ticks % RATE_TICKS == 0 {
+                        rates.update(&self.metrics);
+                    }
                     let silent = Duration::from_millis((now_ms() - last_input.load(Relaxed)).max(0) as u64);
                     if silent > self.cfg.stall_timeout {
                         break Err(VideoError::Stalled(silent));
@@ -316,6 +334,46 @@ impl Video {
         }
         result
     }
+}
+
+/// The frame-rate gauges cover this many one-second ticks.
+const RATE_TICKS: u64 = 5;
+
+/// Input and analysed frame rates from the counters.
+struct Rates {
+    at: tokio::time::Instant,
+    frames_in: u64,
+    delivered: u64,
+}
+
+impl Rates {
+    fn new(m: &Metrics) -> Self {
+        Self {
+            at: tokio::time::Instant::now(),
+            frames_in: Metrics::get(&m.frames_in),
+            delivered: Metrics::get(&m.frames_delivered),
+        }
+    }
+
+    fn update(&mut self, m: &Metrics) {
+        let next = Self::new(m);
+        let secs = next.at.duration_since(self.at).as_secs_f64().max(1e-3);
+        let mfps = |now: u64, then: u64| ((now - then) as f64 / secs * 1000.0) as i64;
+        Metrics::set(&m.input_mfps, mfps(next.frames_in, self.frames_in));
+        Metrics::set(&m.analysed_mfps, mfps(next.delivered, self.delivered));
+        *self = next;
+    }
+}
+
+/// Capture to appsink: the pipeline clock now minus the frame's running time (its
+/// capture on a live source; for RTSP, when its first packet arrived).
+fn capture_latency(sink: &gst_app::AppSink, sample: &gst::Sample) -> Option<Duration> {
+    let now = sink.clock()?.time();
+    let base = sink.base_time()?;
+    let segment = sample.segment()?.downcast_ref::<gst::ClockTime>()?;
+    let running = segment.to_running_time(sample.buffer()?.pts()?)?;
+    let latency = now.checked_sub(base)?.checked_sub(running)?;
+    Some(Duration::from_nanos(latency.nseconds()))
 }
 
 /// How long a file source may take to open and preroll.

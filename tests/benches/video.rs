@@ -86,7 +86,14 @@ fn main() {
         println!("   input           {:.1} frames/s", rate("frames_in"));
         println!("   analytics       {:.1} frames/s at {}x{}", rate("frames_delivered"), m1["video"]["last_frame"]["width"], m1["video"]["last_frame"]["height"]);
         println!("   recorded        {} bytes in {} segments so far, restarts {}", recorded, metrics_at(&m1, "segments_closed"), metrics_at(&m1, "restarts"));
-        println!("   latency         capture → appsink not measured yet");
+        let delivered = metrics_at(&m1, "frames_delivered") - metrics_at(&m0, "frames_delivered");
+        let latency_us = metrics_at(&m1, "frame_latency_us_total") - metrics_at(&m0, "frame_latency_us_total");
+        println!(
+            "   latency         capture → appsink {:.1} ms mean over {delivered} frames (last {:.1} ms; includes the 200 ms RTSP jitter buffer)",
+            latency_us as f64 / delivered.max(1) as f64 / 1000.0,
+            m1["video"]["last_frame"]["latency_us"].as_u64().unwrap_or(0) as f64 / 1000.0
+        );
+        println!("   decoder drops   {}", metrics_at(&m1, "decoder_overruns"));
         drop(daemon);
         server.stop();
     });
