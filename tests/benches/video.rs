@@ -89,7 +89,7 @@ fn main() {
         let delivered = metrics_at(&m1, "frames_delivered") - metrics_at(&m0, "frames_delivered");
         let latency_us = metrics_at(&m1, "frame_latency_us_total") - metrics_at(&m0, "frame_latency_us_total");
         println!(
-            "   latency         capture → appsink {:.1} ms mean over {delivered} frames (last {:.1} ms; includes the 200 ms RTSP jitter buffer)",
+            "   latency         capture → appsink {:.1} ms mean over {delivered} frames (last {:.1} ms; from the frame's pipeline timestamp, so the camera's encoder and the network are not in it)",
             latency_us as f64 / delivered.max(1) as f64 / 1000.0,
             m1["video"]["last_frame"]["latency_us"].as_u64().unwrap_or(0) as f64 / 1000.0
         );
