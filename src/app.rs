@@ -15,6 +15,7 @@ use crate::metrics::Metrics;
 use crate::mqtt;
 use crate::outbox::{Outbox, Recovery, Store};
 use crate::synthetic::Synthetic;
+use crate::upload::Uploads;
 use crate::video::{FrameQueue, Pins, Video};
 
 /// How long stages get to finish after the shutdown signal.
@@ -71,13 +72,43 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
             remote,
             rx,
             config_tx,
-            retained_tx,
+            retained_tx.clone(),
             metrics.clone(),
         ))
     } else {
-        drop(retained_tx);
         None
     };
+
+    // Uploads on request: the publisher routes `<camera-id>/file/request` to the
+    // stage and publishes its responses. Recordings that pending jobs need are
+    // pinned before the video stage runs its first retention.
+    let pins = Pins::default();
+    let uploads = if config.upload.enabled {
+        let (tx, rx) = mpsc::channel(16);
+        inbound.push((
+            mqtt::topics::Topics::new(&config.identity.camera_id).file_request(),
+            tx,
+        ));
+        let shared = Arc::new(config.clone());
+        match Uploads::new(
+            shared,
+            rx,
+            retained_tx.clone(),
+            pins.clone(),
+            metrics.clone(),
+        )
+        .await
+        {
+            Ok(u) => Some(u),
+            Err(e) => {
+                tracing::error!(error = %e, "uploads unavailable; file requests will go unanswered");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    drop(retained_tx);
     let wiring = mqtt::Wiring {
         outbox: handle.clone(),
         metrics: metrics.clone(),
@@ -97,10 +128,16 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
     let synthetic_task =
         tokio::spawn(Synthetic::new(config_rx.clone(), events_tx.clone()).run(shutdown.clone()));
     let remote_task = remote_stage.map(|stage| tokio::spawn(stage.run(shutdown.clone())));
+    let upload_task = uploads.map(|u| {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = u.run(shutdown).await {
+                tracing::error!(error = %e, "uploads stopped; file requests will go unanswered");
+            }
+        })
+    });
     // Video: frames go to a drop-oldest queue that analytics will read; until they
     // exist nobody reads it, so every frame beyond the queue counts as dropped.
-    // Recordings that pending jobs need; retention leaves them alone.
-    let pins = Pins::default();
     let video_task = config.video.enabled.then(|| {
         let frames = FrameQueue::new(config.video.frame_queue, metrics.clone());
         tokio::spawn(
@@ -130,6 +167,9 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
         }
         if let Some(t) = remote_task {
             join_logged("remote configuration", t).await;
+        }
+        if let Some(t) = upload_task {
+            join_logged("uploads", t).await;
         }
         if let Some(t) = log_task {
             join_logged("log level", t).await;

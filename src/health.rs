@@ -62,6 +62,15 @@ pub fn metrics_payload(
             "analysed_fps": Metrics::gauge(&m.analysed_mfps) as f64 / 1000.0,
             "last_error": Metrics::text(&m.video_last_error),
         },
+        "uploads": {
+            "accepted": Metrics::get(&m.uploads_accepted),
+            "rejected": Metrics::get(&m.uploads_rejected),
+            "done": Metrics::get(&m.uploads_done),
+            "failed": Metrics::get(&m.uploads_failed),
+            "attempts_failed": Metrics::get(&m.upload_attempts_failed),
+            "bytes": Metrics::get(&m.upload_bytes),
+            "responses_dropped": Metrics::get(&m.responses_dropped),
+        },
         "config": {
             "applied": Metrics::get(&m.configs_applied),
             "rejected": Metrics::get(&m.configs_rejected),

@@ -2,6 +2,7 @@
 //! configuration, hand over to `app::run` or a one-shot command.
 
 mod app;
+mod commands;
 mod config;
 mod events;
 mod health;
@@ -9,6 +10,7 @@ mod metrics;
 mod mqtt;
 mod outbox;
 mod synthetic;
+mod upload;
 mod video;
 
 use std::path::{Path, PathBuf};

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub outbox_resets: AtomicU64,
     /// Frames or events dropped by a producer (reported by the producer).
     pub producer_drops: AtomicU64,
+    /// Responses (non-retained control messages) dropped after queueing too long offline.
+    pub responses_dropped: AtomicU64,
     /// Incoming MQTT messages dropped because their stage's channel was full.
     pub inbound_dropped: AtomicU64,
     /// Remote configurations applied (or reverted) and rejected.
@@ -72,6 +74,14 @@ pub struct Metrics {
     /// thousandths of a frame per second.
     pub input_mfps: AtomicI64,
     pub analysed_mfps: AtomicI64,
+    /// Uploads: requests accepted and rejected; jobs done, failed for good, and
+    /// attempts that failed (and were retried); bytes sent.
+    pub uploads_accepted: AtomicU64,
+    pub uploads_rejected: AtomicU64,
+    pub uploads_done: AtomicU64,
+    pub uploads_failed: AtomicU64,
+    pub upload_attempts_failed: AtomicU64,
+    pub upload_bytes: AtomicU64,
     /// Video: the last error that stopped the pipeline (empty: none yet).
     pub video_last_error: std::sync::Mutex<String>,
 }

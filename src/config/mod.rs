@@ -64,6 +64,94 @@ pub struct Config {
     /// The camera's video: source, recording ring buffer, frames for analytics.
     #[serde(default)]
     pub video: VideoConfig,
+    /// Uploads on request (`<camera-id>/file/request`) to S3 or presigned URLs.
+    #[serde(default)]
+    pub upload: UploadConfig,
+}
+
+/// Where S3 credentials come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialsSource {
+    /// The standard AWS chain: environment (`AWS_ACCESS_KEY_ID`, ...), shared
+    /// config and credentials files, container and instance metadata.
+    Chain,
+    /// The AWS IoT credentials provider, with the device certificate.
+    Iot,
+}
+
+/// Uploads on request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadConfig {
+    /// Accept file requests on `<camera-id>/file/request`.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Requests may name files under this directory only; nothing outside it is
+    /// ever opened (recordings and snapshots live under it by default).
+    #[serde(default = "default_media_dir")]
+    pub media_dir: PathBuf,
+    /// Uploads running at once (1-8).
+    #[serde(default = "default_upload_concurrency")]
+    pub concurrency: usize,
+    /// Bandwidth cap for all uploads together, bytes per second (one second of
+    /// burst); 0 for none.
+    #[serde(default)]
+    pub max_bytes_per_sec: u64,
+    /// Size of a multipart part, bytes (5 MiB to 512 MiB): the memory an upload
+    /// holds, and what a resumed upload may send twice.
+    #[serde(default = "default_part_size")]
+    pub part_size: u64,
+    /// Largest request accepted, bytes.
+    #[serde(default = "default_max_request_bytes")]
+    pub max_request_bytes: usize,
+    /// Accept `http://` presigned URLs and S3 endpoints. For tests on loopback
+    /// only: never on a camera.
+    #[serde(default)]
+    pub allow_plain_http: bool,
+    /// Progress messages at most this often per upload.
+    #[serde(default = "default_progress_interval", with = "humantime_serde")]
+    pub progress_interval: Duration,
+    /// Delay before retrying a failed attempt, doubling up to `retry_max`.
+    #[serde(default = "default_retry_min", with = "humantime_serde")]
+    pub retry_min: Duration,
+    #[serde(default = "default_retry_max", with = "humantime_serde")]
+    pub retry_max: Duration,
+    /// Attempts before a job is reported failed for good.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Finished jobs are remembered this long, so a repeated request id is answered
+    /// with the first outcome instead of uploading again.
+    #[serde(default = "default_keep_finished", with = "humantime_serde")]
+    pub keep_finished: Duration,
+    /// Uploads by bucket and key, with the device's own credentials.
+    #[serde(default)]
+    pub s3: S3Config,
+}
+
+/// S3 with the device's own credentials.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// AWS region of the buckets.
+    #[serde(default = "default_s3_region")]
+    pub region: String,
+    /// Endpoint of an S3-compatible store (`https://host:port`); empty for AWS.
+    #[serde(default)]
+    pub endpoint: String,
+    /// Path-style addressing (`endpoint/bucket/key`), for S3-compatible stores.
+    #[serde(default)]
+    pub force_path_style: bool,
+    /// `chain` (the standard AWS chain) or `iot` (the AWS IoT credentials provider).
+    #[serde(default = "default_credentials_source")]
+    pub credentials: CredentialsSource,
+    /// With `iot`: the account's credentials provider endpoint
+    /// (`aws iot describe-endpoint --endpoint-type iot:CredentialProvider`).
+    #[serde(default)]
+    pub iot_credentials_endpoint: String,
+    /// With `iot`: the role alias whose role may write the buckets.
+    #[serde(default)]
+    pub role_alias: String,
 }
 
 /// Transport of an RTSP source.
@@ -355,7 +443,40 @@ fn default_segment() -> Duration {
     Duration::from_secs(60)
 }
 fn default_recordings_dir() -> PathBuf {
-    PathBuf::from("/var/lib/edgecam/recordings")
+    PathBuf::from("/var/lib/edgecam/media/recordings")
+}
+fn default_media_dir() -> PathBuf {
+    PathBuf::from("/var/lib/edgecam/media")
+}
+fn default_upload_concurrency() -> usize {
+    2
+}
+fn default_part_size() -> u64 {
+    8 * 1024 * 1024
+}
+fn default_max_request_bytes() -> usize {
+    16 * 1024
+}
+fn default_progress_interval() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_retry_min() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_retry_max() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_max_attempts() -> u32 {
+    20
+}
+fn default_keep_finished() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
+}
+fn default_s3_region() -> String {
+    "us-east-1".to_owned()
+}
+fn default_credentials_source() -> CredentialsSource {
+    CredentialsSource::Chain
 }
 fn default_retention_bytes() -> u64 {
     2 << 30
@@ -461,6 +582,39 @@ fn default_log_level() -> String {
 }
 fn default_log_target() -> LogTarget {
     LogTarget::Auto
+}
+
+impl Default for UploadConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            media_dir: default_media_dir(),
+            concurrency: default_upload_concurrency(),
+            max_bytes_per_sec: 0,
+            part_size: default_part_size(),
+            max_request_bytes: default_max_request_bytes(),
+            allow_plain_http: false,
+            progress_interval: default_progress_interval(),
+            retry_min: default_retry_min(),
+            retry_max: default_retry_max(),
+            max_attempts: default_max_attempts(),
+            keep_finished: default_keep_finished(),
+            s3: S3Config::default(),
+        }
+    }
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        Self {
+            region: default_s3_region(),
+            endpoint: String::new(),
+            force_path_style: false,
+            credentials: default_credentials_source(),
+            iot_credentials_endpoint: String::new(),
+            role_alias: String::new(),
+        }
+    }
 }
 
 impl Default for StorageConfig {

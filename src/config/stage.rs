@@ -21,7 +21,7 @@ use super::Config;
 use crate::events::now_ms;
 use crate::metrics::Metrics;
 use crate::mqtt::topics::Topics;
-use crate::mqtt::{InboundMessage, RetainedPublish};
+use crate::mqtt::{ControlPublish, InboundMessage};
 
 /// Where the applied overlays are kept.
 pub fn persisted_path(state_dir: &Path) -> PathBuf {
@@ -80,7 +80,7 @@ pub struct RemoteStage {
     metrics: Arc<Metrics>,
     inbound: mpsc::Receiver<InboundMessage>,
     config_tx: watch::Sender<Arc<Config>>,
-    status_tx: mpsc::Sender<RetainedPublish>,
+    status_tx: mpsc::Sender<ControlPublish>,
     persist_path: PathBuf,
     device_topic: String,
     group_topic: Option<String>,
@@ -93,7 +93,7 @@ impl RemoteStage {
         state: RemoteState,
         inbound: mpsc::Receiver<InboundMessage>,
         config_tx: watch::Sender<Arc<Config>>,
-        status_tx: mpsc::Sender<RetainedPublish>,
+        status_tx: mpsc::Sender<ControlPublish>,
         metrics: Arc<Metrics>,
     ) -> Self {
         let config = state.effective();
@@ -167,9 +167,10 @@ impl RemoteStage {
             }
         }
         let status = self.state.status(source, &outcome, now_ms());
-        let publish = RetainedPublish {
+        let publish = ControlPublish {
             topic: self.status_topic.clone(),
             payload: status.to_string(),
+            retain: true,
         };
         if self.status_tx.send(publish).await.is_err() {
             tracing::debug!("publisher gone; configuration status not sent");

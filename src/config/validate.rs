@@ -238,6 +238,62 @@ impl Config {
             Duration::from_secs(1),
             Duration::from_secs(600),
         );
+        let u = &self.upload;
+        c.range("upload.concurrency", u.concurrency, 1, 8);
+        c.range(
+            "upload.part_size",
+            u.part_size,
+            5 * 1024 * 1024,
+            512 * 1024 * 1024,
+        );
+        c.range(
+            "upload.max_request_bytes",
+            u.max_request_bytes,
+            512,
+            1 << 20,
+        );
+        c.duration(
+            "upload.progress_interval",
+            u.progress_interval,
+            Duration::from_millis(100),
+            Duration::from_secs(3600),
+        );
+        c.duration(
+            "upload.retry_min",
+            u.retry_min,
+            Duration::from_millis(100),
+            Duration::from_secs(3600),
+        );
+        c.duration(
+            "upload.retry_max",
+            u.retry_max,
+            u.retry_min,
+            Duration::from_secs(24 * 3600),
+        );
+        c.range("upload.max_attempts", u.max_attempts, 1, 1000);
+        c.duration(
+            "upload.keep_finished",
+            u.keep_finished,
+            Duration::from_secs(60),
+            Duration::from_secs(365 * 24 * 3600),
+        );
+        c.check(
+            u.s3.endpoint.is_empty()
+                || crate::commands::check_url(&u.s3.endpoint, u.allow_plain_http).is_ok(),
+            "upload.s3.endpoint",
+            || {
+                "expected empty (AWS) or https://host[:port] (http:// only with upload.allow_plain_http)"
+                    .to_owned()
+            },
+        );
+        c.check(
+            u.s3.credentials != super::CredentialsSource::Iot
+                || (!u.s3.iot_credentials_endpoint.is_empty()
+                    && !u.s3.iot_credentials_endpoint.contains('/')
+                    && topics::valid_group(&u.s3.role_alias.replace(['.', '=', ',', '@'], "-"))),
+            "upload.s3.credentials",
+            || "iot needs upload.s3.iot_credentials_endpoint (a host name) and upload.s3.role_alias".to_owned(),
+        );
         let r = &self.remote;
         c.check(
             r.group.is_empty() || topics::valid_group(&r.group),

@@ -49,13 +49,18 @@ pub struct InboundMessage {
     pub payload: Vec<u8>,
 }
 
-/// A retained QoS 1 message a stage asks the publisher to send (when connected;
-/// the latest per topic).
+/// A QoS 1 message a stage asks the publisher to send when connected. Retained
+/// ones are kept per topic (the latest wins); others queue in order, at most
+/// [`MAX_PENDING_CONTROL`] while offline (the oldest dropped and counted beyond).
 #[derive(Debug, Clone)]
-pub struct RetainedPublish {
+pub struct ControlPublish {
     pub topic: String,
     pub payload: String,
+    pub retain: bool,
 }
+
+/// Non-retained control messages kept while offline.
+pub const MAX_PENDING_CONTROL: usize = 256;
 
 /// What the MQTT stage is connected to.
 pub struct Wiring {
@@ -65,8 +70,8 @@ pub struct Wiring {
     pub config: watch::Receiver<Arc<Config>>,
     /// Topics to subscribe to on every connection, and where their messages go.
     pub inbound: Vec<(String, mpsc::Sender<InboundMessage>)>,
-    /// Retained messages to publish.
-    pub retained: mpsc::Receiver<RetainedPublish>,
+    /// Status and response messages of other stages to publish.
+    pub retained: mpsc::Receiver<ControlPublish>,
 }
 
 /// Builds the two tasks of the MQTT stage.

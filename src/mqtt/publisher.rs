@@ -12,7 +12,7 @@ use super::connection::LinkEvent;
 use super::limits::{pack_limit, RateLimiter};
 use super::session::{Batch, Packer, Plan, Sent, Session};
 use super::topics::Topics;
-use super::{InboundMessage, MqttError, RetainedPublish, Wiring};
+use super::{ControlPublish, InboundMessage, MqttError, Wiring};
 use crate::config::{Config, MqttConfig};
 use crate::events::{encode_batch, now_ms};
 use crate::metrics::Metrics;
@@ -49,9 +49,9 @@ pub struct Publisher {
     /// Topics subscribed on every connection, and where their messages go.
     routes: Vec<(String, mpsc::Sender<InboundMessage>)>,
     /// Retained messages other stages ask us to publish.
-    retained_rx: mpsc::Receiver<RetainedPublish>,
+    retained_rx: mpsc::Receiver<ControlPublish>,
     /// Those not yet handed to rumqttc (one per topic, the latest).
-    pending_retained: Vec<RetainedPublish>,
+    pending_retained: Vec<ControlPublish>,
 }
 
 /// The retained `online` birth message.
@@ -149,7 +149,17 @@ impl Publisher {
                 }
                 retained = self.retained_rx.recv(), if retained_open => match retained {
                     Some(r) => {
-                        self.pending_retained.retain(|p| p.topic != r.topic);
+                        if r.retain {
+                            self.pending_retained.retain(|p| !p.retain || p.topic != r.topic);
+                        } else if self.pending_retained.iter().filter(|p| !p.retain).count()
+                            >= super::MAX_PENDING_CONTROL
+                        {
+                            if let Some(i) = self.pending_retained.iter().position(|p| !p.retain) {
+                                let dropped = self.pending_retained.remove(i);
+                                Metrics::add(&self.metrics.responses_dropped, 1);
+                                tracing::warn!(topic = %dropped.topic, "offline too long: oldest queued response dropped");
+                            }
+                        }
                         self.pending_retained.push(r);
                         self.flush_retained();
                     }
@@ -225,7 +235,13 @@ impl Publisher {
         }
         for r in std::mem::take(&mut self.pending_retained) {
             let wire = (r.payload.len() + r.topic.len()) as u64;
-            if self.request(r.topic, QoS::AtLeastOnce, true, r.payload, Sent::Control) {
+            if self.request(
+                r.topic,
+                QoS::AtLeastOnce,
+                r.retain,
+                r.payload,
+                Sent::Control,
+            ) {
                 self.limiter.record(Instant::now(), wire);
             }
         }

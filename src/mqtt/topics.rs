@@ -5,6 +5,10 @@
 //! | `<camera-id>/events/<kind>`    | up        | 1   | no       | a batch of events of one kind |
 //! | `<camera-id>/status`           | up        | 1   | yes      | `online` birth / `offline` will |
 //! | `<camera-id>/status/metrics`   | up        | 0   | no       | periodic metrics              |
+//! | `<camera-id>/config`           | down      | 1   | yes      | remote configuration          |
+//! | `<camera-id>/config/status`    | up        | 1   | yes      | outcome of the last config    |
+//! | `<camera-id>/file/request`     | down      | 1   | no       | upload requests               |
+//! | `<camera-id>/file/response`    | up        | 1   | no       | states of upload requests     |
 
 /// Why a topic cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -96,6 +100,16 @@ impl Topics {
     /// `<camera-id>/config/status`: the retained outcome of the last configuration.
     pub fn config_status(&self) -> String {
         format!("{}/config/status", self.camera_id)
+    }
+
+    /// `<camera-id>/file/request`: upload requests from the cloud.
+    pub fn file_request(&self) -> String {
+        format!("{}/file/request", self.camera_id)
+    }
+
+    /// `<camera-id>/file/response`: the states of those requests.
+    pub fn file_response(&self) -> String {
+        format!("{}/file/response", self.camera_id)
     }
 
     /// `fleet/<group>/config`: the group's retained configuration.

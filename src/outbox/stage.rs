@@ -149,7 +149,7 @@ impl Outbox {
                 },
                 _ = housekeeping.tick() => {
                     ticks = ticks.wrapping_add(1);
-                    self.housekeeping(ticks % VACUUM_EVERY == 0).await?;
+                    self.housekeeping(ticks.is_multiple_of(VACUUM_EVERY)).await?;
                     continue;
                 }
                 Ok(()) = self.config.changed() => {

@@ -30,7 +30,6 @@ pub mod snapshot;
 mod stage;
 
 pub use frames::FrameQueue;
-#[allow(unused_imports)] // `Pin` is for the jobs that pin recordings
 pub use pins::{Pin, Pins};
 pub use pipeline::Source;
 pub use stage::Video;

@@ -10,7 +10,6 @@ use std::time::SystemTime;
 use super::segments::Segment;
 
 /// What a job holds on to.
-#[allow(dead_code)] // constructed by the jobs that pin recordings
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Pin {
     /// Every segment that overlaps `[from, to)`.
@@ -33,7 +32,6 @@ impl Pin {
 #[derive(Debug, Clone, Default)]
 pub struct Pins(Arc<Mutex<HashMap<String, Vec<Pin>>>>);
 
-#[allow(dead_code)] // pin/unpin are the jobs' side
 impl Pins {
     /// Adds a pin for `owner` (a job may hold several).
     pub fn pin(&self, owner: &str, pin: Pin) {
@@ -51,6 +49,7 @@ impl Pins {
     }
 
     /// Number of jobs holding pins.
+    #[cfg(test)]
     pub fn owners(&self) -> usize {
         self.lock().len()
     }

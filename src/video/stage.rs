@@ -316,10 +316,10 @@ impl Video {
                 },
                 _ = tick.tick() => {
                     ticks += 1;
-                    if ticks % 60 == 0 {
+                    if ticks.is_multiple_of(60) {
                         self.retain(&dir);
                     }
-                    if ticks % RATE_TICKS == 0 {
+                    if ticks.is_multiple_of(RATE_TICKS) {
                         rates.update(&self.metrics);
                     }
                     let silent = Duration::from_millis((now_ms() - last_input.load(Relaxed)).max(0) as u64);

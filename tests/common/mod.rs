@@ -10,6 +10,9 @@
 //! - [`Observer`]: an MQTT client that records everything edgecam publishes.
 #![allow(dead_code)]
 
+pub mod s3;
+pub use s3::*;
+
 use std::collections::BTreeMap;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -391,6 +394,19 @@ impl Daemon {
         }
     }
 
+    /// Starts edgecam with extra environment variables.
+    pub fn start_env(config: &Path, log: &Path, env: &[(&str, &str)]) -> Self {
+        let mut cmd = edgecam();
+        cmd.arg("run").arg("--config").arg(config);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Self {
+            config: config.to_owned(),
+            proc: Proc::spawn(cmd, log.to_owned()),
+        }
+    }
+
     pub fn log_text(&self) -> String {
         self.proc.log_text()
     }
@@ -571,6 +587,39 @@ impl Observer {
             .collect()
     }
 
+    /// Publishes a message (QoS 1, not retained).
+    pub async fn publish(&self, topic: &str, payload: &[u8]) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload.to_vec())
+            .await
+            .unwrap();
+    }
+
+    /// File responses (`<camera>/file/response`), parsed, in order.
+    pub fn file_responses(&self) -> Vec<Value> {
+        self.all()
+            .into_iter()
+            .filter(|m| m.topic == format!("{CAMERA}/file/response"))
+            .map(|m| serde_json::from_slice(&m.payload).unwrap())
+            .collect()
+    }
+
+    /// The responses to requests without a readable id.
+    pub fn responses_for_null(&self) -> Vec<Value> {
+        self.file_responses()
+            .into_iter()
+            .filter(|r| r["request_id"].is_null())
+            .collect()
+    }
+
+    /// The responses about one request.
+    pub fn responses_for(&self, request_id: &str) -> Vec<Value> {
+        self.file_responses()
+            .into_iter()
+            .filter(|r| r["request_id"] == request_id)
+            .collect()
+    }
+
     /// Publishes a retained message (QoS 1) and waits until it comes back through our
     /// own subscription, so the broker holds it.
     pub async fn publish_retained(&self, topic: &str, payload: &[u8]) {
@@ -647,10 +696,20 @@ pub fn assert_schemas(observer: &Observer) -> BTreeMap<&'static str, usize> {
     let status = load("status.json");
     let metrics = load("metrics.json");
     let config_status = load("config-status.json");
+    let file_request = load("file-request.json");
+    let file_response = load("file-response.json");
     let mut checked = BTreeMap::new();
     for m in observer.all() {
         if m.topic == format!("{CAMERA}/config") {
             continue; // what the test itself sent, good and bad on purpose
+        }
+        if m.topic == format!("{CAMERA}/file/request") {
+            // What the test sent: checked only when it is meant to be valid.
+            let value: Option<Value> = serde_json::from_slice(&m.payload).ok();
+            if value.as_ref().is_some_and(|v| file_request.is_valid(v)) {
+                *checked.entry("file-request").or_insert(0) += 1;
+            }
+            continue;
         }
         let (name, validator) = if m.topic == format!("{CAMERA}/config/status") {
             ("config-status", &config_status)
@@ -658,6 +717,8 @@ pub fn assert_schemas(observer: &Observer) -> BTreeMap<&'static str, usize> {
             ("status", &status)
         } else if m.topic == format!("{CAMERA}/status/metrics") {
             ("metrics", &metrics)
+        } else if m.topic == format!("{CAMERA}/file/response") {
+            ("file-response", &file_response)
         } else if m.topic.starts_with(&format!("{CAMERA}/events/")) {
             ("event-batch", &batch)
         } else {
@@ -728,6 +789,20 @@ impl Rig {
         Daemon::start(
             &self.config,
             &self.dir.path().join(format!("edgecam-{n}.log")),
+        )
+    }
+
+    /// Starts edgecam with the test S3 server's credentials in its environment
+    /// (the standard AWS chain reads them).
+    pub fn daemon_with_s3_credentials(&self, n: usize) -> Daemon {
+        Daemon::start_env(
+            &self.config,
+            &self.dir.path().join(format!("edgecam-{n}.log")),
+            &[
+                ("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY),
+                ("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY),
+                ("AWS_EC2_METADATA_DISABLED", "true"),
+            ],
         )
     }
 

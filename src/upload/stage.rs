@@ -1,0 +1,651 @@
+//! The upload stage: takes requests from `<camera-id>/file/request`, answers on
+//! `<camera-id>/file/response`, and runs the jobs — persisted, resumed after a
+//! restart, retried with backoff, at most `upload.concurrency` at once.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::clients;
+use super::jobs::{Done, Job, JobState, Jobs, JobsError, Part};
+use super::machine::{Failure, Next, Progress, Retry};
+use super::media;
+use super::throttle::Throttle;
+use super::transfer::{self, Counter, Report, S3Upload, TransferError};
+use crate::commands::{self, FileRequest, Policy, Response, State, What, Where};
+use crate::config::Config;
+use crate::events::now_ms;
+use crate::metrics::Metrics;
+use crate::mqtt::topics::Topics;
+use crate::mqtt::{ControlPublish, InboundMessage};
+use crate::video::{clips, Pin, Pins};
+
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    #[error(transparent)]
+    Jobs(#[from] JobsError),
+    #[error(transparent)]
+    Client(#[from] clients::ClientError),
+    #[error("state directory {dir}: {source}")]
+    StateDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// How long a clip waits after the end of its range before it is cut: the segment
+/// covering the end must be closed first.
+const CLIP_SETTLE: Duration = Duration::from_secs(6);
+
+/// One attempt in flight.
+struct Running {
+    counter: Arc<Counter>,
+    size: Arc<std::sync::atomic::AtomicU64>,
+    progress: Progress,
+    started: Instant,
+}
+
+/// What a job's attempt needs.
+struct Attempt {
+    request_id: String,
+    request: FileRequest,
+    upload_id: Option<String>,
+    parts: Vec<Part>,
+    clip_path: PathBuf,
+}
+
+pub struct Uploads {
+    config: Arc<Config>,
+    requests: mpsc::Receiver<InboundMessage>,
+    responses: mpsc::Sender<ControlPublish>,
+    pins: Pins,
+    metrics: Arc<Metrics>,
+    jobs: Jobs,
+    response_topic: String,
+    policy: Policy,
+    retry: Retry,
+    throttle: Throttle,
+    s3: Option<aws_sdk_s3::Client>,
+    http: reqwest::Client,
+    work_dir: PathBuf,
+}
+
+impl Uploads {
+    /// Opens the jobs database and pins what unfinished jobs need (before the video
+    /// stage's first retention).
+    pub async fn new(
+        config: Arc<Config>,
+        requests: mpsc::Receiver<InboundMessage>,
+        responses: mpsc::Sender<ControlPublish>,
+        pins: Pins,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, UploadError> {
+        let work_dir = config.storage.state_dir.join("uploads");
+        std::fs::create_dir_all(&work_dir).map_err(|source| UploadError::StateDir {
+            dir: work_dir.clone(),
+            source,
+        })?;
+        let mut jobs = Jobs::open(&config.storage.state_dir.join("uploads.db")).await?;
+        let u = &config.upload;
+        let policy = Policy {
+            max_request_bytes: u.max_request_bytes,
+            allow_plain_http: u.allow_plain_http,
+        };
+        for job in jobs.unfinished().await? {
+            if let Ok(request) = commands::parse(job.request.as_bytes(), policy) {
+                pin(&pins, &config, &request);
+            }
+        }
+        let s3 = Some(clients::s3(&config).await?);
+        Ok(Self {
+            response_topic: Topics::new(&config.identity.camera_id).file_response(),
+            policy,
+            retry: Retry {
+                min: u.retry_min,
+                max: u.retry_max,
+                max_attempts: u.max_attempts,
+            },
+            throttle: Throttle::new(u.max_bytes_per_sec),
+            s3,
+            http: clients::presigned()?,
+            work_dir,
+            config,
+            requests,
+            responses,
+            pins,
+            metrics,
+            jobs,
+        })
+    }
+
+    async fn respond(&self, r: Response) {
+        tracing::debug!(request_id = ?r.request_id, state = ?r.state, "file response");
+        let publish = ControlPublish {
+            topic: self.response_topic.clone(),
+            payload: r.to_json(),
+            retain: false,
+        };
+        if self.responses.send(publish).await.is_err() {
+            tracing::warn!("publisher gone; file response not sent");
+        }
+    }
+
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), UploadError> {
+        let mut waiting: VecDeque<String> = VecDeque::new();
+        let mut delayed: Vec<(Instant, String)> = Vec::new();
+        for job in self.jobs.unfinished().await? {
+            tracing::info!(request_id = %job.request_id, attempts = job.attempts, source = ?job.source, size = ?job.size, "resuming an upload");
+            match self.start_time(&job) {
+                Some(at) => delayed.push((at, job.request_id)),
+                None => waiting.push_back(job.request_id),
+            }
+        }
+        let (report_tx, mut report_rx) = mpsc::channel::<(String, Report)>(64);
+        let mut running: HashMap<String, Running> = HashMap::new();
+        let mut tasks: JoinSet<(String, Result<Done, TransferError>)> = JoinSet::new();
+        let mut tick = tokio::time::interval(
+            self.config
+                .upload
+                .progress_interval
+                .min(Duration::from_secs(1)),
+        );
+        let mut last_prune: Option<Instant> = None;
+        let mut requests_open = true;
+        loop {
+            while running.len() < self.config.upload.concurrency {
+                let Some(id) = waiting.pop_front() else { break };
+                self.start(&id, &mut running, &mut tasks, &report_tx)
+                    .await?;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    // Attempts in flight stop here; their jobs resume at the next start.
+                    tasks.shutdown().await;
+                    break;
+                }
+                msg = self.requests.recv(), if requests_open => match msg {
+                    Some(m) => {
+                        if let Some((id, at)) = self.on_request(&m.payload).await? {
+                            match at {
+                                Some(at) => delayed.push((at, id)),
+                                None => waiting.push_back(id),
+                            }
+                        }
+                    }
+                    None => requests_open = false,
+                },
+                Some((id, report)) = report_rx.recv() => self.on_report(&id, report).await?,
+                Some(joined) = tasks.join_next() => {
+                    let (id, result) = match joined {
+                        Ok(r) => r,
+                        Err(e) => {
+                            tracing::error!(error = %e, "an upload task failed");
+                            continue;
+                        }
+                    };
+                    // Reports sent before the end are applied first.
+                    while let Ok((rid, report)) = report_rx.try_recv() {
+                        self.on_report(&rid, report).await?;
+                    }
+                    let info = running.remove(&id);
+                    if let Some(at) = self.on_finished(&id, result, info).await? {
+                        delayed.push((at, id));
+                    }
+                }
+                _ = tick.tick() => {
+                    let now = Instant::now();
+                    delayed.retain(|(at, id)| {
+                        if *at <= now {
+                            waiting.push_back(id.clone());
+                            false
+                        } else {
+                            true
+                        }
+                    });
+                    self.report_progress(&mut running).await;
+                    if last_prune.is_none_or(|at| now.duration_since(at) > Duration::from_secs(3600)) {
+                        last_prune = Some(now);
+                        let before = now_ms() - self.config.upload.keep_finished.as_millis() as i64;
+                        match self.jobs.prune(before).await {
+                            Ok(n) if n > 0 => tracing::info!(jobs = n, "forgot finished upload jobs"),
+                            Ok(_) => {}
+                            Err(e) => tracing::warn!(error = %e, "cannot prune finished upload jobs"),
+                        }
+                    }
+                }
+            }
+        }
+        self.jobs.close().await?;
+        Ok(())
+    }
+
+    /// When a job may start: a clip waits for the end of its range to be recorded.
+    fn start_time(&self, job: &Job) -> Option<Instant> {
+        let request = commands::parse(job.request.as_bytes(), self.policy).ok()?;
+        let What::Range { to, .. } = request.what else {
+            return None;
+        };
+        let ready = to + self.config.video.segment_duration + CLIP_SETTLE;
+        let wait = ready.duration_since(SystemTime::now()).ok()?;
+        Some(Instant::now() + wait)
+    }
+
+    /// Checks a request and records its job. Returns the job to schedule (and when).
+    async fn on_request(
+        &mut self,
+        payload: &[u8],
+    ) -> Result<Option<(String, Option<Instant>)>, UploadError> {
+        let request = match commands::parse(payload, self.policy) {
+            Ok(r) => r,
+            Err(rejection) => {
+                Metrics::add(&self.metrics.uploads_rejected, 1);
+                tracing::warn!(request_id = ?rejection.request_id, reason = %rejection.reason, "file request rejected");
+                self.respond(Response::rejected(&rejection)).await;
+                return Ok(None);
+            }
+        };
+        let id = request.request_id.clone();
+        if let Some(existing) = self.jobs.get(&id).await? {
+            tracing::info!(request_id = %id, state = existing.state.as_str(), "repeated file request; not uploading again");
+            self.respond(repeat_answer(&existing)).await;
+            return Ok(None);
+        }
+        if let Err(reason) = self.check_source(&request) {
+            Metrics::add(&self.metrics.uploads_rejected, 1);
+            tracing::warn!(request_id = %id, %reason, "file request rejected");
+            self.respond(Response::rejected(&commands::Rejection {
+                request_id: Some(id),
+                reason,
+            }))
+            .await;
+            return Ok(None);
+        }
+        let text = String::from_utf8_lossy(payload);
+        if let Err(existing) = self.jobs.insert(&id, &text, now_ms()).await? {
+            self.respond(repeat_answer(&existing)).await;
+            return Ok(None);
+        }
+        pin(&self.pins, &self.config, &request);
+        Metrics::add(&self.metrics.uploads_accepted, 1);
+        tracing::info!(request_id = %id, what = ?request.what, "file request accepted");
+        let mut accepted = Response::new(Some(&id), State::Accepted);
+        let job = self.jobs.get(&id).await?;
+        let at = job.as_ref().and_then(|j| self.start_time(j));
+        if at.is_some() {
+            accepted.note = Some("waiting for the end of the range to be recorded".into());
+        }
+        self.respond(accepted).await;
+        Ok(Some((id, at)))
+    }
+
+    /// What can be checked at once about the source (the file exists and is
+    /// allowed; the recordings cover a past range).
+    fn check_source(&self, request: &FileRequest) -> Result<(), String> {
+        let media_dir = &self.config.upload.media_dir;
+        match &request.what {
+            What::File(rel) => media::resolve(media_dir, rel).map(|_| ()),
+            What::Event(event) => {
+                media::resolve(media_dir, &format!("snapshots/{event}.jpg")).map(|_| ())
+            }
+            What::Range { from, to } => {
+                if *to + self.config.video.segment_duration + CLIP_SETTLE > SystemTime::now() {
+                    return Ok(()); // not recorded yet: checked when it is
+                }
+                clips::plan(
+                    &self.config.video.recordings_dir,
+                    *from,
+                    *to,
+                    SystemTime::now(),
+                )
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    async fn start(
+        &mut self,
+        id: &str,
+        running: &mut HashMap<String, Running>,
+        tasks: &mut JoinSet<(String, Result<Done, TransferError>)>,
+        reports: &mpsc::Sender<(String, Report)>,
+    ) -> Result<(), UploadError> {
+        let Some(job) = self.jobs.get(id).await? else {
+            return Ok(());
+        };
+        let request = match commands::parse(job.request.as_bytes(), self.policy) {
+            Ok(r) => r,
+            Err(rejection) => {
+                // Accepted before, refused now (a configuration change).
+                let outcome = Err(TransferError {
+                    reason: rejection.reason,
+                    failure: Failure::Permanent,
+                });
+                self.on_finished(id, outcome, None).await?;
+                return Ok(());
+            }
+        };
+        self.jobs
+            .set_state(
+                id,
+                JobState::Uploading,
+                job.attempts,
+                job.error.as_deref(),
+                now_ms(),
+            )
+            .await?;
+        let parts = self.jobs.parts(id).await?;
+        let counter = Arc::new(Counter::default());
+        let size = Arc::new(std::sync::atomic::AtomicU64::new(job.size.unwrap_or(0)));
+        running.insert(
+            id.to_owned(),
+            Running {
+                counter: counter.clone(),
+                size: size.clone(),
+                progress: Progress::new(self.config.upload.progress_interval),
+                started: Instant::now(),
+            },
+        );
+        let attempt = Attempt {
+            request_id: id.to_owned(),
+            request,
+            upload_id: job.upload_id.filter(|u| !u.is_empty()),
+            parts,
+            clip_path: self.work_dir.join(format!("{id}.mkv")),
+        };
+        tracing::info!(request_id = %id, attempt = job.attempts + 1, "upload starting");
+        let ctx = Context {
+            config: self.config.clone(),
+            s3: self.s3.clone(),
+            http: self.http.clone(),
+            throttle: self.throttle.clone(),
+        };
+        let reports = reports.clone();
+        tasks.spawn(async move {
+            let id = attempt.request_id.clone();
+            let result = ctx.attempt(attempt, reports, counter, size).await;
+            (id, result)
+        });
+        Ok(())
+    }
+
+    async fn on_report(&mut self, id: &str, report: Report) -> Result<(), UploadError> {
+        match report {
+            Report::UploadId(upload_id) => {
+                let upload_id = (!upload_id.is_empty()).then_some(upload_id);
+                self.jobs
+                    .set_upload_id(id, upload_id.as_deref(), now_ms())
+                    .await?
+            }
+            Report::Part(part) => self.jobs.add_part(id, &part).await?,
+            Report::Source { path, size } => {
+                self.jobs
+                    .set_source(id, &path.to_string_lossy(), size, now_ms())
+                    .await?;
+                // The attempt has its file: say so at once, whatever its length.
+                let mut msg = Response::new(Some(id), State::Uploading);
+                msg.bytes = Some(0);
+                msg.size = Some(size);
+                msg.percent = Some(0.0);
+                self.respond(msg).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn report_progress(&self, running: &mut HashMap<String, Running>) {
+        for (id, r) in running.iter_mut() {
+            let size = r.size.load(Relaxed);
+            if size == 0 {
+                continue;
+            }
+            let bytes = r.counter.bytes.load(Relaxed).min(size);
+            if bytes > 0 && r.progress.due(r.started.elapsed(), bytes) {
+                let mut msg = Response::new(Some(id), State::Uploading);
+                msg.bytes = Some(bytes);
+                msg.size = Some(size);
+                msg.percent = Some((bytes as f64 * 1000.0 / size as f64).round() / 10.0);
+                self.respond(msg).await;
+            }
+        }
+    }
+
+    /// Records the outcome of an attempt; returns when to try again, if ever.
+    async fn on_finished(
+        &mut self,
+        id: &str,
+        result: Result<Done, TransferError>,
+        _info: Option<Running>,
+    ) -> Result<Option<Instant>, UploadError> {
+        let Some(job) = self.jobs.get(id).await? else {
+            return Ok(None);
+        };
+        match result {
+            Ok(done) => {
+                self.jobs.set_done(id, &done, now_ms()).await?;
+                Metrics::add(&self.metrics.uploads_done, 1);
+                Metrics::add(&self.metrics.upload_bytes, done.size);
+                tracing::info!(request_id = %id, size = done.size, sha256 = %done.sha256, location = %done.location, "upload done");
+                let mut msg = Response::new(Some(id), State::Done);
+                msg.size = Some(done.size);
+                msg.sha256 = Some(done.sha256);
+                msg.etag = Some(done.etag);
+                msg.location = Some(done.location);
+                self.respond(msg).await;
+                self.release(id);
+                Ok(None)
+            }
+            Err(e) => {
+                let attempts = job.attempts + 1;
+                Metrics::add(&self.metrics.upload_attempts_failed, 1);
+                let next = self.retry.next(attempts, e.failure, rand::random::<f64>());
+                let mut msg = Response::new(Some(id), State::Failed);
+                msg.reason = Some(e.reason.clone());
+                msg.attempt = Some(attempts);
+                match next {
+                    Next::RetryIn(delay) => {
+                        tracing::warn!(request_id = %id, attempt = attempts, reason = %e.reason, retry_in = ?delay, "upload attempt failed; will retry");
+                        self.jobs
+                            .set_state(id, JobState::Queued, attempts, Some(&e.reason), now_ms())
+                            .await?;
+                        msg.retrying = Some(true);
+                        self.respond(msg).await;
+                        Ok(Some(Instant::now() + delay))
+                    }
+                    Next::GiveUp => {
+                        tracing::error!(request_id = %id, attempt = attempts, reason = %e.reason, "upload failed for good");
+                        self.jobs
+                            .set_state(id, JobState::Failed, attempts, Some(&e.reason), now_ms())
+                            .await?;
+                        Metrics::add(&self.metrics.uploads_failed, 1);
+                        msg.retrying = Some(false);
+                        self.respond(msg).await;
+                        self.release(id);
+                        Ok(None)
+                    }
+                }
+            }
+        }
+    }
+
+    /// The job has ended: its recordings may go, its clip is deleted.
+    fn release(&self, id: &str) {
+        self.pins.unpin(id);
+        let clip = self.work_dir.join(format!("{id}.mkv"));
+        if let Err(e) = std::fs::remove_file(&clip) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %clip.display(), error = %e, "cannot delete an uploaded clip");
+            }
+        }
+    }
+}
+
+/// The answer to a request id seen before: its job's state, never a new upload.
+fn repeat_answer(job: &Job) -> Response {
+    let id = Some(job.request_id.as_str());
+    let mut r = match job.state {
+        JobState::Done => {
+            let mut r = Response::new(id, State::Done);
+            r.size = job.size;
+            r.sha256 = job.sha256.clone();
+            r.etag = job.etag.clone();
+            r.location = job.location.clone();
+            r
+        }
+        JobState::Failed => {
+            let mut r = Response::new(id, State::Failed);
+            r.reason = job.error.clone();
+            r.retrying = Some(false);
+            r
+        }
+        JobState::Queued | JobState::Uploading => Response::new(id, State::Accepted),
+    };
+    r.note = Some("repeated request_id: answered from the first request's job".into());
+    r
+}
+
+/// Holds the recordings a request needs until its job ends.
+fn pin(pins: &Pins, config: &Config, request: &FileRequest) {
+    let id = &request.request_id;
+    match &request.what {
+        What::Range { from, to } => pins.pin(
+            id,
+            Pin::Range {
+                from: *from,
+                to: *to,
+            },
+        ),
+        What::File(rel) => {
+            if let Ok(path) = media::resolve(&config.upload.media_dir, rel) {
+                pins.pin(id, Pin::File(path));
+            }
+        }
+        What::Event(_) => {}
+    }
+}
+
+/// What an attempt runs with, cloned out of the stage.
+struct Context {
+    config: Arc<Config>,
+    s3: Option<aws_sdk_s3::Client>,
+    http: reqwest::Client,
+    throttle: Throttle,
+}
+
+impl Context {
+    async fn attempt(
+        self,
+        a: Attempt,
+        reports: mpsc::Sender<(String, Report)>,
+        counter: Arc<Counter>,
+        size_out: Arc<std::sync::atomic::AtomicU64>,
+    ) -> Result<Done, TransferError> {
+        let media_dir = &self.config.upload.media_dir;
+        let permanent = |reason: String| TransferError {
+            reason,
+            failure: Failure::Permanent,
+        };
+        let path = match &a.request.what {
+            What::File(rel) => media::resolve(media_dir, rel).map_err(permanent)?,
+            What::Event(event) => {
+                media::resolve(media_dir, &format!("snapshots/{event}.jpg")).map_err(permanent)?
+            }
+            What::Range { from, to } => {
+                if !a.clip_path.exists() {
+                    let (dir, from, to, out) = (
+                        self.config.video.recordings_dir.clone(),
+                        *from,
+                        *to,
+                        a.clip_path.clone(),
+                    );
+                    let cut = tokio::task::spawn_blocking(move || {
+                        clips::cut(&dir, from, to, &out, Duration::from_secs(600))
+                    })
+                    .await
+                    .map_err(|e| permanent(format!("cutting the clip: {e}")))?;
+                    match cut {
+                        Ok(clip) => {
+                            tracing::info!(request_id = %a.request_id, segments = clip.segments.len(), bytes = clip.bytes, "clip cut for upload")
+                        }
+                        Err(e @ clips::ClipError::NoRecording { .. }) => {
+                            return Err(permanent(e.to_string()))
+                        }
+                        Err(e) => {
+                            return Err(TransferError {
+                                reason: format!("cutting the clip: {e}"),
+                                failure: Failure::Transient,
+                            })
+                        }
+                    }
+                }
+                a.clip_path.clone()
+            }
+        };
+        let size = std::fs::metadata(&path)
+            .map_err(|e| permanent(format!("cannot read {}: {e}", path.display())))?
+            .len();
+        size_out.store(size, Relaxed);
+        let id = a.request_id.clone();
+        reports
+            .send((
+                id.clone(),
+                Report::Source {
+                    path: path.clone(),
+                    size,
+                },
+            ))
+            .await
+            .ok();
+        let (tx, mut rx) = mpsc::channel(16);
+        let forward = {
+            let reports = reports.clone();
+            let id = id.clone();
+            tokio::spawn(async move {
+                while let Some(r) = rx.recv().await {
+                    if reports.send((id.clone(), r)).await.is_err() {
+                        break;
+                    }
+                }
+            })
+        };
+        let result = match &a.request.target {
+            Where::S3 { bucket, key } => {
+                let client = self
+                    .s3
+                    .as_ref()
+                    .ok_or_else(|| permanent("no S3 client".into()))?;
+                S3Upload {
+                    client,
+                    bucket,
+                    key,
+                    part_size: self.config.upload.part_size,
+                    throttle: self.throttle.clone(),
+                }
+                .run(&path, size, a.upload_id, a.parts, &tx, counter)
+                .await
+            }
+            Where::Presigned { url, headers } => {
+                transfer::put_presigned(
+                    &self.http,
+                    url,
+                    headers,
+                    &path,
+                    size,
+                    self.throttle.clone(),
+                    counter,
+                )
+                .await
+            }
+        };
+        drop(tx);
+        forward.await.ok();
+        result
+    }
+}

@@ -1,0 +1,420 @@
+//! Uploads on request over MQTT, to a real S3-compatible server that checks SigV4
+//! signatures (s3s-fs): by bucket and key (multipart) and by a presigned URL; the
+//! hostile requests; resuming after the path to S3 is cut and after kill -9.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+const MIB: usize = 1024 * 1024;
+
+fn sha256_file(path: &Path) -> String {
+    hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+/// A file of `len` pseudo-random bytes.
+fn random_file(path: &Path, len: usize) {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ len as u64;
+    let bytes: Vec<u8> = (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn upload_config(media: &Path, s3_port: u16, extra: &str) -> String {
+    format!(
+        "[health]\nmetrics_interval = \"1s\"\n\
+         [upload]\nmedia_dir = \"{}\"\nallow_plain_http = true\npart_size = {}\n\
+         progress_interval = \"200ms\"\nretry_min = \"200ms\"\nretry_max = \"1s\"\n{extra}\
+         [upload.s3]\nendpoint = \"http://127.0.0.1:{s3_port}\"\nforce_path_style = true\nregion = \"{S3_REGION}\"\n",
+        media.display(),
+        5 * MIB,
+    )
+}
+
+/// Waits until the daemon has subscribed: its first metrics message follows its
+/// subscriptions on the same connection.
+async fn wait_subscribed(rig: &Rig) {
+    wait_until(
+        "the daemon online and subscribed",
+        Duration::from_secs(20),
+        || !rig.observer.metrics().is_empty(),
+    )
+    .await;
+}
+
+async fn request(rig: &Rig, body: Value) {
+    rig.observer
+        .publish(
+            &format!("{CAMERA}/file/request"),
+            body.to_string().as_bytes(),
+        )
+        .await;
+}
+
+/// Waits for the final response (done, rejected, or failed without retry).
+async fn outcome(rig: &Rig, id: &str, within: Duration) -> Value {
+    let mut last = Value::Null;
+    wait_until(&format!("an outcome for {id}"), within, || {
+        last = rig
+            .observer
+            .responses_for(id)
+            .into_iter()
+            .rev()
+            .find(|r| {
+                r["state"] == "done"
+                    || r["state"] == "rejected"
+                    || (r["state"] == "failed" && r["retrying"] == false)
+            })
+            .unwrap_or(Value::Null);
+        !last.is_null()
+    })
+    .await;
+    last
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn uploads_by_bucket_and_by_presigned_url_arrive_intact_and_are_never_repeated() {
+    let dir = test_dir("uploads-s3");
+    let s3 = S3Server::start(&dir.path().join("s3"));
+    s3.bucket("clips");
+    let media = dir.path().join("media");
+    random_file(&media.join("recordings/big.bin"), 21 * MIB + 12_345);
+    random_file(&media.join("snapshots/ev-1.jpg"), 40_000);
+    let rig = Rig::new("uploads", &upload_config(&media, s3.port, "")).await;
+    let daemon = rig.daemon_with_s3_credentials(0);
+    wait_subscribed(&rig).await;
+
+    // By bucket and key: five parts of 5 MiB.
+    request(
+        &rig,
+        json!({"request_id": "r-s3", "file": "recordings/big.bin",
+        "s3": {"bucket": "clips", "key": "cam/big.bin"}}),
+    )
+    .await;
+    let done = outcome(&rig, "r-s3", Duration::from_secs(60)).await;
+    assert_eq!(done["state"], "done", "{done}\n{}", daemon.log_text());
+    let expected = sha256_file(&media.join("recordings/big.bin"));
+    assert_eq!(done["sha256"], expected.as_str());
+    assert_eq!(sha256_file(&s3.object("clips", "cam/big.bin")), expected);
+    assert_eq!(done["size"], (21 * MIB + 12_345) as u64);
+    let states: Vec<Value> = rig
+        .observer
+        .responses_for("r-s3")
+        .iter()
+        .map(|r| r["state"].clone())
+        .collect();
+    assert_eq!(states.first().unwrap(), "accepted", "{states:?}");
+    assert!(states.contains(&json!("uploading")), "{states:?}");
+    let log = daemon.log_text();
+    assert!(log.contains("upload done"), "{log}");
+
+    // By a presigned URL made with aws-sdk-s3's presigner (an event's snapshot).
+    let (url, headers) = S3Server::presigned_put(s3.port, "clips", "cam/ev-1.jpg").await;
+    let headers: serde_json::Map<String, Value> = headers
+        .into_iter()
+        .map(|(k, v)| (k, Value::String(v)))
+        .collect();
+    request(
+        &rig,
+        json!({"request_id": "r-url", "event_id": "ev-1",
+        "presigned": {"url": url, "headers": headers}}),
+    )
+    .await;
+    let done = outcome(&rig, "r-url", Duration::from_secs(30)).await;
+    assert_eq!(done["state"], "done", "{done}");
+    let expected = sha256_file(&media.join("snapshots/ev-1.jpg"));
+    assert_eq!(sha256_file(&s3.object("clips", "cam/ev-1.jpg")), expected);
+    assert_eq!(done["sha256"], expected.as_str());
+
+    // A presigned URL whose signature does not match is refused by the server: a
+    // final failure with its reason.
+    let (bad_url, _) = S3Server::presigned_put(s3.port, "clips", "cam/other.jpg").await;
+    let bad_url = bad_url.replace("cam/other.jpg", "cam/tampered.jpg");
+    request(
+        &rig,
+        json!({"request_id": "r-tampered", "event_id": "ev-1",
+        "presigned": {"url": bad_url}}),
+    )
+    .await;
+    let failed = outcome(&rig, "r-tampered", Duration::from_secs(30)).await;
+    assert_eq!(failed["state"], "failed", "{failed}");
+    assert!(
+        failed["reason"].as_str().unwrap().contains("403"),
+        "{failed}"
+    );
+    assert!(!s3.object("clips", "cam/tampered.jpg").exists());
+
+    // The same request id again: answered from the first job, not uploaded again.
+    std::fs::remove_file(s3.object("clips", "cam/big.bin")).unwrap();
+    request(
+        &rig,
+        json!({"request_id": "r-s3", "file": "recordings/big.bin",
+        "s3": {"bucket": "clips", "key": "cam/big.bin"}}),
+    )
+    .await;
+    wait_until(
+        "the repeated request's answer",
+        Duration::from_secs(10),
+        || {
+            rig.observer
+                .responses_for("r-s3")
+                .iter()
+                .filter(|r| r["state"] == "done")
+                .count()
+                == 2
+        },
+    )
+    .await;
+    let again = rig.observer.responses_for("r-s3").last().unwrap().clone();
+    assert!(
+        again["note"].as_str().unwrap().contains("repeated"),
+        "{again}"
+    );
+    assert!(
+        !s3.object("clips", "cam/big.bin").exists(),
+        "uploaded twice"
+    );
+
+    wait_until("upload metrics", Duration::from_secs(10), || {
+        rig.observer
+            .metrics()
+            .last()
+            .is_some_and(|m| m["uploads"]["done"] == 2)
+    })
+    .await;
+    assert_schemas(&rig.observer);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_requests_are_rejected_with_a_reason_and_nothing_outside_the_media_dir_is_read() {
+    let dir = test_dir("uploads-hostile");
+    let media = dir.path().join("media");
+    random_file(&media.join("ok.bin"), 1000);
+    std::fs::write(dir.path().join("secret.txt"), b"secret").unwrap();
+    std::os::unix::fs::symlink(dir.path().join("secret.txt"), media.join("link-out")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", media.join("zero")).unwrap();
+    // Plain HTTP refused here (the default).
+    let rig = Rig::new(
+        "uploads-hostile",
+        &format!(
+            "[health]\nmetrics_interval = \"1s\"\n[upload]\nmedia_dir = \"{}\"\n",
+            media.display()
+        ),
+    )
+    .await;
+    let daemon = rig.daemon_with_s3_credentials(0);
+    wait_subscribed(&rig).await;
+    let s3 = json!({"bucket": "clips", "key": "k"});
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "h-dotdot",
+            json!({"request_id": "h-dotdot", "file": "../../etc/passwd", "s3": s3}),
+            "leaves",
+        ),
+        (
+            "h-abs",
+            json!({"request_id": "h-abs", "file": "/etc/shadow", "s3": s3}),
+            "absolute",
+        ),
+        (
+            "h-link",
+            json!({"request_id": "h-link", "file": "link-out", "s3": s3}),
+            "leads out",
+        ),
+        (
+            "h-dev",
+            json!({"request_id": "h-dev", "file": "zero", "s3": s3}),
+            "leads out",
+        ),
+        (
+            "h-missing-dest",
+            json!({"request_id": "h-missing-dest", "file": "ok.bin"}),
+            "destination",
+        ),
+        (
+            "h-missing-what",
+            json!({"request_id": "h-missing-what", "s3": s3}),
+            "exactly one of",
+        ),
+        (
+            "h-http",
+            json!({"request_id": "h-http", "file": "ok.bin",
+            "presigned": {"url": "http://127.0.0.1:9/b/k"}}),
+            "plain-HTTP",
+        ),
+        (
+            "h-nofile",
+            json!({"request_id": "h-nofile", "file": "nope.bin", "s3": s3}),
+            "does not exist",
+        ),
+    ];
+    for (_, body, _) in &cases {
+        request(&rig, body.clone()).await;
+    }
+    // No id to answer to: an invalid JSON, a 1 MB request, a request without an id.
+    let topic = format!("{CAMERA}/file/request");
+    rig.observer
+        .publish(&topic, b"{\"request_id\": \"h-json\", ")
+        .await;
+    let huge = json!({"request_id": "h-huge", "file": "a".repeat(1 << 20), "s3": s3});
+    rig.observer
+        .publish(&topic, huge.to_string().as_bytes())
+        .await;
+    rig.observer
+        .publish(
+            &topic,
+            json!({"file": "ok.bin", "s3": s3}).to_string().as_bytes(),
+        )
+        .await;
+
+    for (id, _, why) in &cases {
+        let r = outcome(&rig, id, Duration::from_secs(15)).await;
+        assert_eq!(r["state"], "rejected", "{id}: {r}");
+        assert!(r["reason"].as_str().unwrap().contains(why), "{id}: {r}");
+    }
+    wait_until(
+        "the three answers without an id",
+        Duration::from_secs(15),
+        || rig.observer.responses_for_null().len() >= 3,
+    )
+    .await;
+    let anonymous = rig.observer.responses_for_null();
+    let reasons: Vec<&str> = anonymous
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap())
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r.contains("not valid JSON")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("at most 16384")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("request_id")),
+        "{reasons:?}"
+    );
+    assert!(
+        !daemon.log_text().contains("secret"),
+        "a file outside was read"
+    );
+    wait_until("rejections in the metrics", Duration::from_secs(10), || {
+        rig.observer
+            .metrics()
+            .last()
+            .is_some_and(|m| m["uploads"]["rejected"].as_u64().unwrap_or(0) >= 11)
+    })
+    .await;
+    // The daemon keeps delivering events.
+    let mut d = daemon;
+    assert!(d.proc.is_running());
+    assert_schemas(&rig.observer);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_multipart_upload_resumes_after_the_link_is_cut_and_after_kill_9() {
+    let dir = test_dir("uploads-resume");
+    let s3 = S3Server::start(&dir.path().join("s3"));
+    s3.bucket("clips");
+    let proxy = Proxy::start(s3.port);
+    let media = dir.path().join("media");
+    let size = 30 * MIB;
+    random_file(&media.join("a.bin"), size);
+    random_file(&media.join("b.bin"), size);
+    // 6 MiB/s: five seconds per file, long enough to interrupt.
+    let rig = Rig::new(
+        "uploads-resume",
+        &upload_config(
+            &media,
+            proxy.port,
+            &format!("max_bytes_per_sec = {}\n", 6 * MIB),
+        ),
+    )
+    .await;
+    let mut daemon = rig.daemon_with_s3_credentials(0);
+    wait_subscribed(&rig).await;
+    let progress = |id: &str| {
+        rig.observer
+            .responses_for(id)
+            .iter()
+            .filter_map(|r| r["bytes"].as_u64())
+            .max()
+            .unwrap_or(0)
+    };
+
+    // The path to S3 is cut after two parts, and restored two seconds later.
+    request(
+        &rig,
+        json!({"request_id": "cut", "file": "a.bin", "s3": {"bucket": "clips", "key": "a.bin"}}),
+    )
+    .await;
+    wait_until("two parts of a.bin", Duration::from_secs(30), || {
+        progress("cut") > (11 * MIB) as u64
+    })
+    .await;
+    proxy.cut();
+    wait_until(
+        "the failure to be reported",
+        Duration::from_secs(30),
+        || {
+            rig.observer
+                .responses_for("cut")
+                .iter()
+                .any(|r| r["state"] == "failed" && r["retrying"] == true)
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    proxy.restore();
+    let done = outcome(&rig, "cut", Duration::from_secs(60)).await;
+    assert_eq!(done["state"], "done", "{done}\n{}", daemon.log_text());
+    assert_eq!(
+        sha256_file(&s3.object("clips", "a.bin")),
+        sha256_file(&media.join("a.bin"))
+    );
+    let sent_a = proxy.sent();
+    // Completed parts are not sent again: at most the part in flight is repeated.
+    assert!(
+        sent_a < (size + 5 * MIB + MIB) as u64,
+        "{sent_a} bytes went for a {size}-byte file"
+    );
+
+    // kill -9 in the middle of the second upload; the restarted daemon resumes it.
+    request(
+        &rig,
+        json!({"request_id": "killed", "file": "b.bin", "s3": {"bucket": "clips", "key": "b.bin"}}),
+    )
+    .await;
+    wait_until("two parts of b.bin", Duration::from_secs(30), || {
+        progress("killed") > (11 * MIB) as u64
+    })
+    .await;
+    daemon.proc.kill9();
+    let mut daemon = rig.daemon_with_s3_credentials(1);
+    let done = outcome(&rig, "killed", Duration::from_secs(60)).await;
+    assert_eq!(done["state"], "done", "{done}\n{}", daemon.log_text());
+    assert_eq!(
+        sha256_file(&s3.object("clips", "b.bin")),
+        sha256_file(&media.join("b.bin"))
+    );
+    let sent_b = proxy.sent() - sent_a;
+    assert!(
+        sent_b < (size + 5 * MIB + MIB) as u64,
+        "{sent_b} bytes went for a {size}-byte file across the kill"
+    );
+    assert!(daemon.log_text().contains("resuming an upload"));
+    assert!(daemon.proc.terminate().unwrap().success());
+}
