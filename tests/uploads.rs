@@ -418,3 +418,37 @@ async fn a_multipart_upload_resumes_after_the_link_is_cut_and_after_kill_9() {
     assert!(daemon.log_text().contains("resuming an upload"));
     assert!(daemon.proc.terminate().unwrap().success());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_iot_credentials_the_device_certificate_buys_the_s3_credentials() {
+    let dir = test_dir("uploads-iot");
+    let s3 = S3Server::start(&dir.path().join("s3"));
+    s3.bucket("clips");
+    let media = dir.path().join("media");
+    random_file(&media.join("a.bin"), 6 * MIB);
+    // The rig's certificates: the provider stand-in trusts the device certificate,
+    // and answers only for this role alias and thing name.
+    let rig = Rig::new("uploads-iot", "").await;
+    let provider = CredentialsProvider::start(rig.path(), &rig.pki, "edgecam-uploads");
+    let text = std::fs::read_to_string(&rig.config).unwrap()
+        + &upload_config(&media, s3.port, "")
+        + &format!(
+            "credentials = \"iot\"\niot_credentials_endpoint = \"127.0.0.1:{}\"\nrole_alias = \"edgecam-uploads\"\n",
+            provider.port
+        );
+    std::fs::write(&rig.config, text).unwrap();
+    // No AWS keys in the environment: only the certificate.
+    let daemon = rig.daemon(0);
+    wait_subscribed(&rig).await;
+    request(
+        &rig,
+        json!({"request_id": "iot-1", "file": "a.bin", "s3": {"bucket": "clips", "key": "a.bin"}}),
+    )
+    .await;
+    let done = outcome(&rig, "iot-1", Duration::from_secs(60)).await;
+    assert_eq!(done["state"], "done", "{done}\n{}", daemon.log_text());
+    assert_eq!(
+        sha256_file(&s3.object("clips", "a.bin")),
+        sha256_file(&media.join("a.bin"))
+    );
+}

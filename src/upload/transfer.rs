@@ -124,7 +124,16 @@ where
         SdkError::ServiceError(s) => s.err().code().unwrap_or_default().to_owned(),
         _ => String::new(),
     };
-    let detail = aws_sdk_s3::error::DisplayErrorContext(&e).to_string();
+    // The full chain of causes, without the Debug dump the SDK appends, and short
+    // enough for a response message.
+    let full = aws_sdk_s3::error::DisplayErrorContext(&e).to_string();
+    let detail: String = full
+        .split(" (")
+        .next()
+        .unwrap_or(&full)
+        .chars()
+        .take(400)
+        .collect();
     let permanent = [
         "AccessDenied",
         "NoSuchBucket",

@@ -322,6 +322,48 @@ impl Front {
     }
 }
 
+/// haproxy as the AWS IoT credentials provider: HTTPS requiring the device
+/// certificate; answers `GET /role-aliases/<alias>/credentials` for the thing named
+/// in `x-amzn-iot-thingname` with the test S3 server's key as temporary credentials,
+/// and 403 to anything else.
+pub struct CredentialsProvider {
+    pub port: u16,
+    pub proc: Proc,
+}
+
+impl CredentialsProvider {
+    pub fn start(dir: &Path, pki: &Pki, alias: &str) -> Self {
+        let d = dir.join("credentials-provider");
+        std::fs::create_dir_all(&d).unwrap();
+        let port = free_port();
+        let conf = d.join("haproxy.cfg");
+        let body = format!(
+            r#"{{"credentials":{{"accessKeyId":"{S3_ACCESS_KEY}","secretAccessKey":"{S3_SECRET_KEY}","sessionToken":"test-session-token","expiration":"2099-01-01T00:00:00Z"}}}}"#
+        );
+        std::fs::write(d.join("answer.json"), body).unwrap();
+        std::fs::write(
+            &conf,
+            format!(
+                "global\n  maxconn 64\n\
+                 defaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n\
+                 frontend creds\n\
+                 \x20 bind 127.0.0.1:{port} ssl crt {bundle} ca-file {ca} verify required\n\
+                 \x20 http-request deny deny_status 403 unless {{ path /role-aliases/{alias}/credentials }} {{ req.hdr(x-amzn-iot-thingname) -m str {CAMERA} }}\n\
+                 \x20 http-request return status 200 content-type application/json file {answer}\n",
+                bundle = pki.path("server-bundle.pem").display(),
+                ca = pki.path("ca.pem").display(),
+                answer = d.join("answer.json").display(),
+            ),
+        )
+        .unwrap();
+        let mut cmd = Command::new(tool("haproxy"));
+        cmd.arg("-db").arg("-f").arg(&conf);
+        let proc = Proc::spawn(cmd, d.join("haproxy.log"));
+        wait_port(port, "credentials provider");
+        Self { port, proc }
+    }
+}
+
 /// Options of a generated edgecam configuration.
 pub struct DaemonConfig {
     pub port: u16,
