@@ -452,3 +452,69 @@ async fn with_iot_credentials_the_device_certificate_buys_the_s3_credentials() {
         sha256_file(&media.join("a.bin"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_time_range_is_cut_from_the_recordings_and_uploaded_as_one_clip() {
+    let dir = test_dir("uploads-clip");
+    let s3 = S3Server::start(&dir.path().join("s3"));
+    s3.bucket("clips");
+    let media = dir.path().join("media");
+    let recordings = media.join("recordings");
+    let rig = Rig::new(
+        "uploads-clip",
+        &(upload_config(&media, s3.port, "")
+            + &format!(
+                "[video]\nenabled = true\nsource = \"test\"\nwidth = 320\nheight = 240\nframerate = 15\n\
+                 segment_duration = \"1s\"\nrecordings_dir = \"{}\"\n",
+                recordings.display()
+            )),
+    )
+    .await;
+    let daemon = rig.daemon_with_s3_credentials(0);
+    wait_subscribed(&rig).await;
+    wait_until("four segments", Duration::from_secs(30), || {
+        std::fs::read_dir(&recordings)
+            .map(|d| d.count() >= 4)
+            .unwrap_or(false)
+    })
+    .await;
+    // A range over the second and third seconds of recording, which is in the past:
+    // the clip is cut once the segment covering its end is closed.
+    let mut names: Vec<String> = std::fs::read_dir(&recordings)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let start = |n: &str| {
+        let s = n.trim_end_matches(".mkv");
+        humantime::parse_rfc3339(&format!(
+            "{}-{}-{}T{}:{}:{}",
+            &s[0..4],
+            &s[4..6],
+            &s[6..8],
+            &s[9..11],
+            &s[11..13],
+            &s[13..]
+        ))
+        .unwrap()
+    };
+    let from = start(&names[1]) + Duration::from_millis(200);
+    let to = start(&names[2]) + Duration::from_millis(500);
+    let fmt = |t| humantime::format_rfc3339_millis(t).to_string();
+    request(
+        &rig,
+        json!({"request_id": "clip-1", "from": fmt(from), "to": fmt(to),
+        "s3": {"bucket": "clips", "key": "clip-1.mkv"}}),
+    )
+    .await;
+    let done = outcome(&rig, "clip-1", Duration::from_secs(60)).await;
+    assert_eq!(done["state"], "done", "{done}\n{}", daemon.log_text());
+    let object = s3.object("clips", "clip-1.mkv");
+    assert_eq!(done["sha256"], sha256_file(&object).as_str());
+    let head = std::fs::read(&object).unwrap();
+    assert_eq!(&head[..4], &[0x1a, 0x45, 0xdf, 0xa3], "a Matroska file");
+    // The working copy of the clip is gone once the job ended.
+    assert!(!rig.path().join("state/uploads/clip-1.mkv").exists());
+    assert!(daemon.log_text().contains("clip cut for upload"));
+}
