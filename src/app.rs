@@ -9,6 +9,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::analytics::PeopleCounting;
 use crate::config::{self, stage::RemoteStage, Config};
 use crate::health::{self, Health};
 use crate::metrics::Metrics;
@@ -140,11 +141,21 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
     // exist nobody reads it, so every frame beyond the queue counts as dropped.
     let video_task = config.video.enabled.then(|| {
         let frames = FrameQueue::new(config.video.frame_queue, metrics.clone());
-        tokio::spawn(
+        // People counting reads the frames (and idles while `[people]` is off; it
+        // can be switched on remotely).
+        let counting = tokio::spawn(
+            PeopleCounting::new(config_rx.clone(), frames.clone(), events_tx.clone())
+                .run(shutdown.clone()),
+        );
+        let video = tokio::spawn(
             Video::new(config.video.clone(), frames, pins.clone(), metrics.clone())
                 .run(shutdown.clone()),
-        )
+        );
+        (video, counting)
     });
+    if config.people.enabled && !config.video.enabled {
+        tracing::warn!("people counting is on but [video] is off: nothing to count");
+    }
     let log_task = log_reload
         .map(|reload| tokio::spawn(follow_log_level(config_rx, reload, shutdown.clone())));
     // Producers hold their own senders; the outbox ends once they are all gone.
@@ -162,8 +173,9 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
 
     let drain = async {
         join_logged("synthetic", synthetic_task).await;
-        if let Some(t) = video_task {
-            join_logged("video", t).await;
+        if let Some((video, counting)) = video_task {
+            join_logged("video", video).await;
+            join_logged("people counting", counting).await;
         }
         if let Some(t) = remote_task {
             join_logged("remote configuration", t).await;

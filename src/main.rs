@@ -1,6 +1,7 @@
 //! edgecam: the camera-side agent. Thin entry point: parse the command line, load the
 //! configuration, hand over to `app::run` or a one-shot command.
 
+mod analytics;
 mod app;
 mod commands;
 mod config;
@@ -62,6 +63,31 @@ enum Command {
     Recordings {
         #[command(subcommand)]
         command: RecordingsCommand,
+    },
+    /// Count people crossing a line in a video file: prints the crossings and the
+    /// totals per direction (the daemon's counting code, on the file's frames).
+    CountPeople {
+        /// Video file (any container and codec GStreamer decodes).
+        video: PathBuf,
+        /// The counting line, `x1,y1,x2,y2` as fractions of the frame (0..1).
+        #[arg(long)]
+        line: String,
+        /// Crossing towards this side counts as "in": down, up, left, right
+        /// (default: down for a line closer to horizontal, right otherwise).
+        #[arg(long = "in")]
+        in_direction: Option<String>,
+        /// Frames per second analysed (the daemon's `video.analytics_fps`).
+        #[arg(long, default_value_t = 5)]
+        fps: u32,
+        /// Width of the analysed frames (the daemon's `video.analytics_width`).
+        #[arg(long, default_value_t = 640)]
+        width: u32,
+        /// Take the counting parameters from this configuration's `[people]`.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Commit events to the outbox directly (the running daemon publishes them).
     Emit {
@@ -184,6 +210,23 @@ fn main() -> ExitCode {
                     out,
                 },
         } => load(&config).and_then(|c| recordings_clip(&c, &from, &to, &out)),
+        Command::CountPeople {
+            video,
+            line,
+            in_direction,
+            fps,
+            width,
+            config,
+            json,
+        } => count_people(
+            &video,
+            &line,
+            in_direction.as_deref(),
+            fps,
+            width,
+            config.as_deref(),
+            json,
+        ),
         Command::Emit {
             config,
             kind,
@@ -352,6 +395,81 @@ fn recordings_list(config: &Config, json: bool) -> anyhow::Result<()> {
             rfc3339(s.end),
             s.bytes,
             s.path.display()
+        );
+    }
+    Ok(())
+}
+
+fn count_people(
+    video: &Path,
+    line: &str,
+    in_direction: Option<&str>,
+    fps: u32,
+    width: u32,
+    config: Option<&Path>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let v: Vec<f32> = line
+        .split(',')
+        .map(|x| x.trim().parse::<f32>())
+        .collect::<Result<_, _>>()
+        .ok()
+        .filter(|v: &Vec<f32>| v.len() == 4 && v.iter().all(|x| (0.0..=1.0).contains(x)))
+        .with_context(|| format!("--line must be x1,y1,x2,y2 as fractions 0..1, found {line:?}"))?;
+    let in_direction = in_direction
+        .map(|d| {
+            serde_json::from_value::<analytics::InDirection>(serde_json::Value::String(d.into()))
+                .with_context(|| format!("--in must be down, up, left or right, found {d:?}"))
+        })
+        .transpose()?;
+    anyhow::ensure!((1..=60).contains(&fps), "--fps must be 1-60");
+    anyhow::ensure!((16..=7680).contains(&width), "--width must be 16-7680");
+    let mut people = match config {
+        Some(path) => load(path)?.people,
+        None => config::PeopleConfig::default(),
+    };
+    people.lines = vec![analytics::LineConfig {
+        name: "line".into(),
+        a: [v[0], v[1]],
+        b: [v[2], v[3]],
+        in_direction,
+    }];
+    people.zones.clear();
+    let mut counter = analytics::Counter::new(people.params(), people.lines.clone(), vec![]);
+    let mut tally = analytics::Tally::new(&people.lines, &[]);
+    let mut crossings = Vec::new();
+    let started = std::time::Instant::now();
+    let frames = video::decode::file_frames(video, width, fps, |frame, at| {
+        let found = counter.process(&frame.rgb, frame.width, frame.height);
+        tally.add(&found, &[]);
+        for c in found {
+            if !json {
+                println!(
+                    "{:8.2} s  {:<3}  track {}",
+                    at.as_secs_f64(),
+                    c.direction,
+                    c.track
+                );
+            }
+            crossings.push(serde_json::json!({"t_s": at.as_secs_f64(), "line": c.line,
+                "direction": c.direction, "track": c.track}));
+        }
+    })
+    .map_err(|e| anyhow::anyhow!(e))?;
+    let secs = started.elapsed().as_secs_f64();
+    let totals = &tally.lines["line"];
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"video": video, "frames": frames, "fps": fps, "crossings": crossings,
+                "in": totals.inn, "out": totals.out, "analysed_fps": frames as f64 / secs})
+        );
+    } else {
+        println!(
+            "in {}  out {}  ({frames} frames at {fps} fps analysed in {secs:.1} s, {:.0} frames/s)",
+            totals.inn,
+            totals.out,
+            frames as f64 / secs
         );
     }
     Ok(())

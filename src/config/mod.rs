@@ -67,6 +67,52 @@ pub struct Config {
     /// Uploads on request (`<camera-id>/file/request`) to S3 or presigned URLs.
     #[serde(default)]
     pub upload: UploadConfig,
+    /// People counting on the analytics frames: lines, zones, counts per interval.
+    #[serde(default)]
+    pub people: PeopleConfig,
+}
+
+/// People counting (background subtraction and blob tracking; see
+/// `src/analytics/people.rs`). Coordinates are fractions of the frame (0..1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeopleConfig {
+    /// Count people in the analytics frames (needs `[video] enabled`).
+    #[serde(default)]
+    pub enabled: bool,
+    /// Counting lines: `{ name, a = [x, y], b = [x, y], in_direction }`.
+    #[serde(default)]
+    pub lines: Vec<crate::analytics::LineConfig>,
+    /// Zones whose occupancy is reported: `{ name, points = [[x, y], ...] }`.
+    #[serde(default)]
+    pub zones: Vec<crate::analytics::ZoneConfig>,
+    /// One `people_count` event per interval, aligned to the wall clock (a
+    /// divisor of an hour keeps intervals on the hour).
+    #[serde(default = "default_people_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// Also one `people_crossing` event per crossing.
+    #[serde(default)]
+    pub crossing_events: bool,
+    /// Luma difference from the background that marks a moving pixel (1-255).
+    #[serde(default = "default_people_threshold")]
+    pub threshold: u8,
+    /// How fast the background follows slow changes (light), per frame (0.001-0.5).
+    #[serde(default = "default_people_learning_rate")]
+    pub learning_rate: f32,
+    /// Smallest person, as a fraction of the frame's area.
+    #[serde(default = "default_people_min_area")]
+    pub min_area: f32,
+    /// Farthest a person moves between two analysed frames, as a fraction of the
+    /// frame's diagonal.
+    #[serde(default = "default_people_max_step")]
+    pub max_step: f32,
+    /// Half-width of the dead band around a line, as a fraction of the diagonal: a
+    /// person must leave it on the other side to be counted.
+    #[serde(default = "default_people_hysteresis")]
+    pub hysteresis: f32,
+    /// Analysed frames a person may go undetected before the track ends.
+    #[serde(default = "default_people_max_missed")]
+    pub max_missed: u32,
 }
 
 /// Where S3 credentials come from.
@@ -445,6 +491,27 @@ fn default_segment() -> Duration {
 fn default_recordings_dir() -> PathBuf {
     PathBuf::from("/var/lib/edgecam/media/recordings")
 }
+fn default_people_interval() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_people_threshold() -> u8 {
+    28
+}
+fn default_people_learning_rate() -> f32 {
+    0.02
+}
+fn default_people_min_area() -> f32 {
+    0.002
+}
+fn default_people_max_step() -> f32 {
+    0.1
+}
+fn default_people_hysteresis() -> f32 {
+    0.03
+}
+fn default_people_max_missed() -> u32 {
+    4
+}
 fn default_media_dir() -> PathBuf {
     PathBuf::from("/var/lib/edgecam/media")
 }
@@ -582,6 +649,38 @@ fn default_log_level() -> String {
 }
 fn default_log_target() -> LogTarget {
     LogTarget::Auto
+}
+
+impl Default for PeopleConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            lines: Vec::new(),
+            zones: Vec::new(),
+            interval: default_people_interval(),
+            crossing_events: false,
+            threshold: default_people_threshold(),
+            learning_rate: default_people_learning_rate(),
+            min_area: default_people_min_area(),
+            max_step: default_people_max_step(),
+            hysteresis: default_people_hysteresis(),
+            max_missed: default_people_max_missed(),
+        }
+    }
+}
+
+impl PeopleConfig {
+    /// The counter's tuning.
+    pub fn params(&self) -> crate::analytics::Params {
+        crate::analytics::Params {
+            threshold: self.threshold,
+            learning_rate: self.learning_rate,
+            min_area: self.min_area,
+            max_step: self.max_step,
+            hysteresis: self.hysteresis,
+            max_missed: self.max_missed,
+        }
+    }
 }
 
 impl Default for UploadConfig {

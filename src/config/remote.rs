@@ -36,6 +36,17 @@ pub const TUNABLE: &[&str] = &[
     "synthetic.kind",
     "synthetic.count",
     "log.level",
+    "people.enabled",
+    "people.lines",
+    "people.zones",
+    "people.interval",
+    "people.crossing_events",
+    "people.threshold",
+    "people.learning_rate",
+    "people.min_area",
+    "people.max_step",
+    "people.hysteresis",
+    "people.max_missed",
 ];
 
 /// Where an overlay came from.

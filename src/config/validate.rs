@@ -238,6 +238,70 @@ impl Config {
             Duration::from_secs(1),
             Duration::from_secs(600),
         );
+        let p = &self.people;
+        let frac = |v: f32| (0.0..=1.0).contains(&v);
+        let mut names = std::collections::HashSet::new();
+        for (i, l) in p.lines.iter().enumerate() {
+            let field = format!("people.lines[{i}]");
+            c.check(
+                topics::valid_kind(&l.name) && names.insert(l.name.clone()),
+                &field,
+                || {
+                    format!(
+                        "a unique name of 1-64 characters from a-z 0-9 _ -, found {:?}",
+                        l.name
+                    )
+                },
+            );
+            let inside = l.a.iter().chain(&l.b).all(|v| frac(*v));
+            let long = ((l.b[0] - l.a[0]).powi(2) + (l.b[1] - l.a[1]).powi(2)).sqrt() >= 0.02;
+            c.check(inside && long, &field, || {
+                "end points a and b as fractions of the frame (0..1), at least 0.02 apart"
+                    .to_owned()
+            });
+            let parallel = l.in_direction.is_some_and(|d| {
+                let (dx, dy) = (l.b[0] - l.a[0], l.b[1] - l.a[1]);
+                match d {
+                    crate::analytics::InDirection::Up | crate::analytics::InDirection::Down => {
+                        dx.abs() < dy.abs() * 0.1
+                    }
+                    _ => dy.abs() < dx.abs() * 0.1,
+                }
+            });
+            c.check(!parallel, &field, || {
+                "an in_direction across the line, not along it".to_owned()
+            });
+        }
+        for (i, z) in p.zones.iter().enumerate() {
+            let field = format!("people.zones[{i}]");
+            c.check(
+                topics::valid_kind(&z.name) && names.insert(z.name.clone()),
+                &field,
+                || {
+                    format!(
+                        "a unique name of 1-64 characters from a-z 0-9 _ -, found {:?}",
+                        z.name
+                    )
+                },
+            );
+            c.check(
+                (3..=64).contains(&z.points.len()) && z.points.iter().flatten().all(|v| frac(*v)),
+                &field,
+                || "3 to 64 points as fractions of the frame (0..1)".to_owned(),
+            );
+        }
+        c.duration(
+            "people.interval",
+            p.interval,
+            Duration::from_secs(1),
+            Duration::from_secs(24 * 3600),
+        );
+        c.range("people.threshold", p.threshold, 1, 255);
+        c.range("people.learning_rate", p.learning_rate, 0.001, 0.5);
+        c.range("people.min_area", p.min_area, 0.0001, 0.5);
+        c.range("people.max_step", p.max_step, 0.01, 1.0);
+        c.range("people.hysteresis", p.hysteresis, 0.0, 0.2);
+        c.range("people.max_missed", p.max_missed, 0, 100);
         let u = &self.upload;
         c.range("upload.concurrency", u.concurrency, 1, 8);
         c.range(

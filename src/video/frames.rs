@@ -22,6 +22,21 @@ pub struct Frame {
     pub captured_at: SystemTime,
 }
 
+/// Packed RGB from a GStreamer RGB buffer, whose rows are padded to a multiple of
+/// four bytes.
+pub fn packed_rgb(data: &[u8], width: u32, height: u32) -> Vec<u8> {
+    let row = (width * 3) as usize;
+    let stride = row.div_ceil(4) * 4;
+    if stride == row {
+        return data[..(row * height as usize).min(data.len())].to_vec();
+    }
+    data.chunks(stride)
+        .take(height as usize)
+        .flat_map(|r| &r[..row.min(r.len())])
+        .copied()
+        .collect()
+}
+
 /// A bounded queue from the GStreamer streaming thread to the analytics stage.
 #[derive(Clone)]
 pub struct FrameQueue {
@@ -82,6 +97,15 @@ mod tests {
             rgb: vec![n, n, n],
             captured_at: SystemTime::now(),
         }
+    }
+
+    #[test]
+    fn padded_rows_are_packed() {
+        // 2 pixels wide: 6 bytes a row, padded to 8.
+        let data = [1, 2, 3, 4, 5, 6, 0, 0, 7, 8, 9, 10, 11, 12, 0, 0];
+        assert_eq!(packed_rgb(&data, 2, 2), (1..=12).collect::<Vec<u8>>());
+        let packed = [1u8; 12 * 2];
+        assert_eq!(packed_rgb(&packed, 4, 2), packed.to_vec());
     }
 
     #[tokio::test]

@@ -20,6 +20,7 @@
 //! Clips: `clips::cut` remuxes the segments covering a time range into one file.
 
 pub mod clips;
+pub mod decode;
 mod frames;
 mod pins;
 mod pipeline;

@@ -225,7 +225,7 @@ impl Video {
                     queue.push(Frame {
                         width,
                         height,
-                        rgb: map.as_slice().to_vec(),
+                        rgb: super::frames::packed_rgb(map.as_slice(), width, height),
                         captured_at: SystemTime::now() - latency,
                     });
                     Ok(gst::FlowSuccess::Ok)

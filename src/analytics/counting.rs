@@ -1,0 +1,188 @@
+//! The people-counting stage: takes frames from the video stage's queue, counts
+//! crossings and occupancy, and commits a `people_count` event per wall-clock
+//! interval (and a `people_crossing` event per crossing when asked) to the outbox.
+//! Frames are dropped upstream (oldest first, counted) when counting lags; events
+//! are never dropped: the stage waits for the outbox instead.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::value::RawValue;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::people::{Counter, Tally};
+use crate::config::{Config, PeopleConfig};
+use crate::events::NewEvent;
+use crate::video::FrameQueue;
+
+pub struct PeopleCounting {
+    config: watch::Receiver<Arc<Config>>,
+    frames: FrameQueue,
+    events: mpsc::Sender<NewEvent>,
+}
+
+/// Milliseconds since the Unix epoch.
+fn ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn rfc3339(ms: i64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
+        .to_string()
+}
+
+/// The wall-clock interval holding `t_ms`.
+fn bucket(t_ms: i64, interval: Duration) -> (i64, i64) {
+    let len = interval.as_millis().max(1) as i64;
+    let start = t_ms - t_ms.rem_euclid(len);
+    (start, start + len)
+}
+
+/// The `people_count` payload.
+pub fn count_payload(start_ms: i64, end_ms: i64, tally: &Tally, partial: bool) -> String {
+    serde_json::json!({
+        "interval_start": rfc3339(start_ms),
+        "interval_end": rfc3339(end_ms),
+        "interval_s": (end_ms - start_ms) as f64 / 1000.0,
+        "partial": partial,
+        "frames": tally.frames,
+        "lines": tally.lines,
+        "zones": tally.zones,
+    })
+    .to_string()
+}
+
+struct Run {
+    cfg: PeopleConfig,
+    counter: Counter,
+    tally: Tally,
+    /// The open interval.
+    start_ms: i64,
+    end_ms: i64,
+}
+
+impl Run {
+    fn new(cfg: PeopleConfig, now: SystemTime) -> Self {
+        let (start_ms, end_ms) = bucket(ms(now), cfg.interval);
+        Self {
+            counter: Counter::new(cfg.params(), cfg.lines.clone(), cfg.zones.clone()),
+            tally: Tally::new(&cfg.lines, &cfg.zones),
+            cfg,
+            start_ms,
+            end_ms,
+        }
+    }
+}
+
+impl PeopleCounting {
+    pub fn new(
+        config: watch::Receiver<Arc<Config>>,
+        frames: FrameQueue,
+        events: mpsc::Sender<NewEvent>,
+    ) -> Self {
+        Self {
+            config,
+            frames,
+            events,
+        }
+    }
+
+    async fn emit(&self, kind: &str, ts_ms: i64, payload: String) -> bool {
+        let Ok(body) = RawValue::from_string(payload) else {
+            return true;
+        };
+        let mut ev = NewEvent::now(kind, body);
+        ev.ts_ms = ts_ms;
+        self.events.send(ev).await.is_ok()
+    }
+
+    /// Emits the open interval's counts (`partial` when cut short).
+    async fn close(&self, run: &mut Run, end_ms: i64, partial: bool) -> bool {
+        let payload = count_payload(run.start_ms, end_ms, &run.tally, partial);
+        tracing::debug!(%payload, "people count");
+        let ok = self.emit("people_count", end_ms, payload).await;
+        run.tally = Tally::new(&run.cfg.lines, &run.cfg.zones);
+        ok
+    }
+
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut run: Option<Run> = None;
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            let cfg = self.config.borrow_and_update().people.clone();
+            let changed = run.as_ref().is_none_or(|r| r.cfg != cfg);
+            if changed {
+                if let Some(r) = run.as_mut() {
+                    // The old lines' counts up to now, then the new set-up.
+                    self.close(r, ms(SystemTime::now()), true).await;
+                }
+                run = cfg.enabled.then(|| {
+                    tracing::info!(
+                        lines = cfg.lines.len(),
+                        zones = cfg.zones.len(),
+                        "people counting on"
+                    );
+                    Run::new(cfg, SystemTime::now())
+                });
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    if let Some(r) = run.as_mut() {
+                        self.close(r, ms(SystemTime::now()), true).await;
+                    }
+                    return;
+                }
+                changed = self.config.changed() => if changed.is_err() { return },
+                frame = self.frames.pop(), if run.is_some() => {
+                    let Some(r) = run.as_mut() else { continue };
+                    let crossings = tokio::task::block_in_place(|| {
+                        r.counter.process(&frame.rgb, frame.width, frame.height)
+                    });
+                    let occupancy = r.counter.occupancy();
+                    r.tally.add(&crossings, &occupancy);
+                    let at = ms(frame.captured_at);
+                    for c in &crossings {
+                        tracing::info!(line = %c.line, direction = c.direction, track = c.track, "person crossed");
+                        if r.cfg.crossing_events {
+                            let payload = serde_json::json!({
+                                "line": c.line, "direction": c.direction, "track": c.track,
+                                "at": rfc3339(at),
+                            });
+                            if !self.emit("people_crossing", at, payload.to_string()).await {
+                                return;
+                            }
+                        }
+                    }
+                }
+                _ = tick.tick() => {
+                    let now = ms(SystemTime::now());
+                    if let Some(r) = run.as_mut() {
+                        if now >= r.end_ms {
+                            let end = r.end_ms;
+                            if !self.close(r, end, false).await {
+                                return;
+                            }
+                            (r.start_ms, r.end_ms) = bucket(now, r.cfg.interval);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals_are_aligned_to_the_wall_clock() {
+        let (s, e) = bucket(1_795_320_615_123, Duration::from_secs(60));
+        assert_eq!(s % 60_000, 0);
+        assert_eq!(e - s, 60_000);
+        assert!(s <= 1_795_320_615_123 && 1_795_320_615_123 < e);
+    }
+}

@@ -1,0 +1,701 @@
+//! People counting by background subtraction and blob tracking, the method of many
+//! overhead counters. No trained model: nothing to download, nothing to licence, and
+//! it works out of the box on an elevated, mostly static view.
+//!
+//! Per frame: grey at a working width (at most [`WORK_WIDTH`] pixels), difference
+//! from a running-average background, a 3x3 majority filter and one dilation, then
+//! connected components; blobs of at least `min_area` become detections. Tracks
+//! follow detections by greedy nearest matching. A track crosses a line when its
+//! side of the line, outside a dead band of `hysteresis` on each side, flips: a
+//! person lingering on the line is counted once, one who turns back on it is not
+//! counted, one who crosses and comes back is counted in and then out.
+//!
+//! Pure: frames in, crossings and occupancy out; no I/O. Coordinates in the
+//! configuration are fractions of the frame (0..1), so they hold at any size.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Frames are reduced to at most this width before anything else.
+pub const WORK_WIDTH: u32 = 320;
+
+/// Which way across a line counts as "in".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InDirection {
+    Down,
+    Up,
+    Left,
+    Right,
+}
+
+impl InDirection {
+    fn vector(self) -> (f32, f32) {
+        match self {
+            InDirection::Down => (0.0, 1.0),
+            InDirection::Up => (0.0, -1.0),
+            InDirection::Left => (-1.0, 0.0),
+            InDirection::Right => (1.0, 0.0),
+        }
+    }
+
+    /// `down` for a line closer to horizontal, `right` for one closer to vertical.
+    pub fn default_for(a: [f32; 2], b: [f32; 2]) -> Self {
+        if (b[0] - a[0]).abs() >= (b[1] - a[1]).abs() {
+            InDirection::Down
+        } else {
+            InDirection::Right
+        }
+    }
+}
+
+/// A counting line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LineConfig {
+    /// Name in the count events.
+    pub name: String,
+    /// End points, as fractions of the frame's width and height.
+    pub a: [f32; 2],
+    pub b: [f32; 2],
+    /// Crossing towards this side counts as "in" (`down`, `up`, `left`, `right`);
+    /// the other way is "out". Default: `down` for a line closer to horizontal,
+    /// `right` for one closer to vertical.
+    #[serde(default)]
+    pub in_direction: Option<InDirection>,
+}
+
+/// A zone whose occupancy is reported.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneConfig {
+    pub name: String,
+    /// Polygon corners, as fractions of the frame (at least three).
+    pub points: Vec<[f32; 2]>,
+}
+
+/// Tuning of detection and tracking.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Params {
+    /// Luma difference from the background for a foreground pixel (0-255).
+    pub threshold: u8,
+    /// Background learning rate per frame (0-1).
+    pub learning_rate: f32,
+    /// Smallest person, as a fraction of the frame's area.
+    pub min_area: f32,
+    /// Farthest a person moves between two analysed frames, as a fraction of the
+    /// frame's diagonal.
+    pub max_step: f32,
+    /// Half-width of the dead band around each line, as a fraction of the diagonal.
+    pub hysteresis: f32,
+    /// Frames a track survives without a detection.
+    pub max_missed: u32,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Self {
+            threshold: 28,
+            learning_rate: 0.02,
+            min_area: 0.002,
+            max_step: 0.1,
+            hysteresis: 0.03,
+            max_missed: 4,
+        }
+    }
+}
+
+/// A counted crossing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Crossing {
+    pub line: String,
+    /// `in` or `out`.
+    pub direction: &'static str,
+    pub track: u64,
+}
+
+/// A detected blob, in working-frame pixels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Blob {
+    pub x: f32,
+    pub y: f32,
+    pub area: u32,
+    pub bbox: [u32; 4],
+}
+
+struct Track {
+    id: u64,
+    x: f32,
+    y: f32,
+    missed: u32,
+    age: u32,
+    /// Per line: the last side outside the dead band (+1 / -1).
+    sides: Vec<i8>,
+}
+
+struct Line {
+    name: String,
+    a: (f32, f32),
+    b: (f32, f32),
+    /// +1 when "in" is the positive side (see `side`).
+    in_sign: f32,
+}
+
+/// The counter: background, tracks, lines and zones of one camera.
+pub struct Counter {
+    params: Params,
+    lines_cfg: Vec<LineConfig>,
+    zones_cfg: Vec<ZoneConfig>,
+    /// Working size.
+    w: u32,
+    h: u32,
+    background: Vec<f32>,
+    lines: Vec<Line>,
+    zones: Vec<(String, Vec<(f32, f32)>)>,
+    tracks: Vec<Track>,
+    next_id: u64,
+}
+
+impl Counter {
+    pub fn new(params: Params, lines: Vec<LineConfig>, zones: Vec<ZoneConfig>) -> Self {
+        Self {
+            params,
+            lines_cfg: lines,
+            zones_cfg: zones,
+            w: 0,
+            h: 0,
+            background: Vec::new(),
+            lines: Vec::new(),
+            zones: Vec::new(),
+            tracks: Vec::new(),
+            next_id: 1,
+        }
+    }
+
+    /// Sets up for a frame size (again when it changes: tracks and background go).
+    fn size_for(&mut self, width: u32, height: u32) {
+        let factor = width.div_ceil(WORK_WIDTH).max(1);
+        let (w, h) = (width / factor, height / factor);
+        if (w, h) == (self.w, self.h) {
+            return;
+        }
+        self.w = w;
+        self.h = h;
+        self.background.clear();
+        self.tracks.clear();
+        let (fw, fh) = (w as f32, h as f32);
+        self.lines = self
+            .lines_cfg
+            .iter()
+            .map(|l| {
+                let a = (l.a[0] * fw, l.a[1] * fh);
+                let b = (l.b[0] * fw, l.b[1] * fh);
+                let dir = l.in_direction.unwrap_or(InDirection::default_for(l.a, l.b));
+                let (vx, vy) = dir.vector();
+                // Normal of a→b: (-(by - ay), bx - ax); `side` is positive along it.
+                let n = (-(b.1 - a.1), b.0 - a.0);
+                let in_sign = if n.0 * vx + n.1 * vy >= 0.0 {
+                    1.0
+                } else {
+                    -1.0
+                };
+                Line {
+                    name: l.name.clone(),
+                    a,
+                    b,
+                    in_sign,
+                }
+            })
+            .collect();
+        self.zones = self
+            .zones_cfg
+            .iter()
+            .map(|z| {
+                (
+                    z.name.clone(),
+                    z.points.iter().map(|p| (p[0] * fw, p[1] * fh)).collect(),
+                )
+            })
+            .collect();
+    }
+
+    /// Reduces an RGB frame to grey at the working size (box average).
+    fn grey(&self, rgb: &[u8], width: u32) -> Vec<f32> {
+        let factor = (width / self.w.max(1)).max(1) as usize;
+        let (w, h, width) = (self.w as usize, self.h as usize, width as usize);
+        let mut out = vec![0f32; w * h];
+        let norm = 1.0 / (factor * factor) as f32;
+        for y in 0..h {
+            for x in 0..w {
+                let mut sum = 0u32;
+                for dy in 0..factor {
+                    let row = (y * factor + dy) * width;
+                    for dx in 0..factor {
+                        let i = (row + x * factor + dx) * 3;
+                        // Rec. 601 luma, integer weights.
+                        sum +=
+                            (77 * rgb[i] as u32 + 150 * rgb[i + 1] as u32 + 29 * rgb[i + 2] as u32)
+                                >> 8;
+                    }
+                }
+                out[y * w + x] = sum as f32 * norm;
+            }
+        }
+        out
+    }
+
+    /// Foreground blobs of a frame; updates the background.
+    pub fn detect(&mut self, rgb: &[u8], width: u32, height: u32) -> Vec<Blob> {
+        self.size_for(width, height);
+        if rgb.len() < (width * height * 3) as usize || self.w == 0 || self.h == 0 {
+            return Vec::new();
+        }
+        let grey = self.grey(rgb, width);
+        if self.background.is_empty() {
+            self.background = grey;
+            return Vec::new();
+        }
+        let (w, h) = (self.w as usize, self.h as usize);
+        let t = self.params.threshold as f32;
+        let mut mask: Vec<bool> = grey
+            .iter()
+            .zip(&self.background)
+            .map(|(g, b)| (g - b).abs() > t)
+            .collect();
+        // Background: learn where nothing moves; where something does, ten times
+        // more slowly, so a person standing still fades out in about a minute at
+        // 5 fps (and so does the ghost of one who stood there at the first frame).
+        let rate = self.params.learning_rate;
+        for ((b, g), fg) in self.background.iter_mut().zip(&grey).zip(&mask) {
+            let r = if *fg { rate * 0.1 } else { rate };
+            *b += (g - *b) * r;
+        }
+        mask = majority(&mask, w, h);
+        mask = dilate(&mask, w, h);
+        let min_area = (self.params.min_area * (w * h) as f32).max(4.0) as u32;
+        components(&mask, w, h)
+            .into_iter()
+            .filter(|b| b.area >= min_area)
+            .collect()
+    }
+
+    /// Processes one frame: returns the crossings it completed.
+    pub fn process(&mut self, rgb: &[u8], width: u32, height: u32) -> Vec<Crossing> {
+        let blobs = self.detect(rgb, width, height);
+        self.track(&blobs)
+    }
+
+    /// Matches detections to tracks and counts the lines they crossed.
+    pub fn track(&mut self, blobs: &[Blob]) -> Vec<Crossing> {
+        let diag = ((self.w * self.w + self.h * self.h) as f32).sqrt().max(1.0);
+        let max_step = self.params.max_step * diag;
+        let mut pairs: Vec<(f32, usize, usize)> = Vec::new();
+        for (ti, t) in self.tracks.iter().enumerate() {
+            for (bi, b) in blobs.iter().enumerate() {
+                let d = ((t.x - b.x).powi(2) + (t.y - b.y).powi(2)).sqrt();
+                if d <= max_step {
+                    pairs.push((d, ti, bi));
+                }
+            }
+        }
+        pairs.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let mut track_taken = vec![false; self.tracks.len()];
+        let mut blob_taken = vec![false; blobs.len()];
+        for (_, ti, bi) in pairs {
+            if track_taken[ti] || blob_taken[bi] {
+                continue;
+            }
+            track_taken[ti] = true;
+            blob_taken[bi] = true;
+            let t = &mut self.tracks[ti];
+            t.x = blobs[bi].x;
+            t.y = blobs[bi].y;
+            t.missed = 0;
+            t.age += 1;
+        }
+        for (ti, taken) in track_taken.iter().enumerate() {
+            if !taken {
+                self.tracks[ti].missed += 1;
+            }
+        }
+        let max_missed = self.params.max_missed;
+        self.tracks.retain(|t| t.missed <= max_missed);
+        for (bi, b) in blobs.iter().enumerate() {
+            if !blob_taken[bi] {
+                let sides = self
+                    .lines
+                    .iter()
+                    .map(|l| side(l, b.x, b.y, self.params.hysteresis * diag))
+                    .collect();
+                self.tracks.push(Track {
+                    id: self.next_id,
+                    x: b.x,
+                    y: b.y,
+                    missed: 0,
+                    age: 1,
+                    sides,
+                });
+                self.next_id += 1;
+            }
+        }
+        let band = self.params.hysteresis * diag;
+        let mut out = Vec::new();
+        for t in &mut self.tracks {
+            if t.missed > 0 {
+                continue;
+            }
+            for (li, line) in self.lines.iter().enumerate() {
+                let s = side(line, t.x, t.y, band);
+                if s == 0 {
+                    continue;
+                }
+                let before = t.sides[li];
+                t.sides[li] = s;
+                if before != 0 && before != s {
+                    let into = s as f32 * line.in_sign > 0.0;
+                    out.push(Crossing {
+                        line: line.name.clone(),
+                        direction: if into { "in" } else { "out" },
+                        track: t.id,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// People in each zone now (tracks seen in this frame).
+    pub fn occupancy(&self) -> Vec<(String, u32)> {
+        self.zones
+            .iter()
+            .map(|(name, poly)| {
+                let n = self
+                    .tracks
+                    .iter()
+                    .filter(|t| t.missed == 0 && inside(poly, t.x, t.y))
+                    .count() as u32;
+                (name.clone(), n)
+            })
+            .collect()
+    }
+}
+
+/// Which side of the line a point is on: +1 / -1 outside the dead band, 0 inside it
+/// or beyond the line's ends (a person walking past the end of a line does not
+/// cross it).
+fn side(l: &Line, x: f32, y: f32, band: f32) -> i8 {
+    let (dx, dy) = (l.b.0 - l.a.0, l.b.1 - l.a.1);
+    let len2 = dx * dx + dy * dy;
+    if len2 <= 0.0 {
+        return 0;
+    }
+    let along = ((x - l.a.0) * dx + (y - l.a.1) * dy) / len2;
+    if !(-0.05..=1.05).contains(&along) {
+        return 0;
+    }
+    // Signed distance along the normal (-dy, dx).
+    let d = ((x - l.a.0) * -dy + (y - l.a.1) * dx) / len2.sqrt();
+    if d > band {
+        1
+    } else if d < -band {
+        -1
+    } else {
+        0
+    }
+}
+
+/// Point in polygon (even-odd rule).
+fn inside(poly: &[(f32, f32)], x: f32, y: f32) -> bool {
+    let mut inside = false;
+    let mut j = poly.len().wrapping_sub(1);
+    for i in 0..poly.len() {
+        let (xi, yi) = poly[i];
+        let (xj, yj) = poly[j];
+        if (yi > y) != (yj > y) && x < (xj - xi) * (y - yi) / (yj - yi) + xi {
+            inside = !inside;
+        }
+        j = i;
+    }
+    inside
+}
+
+/// 3x3 majority: a pixel is foreground when at least 5 of its 9 neighbours are.
+fn majority(mask: &[bool], w: usize, h: usize) -> Vec<bool> {
+    let mut out = vec![false; w * h];
+    for y in 1..h.saturating_sub(1) {
+        for x in 1..w.saturating_sub(1) {
+            let mut n = 0;
+            for dy in 0..3 {
+                for dx in 0..3 {
+                    n += mask[(y + dy - 1) * w + x + dx - 1] as u32;
+                }
+            }
+            out[y * w + x] = n >= 5;
+        }
+    }
+    out
+}
+
+/// 3x3 dilation: joins the fragments of one person.
+fn dilate(mask: &[bool], w: usize, h: usize) -> Vec<bool> {
+    let mut out = mask.to_vec();
+    for y in 0..h {
+        for x in 0..w {
+            if !mask[y * w + x] {
+                continue;
+            }
+            for ny in y.saturating_sub(1)..(y + 2).min(h) {
+                for nx in x.saturating_sub(1)..(x + 2).min(w) {
+                    out[ny * w + nx] = true;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Connected components (4-connected) of a mask.
+fn components(mask: &[bool], w: usize, h: usize) -> Vec<Blob> {
+    let mut seen = vec![false; w * h];
+    let mut out = Vec::new();
+    let mut stack = Vec::new();
+    for start in 0..w * h {
+        if !mask[start] || seen[start] {
+            continue;
+        }
+        seen[start] = true;
+        stack.push(start);
+        let (mut area, mut sx, mut sy) = (0u32, 0f64, 0f64);
+        let mut bb = [u32::MAX, u32::MAX, 0, 0];
+        while let Some(i) = stack.pop() {
+            let (x, y) = (i % w, i / w);
+            area += 1;
+            sx += x as f64;
+            sy += y as f64;
+            bb[0] = bb[0].min(x as u32);
+            bb[1] = bb[1].min(y as u32);
+            bb[2] = bb[2].max(x as u32);
+            bb[3] = bb[3].max(y as u32);
+            let mut visit = |j: usize| {
+                if mask[j] && !seen[j] {
+                    seen[j] = true;
+                    stack.push(j);
+                }
+            };
+            if x > 0 {
+                visit(i - 1);
+            }
+            if x + 1 < w {
+                visit(i + 1);
+            }
+            if y > 0 {
+                visit(i - w);
+            }
+            if y + 1 < h {
+                visit(i + w);
+            }
+        }
+        out.push(Blob {
+            x: (sx / area as f64) as f32,
+            y: (sy / area as f64) as f32,
+            area,
+            bbox: [bb[0], bb[1], bb[2] - bb[0] + 1, bb[3] - bb[1] + 1],
+        });
+    }
+    out
+}
+
+/// Counts per line and occupancy per zone over one wall-clock interval.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Tally {
+    pub lines: BTreeMap<String, InOut>,
+    pub zones: BTreeMap<String, Occupancy>,
+    pub frames: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct InOut {
+    #[serde(rename = "in")]
+    pub inn: u64,
+    pub out: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Occupancy {
+    /// At the last frame of the interval.
+    pub last: u32,
+    /// The most at once during the interval.
+    pub max: u32,
+}
+
+impl Tally {
+    /// An empty tally that lists every line and zone (zeros are news too).
+    pub fn new(lines: &[LineConfig], zones: &[ZoneConfig]) -> Self {
+        Self {
+            lines: lines
+                .iter()
+                .map(|l| (l.name.clone(), InOut::default()))
+                .collect(),
+            zones: zones
+                .iter()
+                .map(|z| (z.name.clone(), Occupancy::default()))
+                .collect(),
+            frames: 0,
+        }
+    }
+
+    pub fn add(&mut self, crossings: &[Crossing], occupancy: &[(String, u32)]) {
+        self.frames += 1;
+        for c in crossings {
+            let e = self.lines.entry(c.line.clone()).or_default();
+            if c.direction == "in" {
+                e.inn += 1;
+            } else {
+                e.out += 1;
+            }
+        }
+        for (name, n) in occupancy {
+            let z = self.zones.entry(name.clone()).or_default();
+            z.last = *n;
+            z.max = z.max.max(*n);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line() -> LineConfig {
+        LineConfig {
+            name: "door".into(),
+            a: [0.0, 0.5],
+            b: [1.0, 0.5],
+            in_direction: None,
+        }
+    }
+
+    /// A counter on a 100x100 working frame, fed blob positions directly.
+    fn counter() -> Counter {
+        let mut c = Counter::new(Params::default(), vec![line()], vec![]);
+        c.size_for(100, 100);
+        c
+    }
+
+    fn at(x: f32, y: f32) -> Blob {
+        Blob {
+            x,
+            y,
+            area: 50,
+            bbox: [0, 0, 1, 1],
+        }
+    }
+
+    fn walk(c: &mut Counter, ys: &[f32]) -> Vec<Crossing> {
+        ys.iter().flat_map(|&y| c.track(&[at(50.0, y)])).collect()
+    }
+
+    #[test]
+    fn walking_down_across_a_horizontal_line_counts_one_in() {
+        let mut c = counter();
+        let out = walk(&mut c, &[20.0, 30.0, 40.0, 48.0, 55.0, 65.0, 80.0]);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].direction, "in");
+    }
+
+    #[test]
+    fn lingering_on_the_line_counts_once_and_turning_back_on_it_not_at_all() {
+        let mut c = counter();
+        // Jitters inside the dead band for a while, then goes on.
+        let out = walk(
+            &mut c,
+            &[30.0, 40.0, 49.0, 52.0, 48.0, 51.0, 49.5, 52.0, 60.0, 70.0],
+        );
+        assert_eq!(out.len(), 1);
+        // Another one comes to the line and goes back.
+        let mut c = counter();
+        let out = walk(&mut c, &[30.0, 40.0, 48.0, 51.0, 49.0, 40.0, 30.0]);
+        assert!(out.is_empty(), "{out:?}");
+    }
+
+    #[test]
+    fn crossing_and_coming_back_counts_in_then_out() {
+        let mut c = counter();
+        let out = walk(
+            &mut c,
+            &[30.0, 40.0, 50.0, 60.0, 70.0, 60.0, 50.0, 40.0, 30.0],
+        );
+        let dirs: Vec<_> = out.iter().map(|c| c.direction).collect();
+        assert_eq!(dirs, ["in", "out"]);
+    }
+
+    #[test]
+    fn two_people_side_by_side_are_two_tracks_and_two_counts() {
+        let mut c = counter();
+        let mut out = Vec::new();
+        for y in [30.0, 40.0, 50.0, 60.0, 70.0] {
+            out.extend(c.track(&[at(30.0, y), at(70.0, y)]));
+        }
+        assert_eq!(out.len(), 2);
+        assert_ne!(out[0].track, out[1].track);
+    }
+
+    #[test]
+    fn the_named_direction_decides_what_is_in() {
+        let mut l = line();
+        l.in_direction = Some(InDirection::Up);
+        let mut c = Counter::new(Params::default(), vec![l], vec![]);
+        c.size_for(100, 100);
+        let out = walk(&mut c, &[30.0, 40.0, 50.0, 60.0, 70.0]);
+        assert_eq!(out[0].direction, "out");
+    }
+
+    #[test]
+    fn passing_beyond_the_end_of_a_line_is_not_a_crossing() {
+        let mut l = line();
+        l.b = [0.4, 0.5];
+        let mut c = Counter::new(Params::default(), vec![l], vec![]);
+        c.size_for(100, 100);
+        assert!(walk(&mut c, &[30.0, 40.0, 50.0, 60.0, 70.0]).is_empty());
+    }
+
+    #[test]
+    fn a_moving_square_on_a_still_background_is_one_blob_where_it_is() {
+        let (w, h) = (160u32, 120u32);
+        let mut c = Counter::new(Params::default(), vec![], vec![]);
+        let frame = |x0: u32| {
+            let mut rgb = vec![90u8; (w * h * 3) as usize];
+            for y in 40..70 {
+                for x in x0..x0 + 20 {
+                    let i = ((y * w + x) * 3) as usize;
+                    rgb[i..i + 3].copy_from_slice(&[230, 230, 230]);
+                }
+            }
+            rgb
+        };
+        let empty = vec![90u8; (w * h * 3) as usize];
+        assert!(
+            c.detect(&empty, w, h).is_empty(),
+            "the first frame is background"
+        );
+        let blobs = c.detect(&frame(50), w, h);
+        assert_eq!(blobs.len(), 1, "{blobs:?}");
+        assert!(
+            (blobs[0].x - 59.5).abs() < 2.0 && (blobs[0].y - 54.5).abs() < 2.0,
+            "{blobs:?}"
+        );
+    }
+
+    #[test]
+    fn zones_count_the_people_inside() {
+        let zone = ZoneConfig {
+            name: "left".into(),
+            points: vec![[0.0, 0.0], [0.5, 0.0], [0.5, 1.0], [0.0, 1.0]],
+        };
+        let mut c = Counter::new(Params::default(), vec![], vec![zone]);
+        c.size_for(100, 100);
+        c.track(&[at(20.0, 20.0), at(30.0, 80.0), at(80.0, 50.0)]);
+        assert_eq!(c.occupancy(), vec![("left".to_owned(), 2)]);
+    }
+}
