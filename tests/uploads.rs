@@ -518,3 +518,85 @@ async fn a_time_range_is_cut_from_the_recordings_and_uploaded_as_one_clip() {
     assert!(!rig.path().join("state/uploads/clip-1.mkv").exists());
     assert!(daemon.log_text().contains("clip cut for upload"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn recordings_a_pending_upload_needs_survive_a_tiny_disk_budget() {
+    let dir = test_dir("uploads-pin");
+    let media = dir.path().join("media");
+    let recordings = media.join("recordings");
+    // S3 is unreachable, so the job stays pending (retrying) and its pin holds.
+    let rig = Rig::new(
+        "uploads-pin",
+        &(upload_config(&media, free_port(), "max_attempts = 1000\n")
+            + &format!(
+                "[video]\nenabled = true\nsource = \"test\"\nwidth = 640\nheight = 360\nframerate = 15\n\
+                 segment_duration = \"1s\"\nretention_max_bytes = 65536\nrecordings_dir = \"{}\"\n",
+                recordings.display()
+            )),
+    )
+    .await;
+    let daemon = rig.daemon_with_s3_credentials(0);
+    wait_subscribed(&rig).await;
+    let names = || -> Vec<String> {
+        let mut n: Vec<String> = std::fs::read_dir(&recordings)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        n.sort();
+        n
+    };
+    wait_until("two segments", Duration::from_secs(30), || {
+        names().len() >= 2
+    })
+    .await;
+    let first = names()[0].clone();
+    let s = first.trim_end_matches(".mkv");
+    let start = humantime::parse_rfc3339(&format!(
+        "{}-{}-{}T{}:{}:{}",
+        &s[0..4],
+        &s[4..6],
+        &s[6..8],
+        &s[9..11],
+        &s[11..13],
+        &s[13..]
+    ))
+    .unwrap();
+    let fmt = |t| humantime::format_rfc3339_millis(t).to_string();
+    request(
+        &rig,
+        json!({"request_id": "pinned", "from": fmt(start + Duration::from_millis(100)),
+        "to": fmt(start + Duration::from_millis(400)), "s3": {"bucket": "clips", "key": "k.mkv"}}),
+    )
+    .await;
+    wait_until("the request accepted", Duration::from_secs(10), || {
+        rig.observer
+            .responses_for("pinned")
+            .iter()
+            .any(|r| r["state"] == "accepted")
+    })
+    .await;
+    // Retention deletes newer segments, never the pinned one.
+    wait_until("retention at work", Duration::from_secs(60), || {
+        rig.observer
+            .metrics()
+            .last()
+            .is_some_and(|m| m["video"]["segments_deleted"].as_u64().unwrap_or(0) >= 5)
+    })
+    .await;
+    assert!(
+        recordings.join(&first).exists(),
+        "the pinned segment was deleted"
+    );
+    assert!(
+        rig.observer
+            .responses_for("pinned")
+            .iter()
+            .any(|r| r["state"] == "failed" && r["retrying"] == true),
+        "{:?}\n{}",
+        rig.observer.responses_for("pinned"),
+        daemon.log_text()
+    );
+}
