@@ -194,8 +194,8 @@ impl Uploads {
                     while let Ok((rid, report)) = report_rx.try_recv() {
                         self.on_report(&rid, report).await?;
                     }
-                    let info = running.remove(&id);
-                    if let Some(at) = self.on_finished(&id, result, info).await? {
+                    running.remove(&id);
+                    if let Some(at) = self.on_finished(&id, result).await? {
                         delayed.push((at, id));
                     }
                 }
@@ -229,6 +229,10 @@ impl Uploads {
     /// When a job may start: a clip waits for the end of its range to be recorded.
     fn start_time(&self, job: &Job) -> Option<Instant> {
         let request = commands::parse(job.request.as_bytes(), self.policy).ok()?;
+        self.start_time_of(&request)
+    }
+
+    fn start_time_of(&self, request: &FileRequest) -> Option<Instant> {
         let What::Range { to, .. } = request.what else {
             return None;
         };
@@ -276,8 +280,7 @@ impl Uploads {
         Metrics::add(&self.metrics.uploads_accepted, 1);
         tracing::info!(request_id = %id, what = ?request.what, "file request accepted");
         let mut accepted = Response::new(Some(&id), State::Accepted);
-        let job = self.jobs.get(&id).await?;
-        let at = job.as_ref().and_then(|j| self.start_time(j));
+        let at = self.start_time_of(&request);
         if at.is_some() {
             accepted.note = Some("waiting for the end of the range to be recorded".into());
         }
@@ -328,7 +331,7 @@ impl Uploads {
                     reason: rejection.reason,
                     failure: Failure::Permanent,
                 });
-                self.on_finished(id, outcome, None).await?;
+                self.on_finished(id, outcome).await?;
                 return Ok(());
             }
         };
@@ -379,7 +382,6 @@ impl Uploads {
     async fn on_report(&mut self, id: &str, report: Report) -> Result<(), UploadError> {
         match report {
             Report::UploadId(upload_id) => {
-                let upload_id = (!upload_id.is_empty()).then_some(upload_id);
                 self.jobs
                     .set_upload_id(id, upload_id.as_deref(), now_ms())
                     .await?
@@ -422,7 +424,6 @@ impl Uploads {
         &mut self,
         id: &str,
         result: Result<Done, TransferError>,
-        _info: Option<Running>,
     ) -> Result<Option<Instant>, UploadError> {
         let Some(job) = self.jobs.get(id).await? else {
             return Ok(None);

@@ -50,8 +50,9 @@ impl TransferError {
 pub enum Report {
     /// The file being uploaded and its size.
     Source { path: std::path::PathBuf, size: u64 },
-    /// A new multipart upload (its parts start from nothing).
-    UploadId(String),
+    /// A new multipart upload (its parts start from nothing), or none: the next
+    /// attempt starts a new one.
+    UploadId(Option<String>),
     /// S3 acknowledged a part.
     Part(Part),
 }
@@ -189,7 +190,7 @@ impl S3Upload<'_> {
                     .upload_id()
                     .ok_or_else(|| TransferError::transient("S3 returned no upload id"))?
                     .to_owned();
-                reports.send(Report::UploadId(id.clone())).await.ok();
+                reports.send(Report::UploadId(Some(id.clone()))).await.ok();
                 (id, Vec::new())
             }
         };
@@ -238,7 +239,7 @@ impl S3Upload<'_> {
                     let err = sdk_error(&format!("part {n} of {count}"), e);
                     if err.reason.contains("NoSuchUpload") {
                         // The upload expired or was aborted: the next attempt starts over.
-                        reports.send(Report::UploadId(String::new())).await.ok();
+                        reports.send(Report::UploadId(None)).await.ok();
                     }
                     return Err(err);
                 }
