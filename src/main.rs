@@ -89,6 +89,32 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Read licence plates in images: one JSON line per image, best candidate first.
+    ReadPlates {
+        /// JPEG images.
+        images: Vec<PathBuf>,
+        /// Directory of the OCR models (deploy/fetch-models.sh).
+        #[arg(long, default_value = "/var/lib/edgecam/models")]
+        models: PathBuf,
+        /// Plate formats: br, eu, us or any.
+        #[arg(long, default_value = "any")]
+        region: String,
+        /// Print JSON lines (the default prints the same).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Score plate reading on a labelled data set (`labels.tsv`: region/file, box,
+    /// plate): top-1 and any-of accuracy per region, and time per image.
+    EvalPlates {
+        /// The data set's directory.
+        data: PathBuf,
+        /// Directory of the OCR models (deploy/fetch-models.sh).
+        #[arg(long, default_value = "/var/lib/edgecam/models")]
+        models: PathBuf,
+        /// At most this many images per region.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
     /// Commit events to the outbox directly (the running daemon publishes them).
     Emit {
         /// Configuration file (TOML).
@@ -227,6 +253,17 @@ fn main() -> ExitCode {
             config.as_deref(),
             json,
         ),
+        Command::ReadPlates {
+            images,
+            models,
+            region,
+            json: _,
+        } => read_plates(&images, &models, &region),
+        Command::EvalPlates {
+            data,
+            models,
+            limit,
+        } => eval_plates(&data, &models, limit),
         Command::Emit {
             config,
             kind,
@@ -397,6 +434,119 @@ fn recordings_list(config: &Config, json: bool) -> anyhow::Result<()> {
             s.path.display()
         );
     }
+    Ok(())
+}
+
+/// Decodes a JPEG file to RGB.
+fn load_jpeg(path: &Path) -> anyhow::Result<analytics::plates::Image> {
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut d = jpeg_decoder::Decoder::new(std::io::BufReader::new(file));
+    let pixels = d
+        .decode()
+        .with_context(|| format!("{} is not a readable JPEG", path.display()))?;
+    let info = d.info().context("JPEG without a header")?;
+    let rgb = match info.pixel_format {
+        jpeg_decoder::PixelFormat::RGB24 => pixels,
+        jpeg_decoder::PixelFormat::L8 => pixels.iter().flat_map(|&v| [v, v, v]).collect(),
+        other => anyhow::bail!(
+            "{}: unsupported JPEG pixel format {other:?}",
+            path.display()
+        ),
+    };
+    Ok(analytics::plates::Image {
+        width: info.width as u32,
+        height: info.height as u32,
+        rgb,
+    })
+}
+
+fn region(s: &str) -> anyhow::Result<analytics::plates::Region> {
+    analytics::plates::Region::parse(s)
+        .with_context(|| format!("--region must be br, eu, us or any, found {s:?}"))
+}
+
+fn read_plates(images: &[PathBuf], models: &Path, region_name: &str) -> anyhow::Result<()> {
+    let reader = analytics::plates::PlateReader::load(models, region(region_name)?)?;
+    for path in images {
+        let started = std::time::Instant::now();
+        let line = match load_jpeg(path).and_then(|img| Ok(reader.read(&img)?)) {
+            Ok(plates) => serde_json::json!({"file": path, "plates": plates,
+                "ms": started.elapsed().as_secs_f64() * 1000.0}),
+            Err(e) => serde_json::json!({"file": path, "error": format!("{e:#}")}),
+        };
+        println!("{line}");
+    }
+    Ok(())
+}
+
+fn eval_plates(data: &Path, models: &Path, limit: Option<usize>) -> anyhow::Result<()> {
+    let labels = std::fs::read_to_string(data.join("labels.tsv"))
+        .with_context(|| format!("no labels.tsv in {}", data.display()))?;
+    let mut readers = std::collections::BTreeMap::new();
+    // region → (images, top-1, any-of, ms)
+    let mut score: std::collections::BTreeMap<String, (usize, usize, usize, f64)> =
+        Default::default();
+    for line in labels.lines().filter(|l| !l.trim().is_empty()) {
+        let cols: Vec<&str> = line.split('\t').collect();
+        anyhow::ensure!(
+            cols.len() >= 6,
+            "labels.tsv: expected 6 columns in {line:?}"
+        );
+        let (file, truth) = (cols[0], analytics::plates::rules::normalize(cols[5]));
+        let region_name = file.split('/').next().unwrap_or("any");
+        let entry = score.entry(region_name.to_owned()).or_default();
+        if limit.is_some_and(|l| entry.0 >= l) {
+            continue;
+        }
+        let r = region(region_name).unwrap_or(analytics::plates::Region::Any);
+        if !readers.contains_key(region_name) {
+            readers.insert(
+                region_name.to_owned(),
+                analytics::plates::PlateReader::load(models, r)?,
+            );
+        }
+        let reader = &readers[region_name];
+        let img = load_jpeg(&data.join(file))?;
+        let started = std::time::Instant::now();
+        let plates = reader.read(&img)?;
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        let top = plates.first().is_some_and(|p| p.text == truth);
+        let any = plates.iter().any(|p| p.text == truth);
+        let entry = score.entry(region_name.to_owned()).or_default();
+        entry.0 += 1;
+        entry.1 += top as usize;
+        entry.2 += any as usize;
+        entry.3 += ms;
+        let got: Vec<&str> = plates.iter().map(|p| p.text.as_str()).collect();
+        eprintln!(
+            "{file}\t{truth}\t{}\t{got:?}\t{ms:.0} ms",
+            if top {
+                "ok"
+            } else if any {
+                "among"
+            } else {
+                "miss"
+            }
+        );
+    }
+    let (mut n, mut t, mut a, mut ms) = (0, 0, 0, 0.0);
+    println!("region  images  top-1          any-of         ms/image");
+    for (region, (rn, rt, ra, rms)) in &score {
+        println!(
+            "{region:<7} {rn:>6}  {rt:>4} {:>6.1} %  {ra:>4} {:>6.1} %  {:>8.0}",
+            100.0 * *rt as f64 / (*rn).max(1) as f64,
+            100.0 * *ra as f64 / (*rn).max(1) as f64,
+            rms / (*rn).max(1) as f64
+        );
+        (n, t, a, ms) = (n + rn, t + rt, a + ra, ms + rms);
+    }
+    println!(
+        "all     {n:>6}  {t:>4} {:>6.1} %  {a:>4} {:>6.1} %  {:>8.0}",
+        100.0 * t as f64 / n.max(1) as f64,
+        100.0 * a as f64 / n.max(1) as f64,
+        ms / n.max(1) as f64
+    );
     Ok(())
 }
 

@@ -438,7 +438,7 @@ fn majority(mask: &[bool], w: usize, h: usize) -> Vec<bool> {
 }
 
 /// 3x3 dilation: joins the fragments of one person.
-fn dilate(mask: &[bool], w: usize, h: usize) -> Vec<bool> {
+pub(crate) fn dilate(mask: &[bool], w: usize, h: usize) -> Vec<bool> {
     let mut out = mask.to_vec();
     for y in 0..h {
         for x in 0..w {
@@ -456,7 +456,7 @@ fn dilate(mask: &[bool], w: usize, h: usize) -> Vec<bool> {
 }
 
 /// Connected components (4-connected) of a mask.
-fn components(mask: &[bool], w: usize, h: usize) -> Vec<Blob> {
+pub(crate) fn components(mask: &[bool], w: usize, h: usize) -> Vec<Blob> {
     let mut seen = vec![false; w * h];
     let mut out = Vec::new();
     let mut stack = Vec::new();

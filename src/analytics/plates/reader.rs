@@ -1,0 +1,167 @@
+//! The plate reader on one image: text detection, recognition of each text box,
+//! plate-format rules; best candidate first.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tract_onnx::prelude::*;
+
+use super::ocr::{self, Image, TextBox};
+use super::rules::{self, Region};
+
+/// The detector's fixed input (one optimised plan; tract needs a fixed shape):
+/// 1280x720 frames fill it at RapidOCR's 736-pixel short side.
+pub const DET_W: usize = 1312;
+pub const DET_H: usize = 736;
+/// The recogniser's input: 48 high, at most 320 wide (RapidOCR's shape).
+pub const REC_H: usize = 48;
+pub const REC_W: usize = 320;
+
+pub const DETECTOR_FILE: &str = "ch_PP-OCRv4_det_infer.onnx";
+pub const RECOGNISER_FILE: &str = "ch_PP-OCRv4_rec_infer.onnx";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlateError {
+    #[error("model {path}: {reason} (deploy/fetch-models.sh fetches the models)")]
+    Model { path: PathBuf, reason: String },
+    #[error("inference failed: {0}")]
+    Inference(String),
+}
+
+/// One model, run on one NCHW input of its fixed shape.
+pub trait Inference: Send + Sync {
+    /// The first output: shape and values.
+    fn run(&self, input: Vec<f32>) -> Result<(Vec<usize>, Vec<f32>), String>;
+}
+
+/// tract, pure Rust: one optimised plan for the fixed input shape.
+pub struct Tract {
+    plan: Arc<TypedRunnableModel>,
+    shape: [usize; 4],
+}
+
+impl Tract {
+    pub fn load(path: &Path, shape: [usize; 4]) -> Result<Self, PlateError> {
+        let err = |e: TractError| PlateError::Model {
+            path: path.to_owned(),
+            reason: format!("{e:#}"),
+        };
+        let plan = tract_onnx::onnx()
+            .model_for_path(path)
+            .map_err(err)?
+            .with_input_fact(0, f32::fact(shape).into())
+            .map_err(err)?
+            .into_optimized()
+            .map_err(err)?
+            .into_runnable()
+            .map_err(err)?;
+        Ok(Self { plan, shape })
+    }
+}
+
+impl Inference for Tract {
+    fn run(&self, input: Vec<f32>) -> Result<(Vec<usize>, Vec<f32>), String> {
+        let t = Tensor::from_shape(&self.shape, &input).map_err(|e| e.to_string())?;
+        let out = self.plan.run(tvec!(t.into())).map_err(|e| e.to_string())?;
+        let o = out[0]
+            .to_plain_array_view::<f32>()
+            .map_err(|e| e.to_string())?;
+        Ok((o.shape().to_vec(), o.iter().copied().collect()))
+    }
+}
+
+/// A plate read from an image.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PlateRead {
+    pub text: String,
+    /// Recogniser confidence times how well the text fits the region's formats.
+    pub confidence: f32,
+    /// `[x, y, width, height]` in image pixels.
+    #[serde(rename = "box")]
+    pub bbox: [u32; 4],
+    /// What the recogniser read before the format rules.
+    pub raw: String,
+}
+
+/// Detector thresholds (RapidOCR's defaults).
+const DET: ocr::DetParams = ocr::DetParams {
+    thresh: 0.3,
+    box_thresh: 0.5,
+    unclip: 1.6,
+};
+
+pub struct PlateReader {
+    det: Box<dyn Inference>,
+    rec: Box<dyn Inference>,
+    dict: Vec<String>,
+    region: Region,
+}
+
+impl PlateReader {
+    /// Loads the two models from `dir` (tract backend).
+    pub fn load(dir: &Path, region: Region) -> Result<Self, PlateError> {
+        let det_path = dir.join(DETECTOR_FILE);
+        let rec_path = dir.join(RECOGNISER_FILE);
+        let bytes = std::fs::read(&rec_path).map_err(|e| PlateError::Model {
+            path: rec_path.clone(),
+            reason: e.to_string(),
+        })?;
+        let chars =
+            super::onnx_meta::metadata(&bytes, "character").ok_or_else(|| PlateError::Model {
+                path: rec_path.clone(),
+                reason: "no character list in its metadata".into(),
+            })?;
+        let mut dict: Vec<String> = chars.lines().map(str::to_owned).collect();
+        dict.push(" ".into());
+        Ok(Self {
+            det: Box::new(Tract::load(&det_path, [1, 3, DET_H, DET_W])?),
+            rec: Box::new(Tract::load(&rec_path, [1, 3, REC_H, REC_W])?),
+            dict,
+            region,
+        })
+    }
+
+    /// Text boxes in the image.
+    pub fn detect(&self, img: &Image) -> Result<Vec<TextBox>, PlateError> {
+        let (input, scale) = ocr::detector_input(img, DET_W, DET_H);
+        let (shape, prob) = self.det.run(input).map_err(PlateError::Inference)?;
+        let (mh, mw) = (shape[shape.len() - 2], shape[shape.len() - 1]);
+        Ok(ocr::detector_boxes(&prob, (mw, mh), scale, img, DET))
+    }
+
+    /// Reads the text in one box.
+    pub fn recognise(&self, img: &Image, b: &TextBox) -> Result<(String, f32), PlateError> {
+        let input = ocr::recogniser_input(img, b, REC_H, REC_W);
+        let (shape, probs) = self.rec.run(input).map_err(PlateError::Inference)?;
+        let (steps, classes) = (shape[1], shape[2]);
+        Ok(ocr::ctc_decode(&probs, steps, classes, &self.dict))
+    }
+
+    /// Plates in the image, best first.
+    pub fn read(&self, img: &Image) -> Result<Vec<PlateRead>, PlateError> {
+        let mut out: Vec<PlateRead> = Vec::new();
+        for b in self.detect(img)? {
+            // A plate is wider than high; skip tall boxes and slivers.
+            if b.w < b.h * 1.2 || b.h < 8.0 {
+                continue;
+            }
+            let (raw, conf) = self.recognise(img, &b)?;
+            let Some((text, fit)) = rules::plate(&raw, self.region) else {
+                continue;
+            };
+            let read = PlateRead {
+                text,
+                confidence: conf * fit,
+                bbox: [b.x as u32, b.y as u32, b.w as u32, b.h as u32],
+                raw,
+            };
+            match out.iter_mut().find(|r| r.text == read.text) {
+                Some(r) if r.confidence < read.confidence => *r = read,
+                Some(_) => {}
+                None => out.push(read),
+            }
+        }
+        out.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
+        Ok(out)
+    }
+}

@@ -1,0 +1,165 @@
+//! Plate-format rules per region: which texts can be plates, and the
+//! character-confusion fixes a format implies (an `O` where the format wants a
+//! digit is a `0`).
+//!
+//! A pattern is a string of `L` (letter), `N` (digit) and `X` (either).
+
+use serde::{Deserialize, Serialize};
+
+/// A region's formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Region {
+    /// Brazil: `LLLNNNN` and Mercosur `LLLNLNN`.
+    Br,
+    /// Europe, mixed countries: 4-8 letters and digits with at least one of each.
+    Eu,
+    /// United States: 5-8 letters and digits with at least one digit.
+    Us,
+    /// Anything of 4-8 letters and digits with at least one digit.
+    Any,
+}
+
+impl Region {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "br" => Some(Region::Br),
+            "eu" => Some(Region::Eu),
+            "us" => Some(Region::Us),
+            "any" => Some(Region::Any),
+            _ => None,
+        }
+    }
+
+    fn patterns(self) -> &'static [&'static str] {
+        match self {
+            Region::Br => &["LLLNNNN", "LLLNLNN"],
+            // The most common layouts first; anything else is judged generically.
+            Region::Us => &["LLLNNNN", "NLLLNNN", "LLLNNN", "NNNLLL", "LLNNNNN"],
+            Region::Eu => &["LLNNLLL", "LLNNNLL", "LLLNNNN", "NLLLNNN"],
+            Region::Any => &[],
+        }
+    }
+
+    fn lengths(self) -> (usize, usize) {
+        match self {
+            Region::Br => (7, 7),
+            Region::Us => (5, 8),
+            Region::Eu | Region::Any => (4, 8),
+        }
+    }
+}
+
+/// Upper case, letters and digits only (how reads are compared).
+pub fn normalize(text: &str) -> String {
+    text.chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_uppercase())
+        .collect()
+}
+
+fn as_letter(c: char) -> Option<char> {
+    Some(match c {
+        'A'..='Z' => c,
+        '0' => 'O',
+        '1' => 'I',
+        '2' => 'Z',
+        '4' => 'A',
+        '5' => 'S',
+        '6' => 'G',
+        '7' => 'T',
+        '8' => 'B',
+        _ => return None,
+    })
+}
+
+fn as_digit(c: char) -> Option<char> {
+    Some(match c {
+        '0'..='9' => c,
+        'O' | 'D' | 'Q' | 'U' => '0',
+        'I' | 'L' | 'J' => '1',
+        'Z' => '2',
+        'A' => '4',
+        'S' => '5',
+        'G' => '6',
+        'T' => '7',
+        'B' => '8',
+        _ => return None,
+    })
+}
+
+/// `text` forced into `pattern`, and how many characters that changed.
+fn fit(text: &[char], pattern: &str) -> Option<(String, usize)> {
+    if text.len() != pattern.len() {
+        return None;
+    }
+    let mut out = String::new();
+    let mut fixes = 0;
+    for (&c, p) in text.iter().zip(pattern.chars()) {
+        let f = match p {
+            'L' => as_letter(c)?,
+            'N' => as_digit(c)?,
+            _ => c,
+        };
+        fixes += (f != c) as usize;
+        out.push(f);
+    }
+    Some((out, fixes))
+}
+
+/// The best plate reading of a recognised text for a region, with a weight in
+/// (0, 1] for how well it fits the region's formats; `None` when it cannot be a plate.
+pub fn plate(text: &str, region: Region) -> Option<(String, f32)> {
+    let t: Vec<char> = normalize(text).chars().collect();
+    let (min, max) = region.lengths();
+    let mut best: Option<(String, f32)> = None;
+    let mut consider = |s: String, w: f32| {
+        if best.as_ref().is_none_or(|(_, bw)| w > *bw) {
+            best = Some((s, w));
+        }
+    };
+    // The whole text, or a window of it (a country band or a sticker read along).
+    for len in (min..=max.min(t.len())).rev() {
+        for start in 0..=(t.len() - len) {
+            let window = &t[start..start + len];
+            let trimmed = (t.len() - len) as f32;
+            for p in region.patterns() {
+                if let Some((s, fixes)) = fit(window, p) {
+                    consider(s, 1.0 - 0.1 * fixes as f32 - 0.1 * trimmed);
+                }
+            }
+            let digits = window.iter().filter(|c| c.is_ascii_digit()).count();
+            let letters = len - digits;
+            let generic_ok = digits > 0 && (region != Region::Eu || letters > 0);
+            if generic_ok && start == 0 && len == t.len() {
+                consider(window.iter().collect(), 0.6);
+            }
+        }
+    }
+    best.filter(|(_, w)| *w > 0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn brazilian_formats_fix_confusions_by_position() {
+        assert_eq!(plate("ABC-1234", Region::Br), Some(("ABC1234".into(), 1.0)));
+        // O read for 0 and 8 for B.
+        let (p, w) = plate("A8C12O4", Region::Br).unwrap();
+        assert_eq!(p, "ABC1204");
+        assert!(w < 1.0);
+        // Mercosur, with the country band read along.
+        assert_eq!(plate("BRA2E19", Region::Br).unwrap().0, "BRA2E19");
+        assert!(plate("BRASIL", Region::Br).is_none());
+    }
+
+    #[test]
+    fn texts_without_digits_or_of_the_wrong_length_are_not_plates() {
+        assert!(plate("STOP", Region::Us).is_none());
+        assert!(plate("12", Region::Any).is_none());
+        assert_eq!(plate("7ABC123", Region::Us).unwrap().0, "7ABC123");
+        assert_eq!(plate("xyz 99", Region::Any).unwrap().0, "XYZ99");
+    }
+}
