@@ -145,6 +145,14 @@ impl PlateReader {
             if b.w < b.h * 1.2 || b.h < 8.0 {
                 continue;
             }
+            // DB's unclip is tight at the ends of a line of text: give the first and
+            // last characters a little more room.
+            let pad = (b.h * 0.15).min(b.x);
+            let b = TextBox {
+                x: b.x - pad,
+                w: (b.w + 2.0 * pad).min(img.width as f32 - (b.x - pad)),
+                ..b
+            };
             let (raw, conf) = self.recognise(img, &b)?;
             let Some((text, fit)) = rules::plate(&raw, self.region) else {
                 continue;
