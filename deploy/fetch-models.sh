@@ -22,12 +22,19 @@ trap 'rm -rf "$work"' EXIT
 if python3 -m pip --version >/dev/null 2>&1; then
   python3 -m pip download --quiet --no-deps -d "$work" "rapidocr-onnxruntime==$version"
 else
-  # No pip: the wheel straight from PyPI's JSON API.
+  # No pip: the wheel straight from PyPI's simple index (PEP 503).
   url=$(python3 - "$version" <<'PY'
-import json, sys, urllib.request
+import re, sys, urllib.parse, urllib.request
 v = sys.argv[1]
-meta = json.load(urllib.request.urlopen(f"https://pypi.org/pypi/rapidocr-onnxruntime/{v}/json"))
-print(next(u["url"] for u in meta["urls"] if u["filename"].endswith(".whl")))
+index = "https://pypi.org/simple/rapidocr-onnxruntime/"
+page = urllib.request.urlopen(index).read().decode()
+for href in re.findall(r'href="([^"]+)"', page):
+    name = urllib.parse.urlparse(href).path.rsplit("/", 1)[-1]
+    if name == f"rapidocr_onnxruntime-{v}-py3-none-any.whl":
+        print(urllib.parse.urljoin(index, href.split("#")[0]))
+        break
+else:
+    sys.exit(f"rapidocr-onnxruntime {v} not found on {index}")
 PY
 )
   python3 -c "import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])" "$url" "$work/rapidocr.whl"

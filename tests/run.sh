@@ -14,6 +14,7 @@ have mosquitto || missing+=(mosquitto)
 have haproxy || missing+=(haproxy)
 have openssl || missing+=(openssl)
 have curl || missing+=(curl)
+have python3 || missing+=(python3)
 have pkg-config || missing+=(pkg-config)
 have cc || missing+=(gcc)
 have systemd-analyze || missing+=(systemd)
@@ -42,5 +43,9 @@ fi
 
 cargo build --locked --bins
 ./target/debug/edgecam check-config --values-only config.example.toml
+# The OCR models the plate-reading tests use (from PyPI, checked by sha256; kept
+# across runs).
+export EDGECAM_TEST_MODELS="$PWD/target/models"
+bash deploy/fetch-models.sh "$EDGECAM_TEST_MODELS"
 cargo test --locked
 bash tests/deploy.sh
