@@ -99,7 +99,7 @@ enum Command {
         /// Plate formats: br, eu, us or any.
         #[arg(long, default_value = "any")]
         region: String,
-        /// Print JSON lines (the default prints the same).
+        /// Print one JSON line per image instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -257,8 +257,8 @@ fn main() -> ExitCode {
             images,
             models,
             region,
-            json: _,
-        } => read_plates(&images, &models, &region),
+            json,
+        } => read_plates(&images, &models, &region, json),
         Command::EvalPlates {
             data,
             models,
@@ -466,16 +466,35 @@ fn region(s: &str) -> anyhow::Result<analytics::plates::Region> {
         .with_context(|| format!("--region must be br, eu, us or any, found {s:?}"))
 }
 
-fn read_plates(images: &[PathBuf], models: &Path, region_name: &str) -> anyhow::Result<()> {
+fn read_plates(
+    images: &[PathBuf],
+    models: &Path,
+    region_name: &str,
+    json: bool,
+) -> anyhow::Result<()> {
     let reader = analytics::plates::PlateReader::load(models, region(region_name)?)?;
     for path in images {
         let started = std::time::Instant::now();
-        let line = match load_jpeg(path).and_then(|img| Ok(reader.read(&img)?)) {
-            Ok(plates) => serde_json::json!({"file": path, "plates": plates,
-                "ms": started.elapsed().as_secs_f64() * 1000.0}),
-            Err(e) => serde_json::json!({"file": path, "error": format!("{e:#}")}),
-        };
-        println!("{line}");
+        let result = load_jpeg(path).and_then(|img| Ok(reader.read(&img)?));
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        match (json, result) {
+            (true, Ok(plates)) => println!(
+                "{}",
+                serde_json::json!({"file": path, "plates": plates, "ms": ms})
+            ),
+            (true, Err(e)) => println!(
+                "{}",
+                serde_json::json!({"file": path, "error": format!("{e:#}")})
+            ),
+            (false, Ok(plates)) => {
+                let reads: Vec<String> = plates
+                    .iter()
+                    .map(|p| format!("{} ({:.2})", p.text, p.confidence))
+                    .collect();
+                println!("{}: {}  [{ms:.0} ms]", path.display(), reads.join(", "));
+            }
+            (false, Err(e)) => println!("{}: error: {e:#}", path.display()),
+        }
     }
     Ok(())
 }
