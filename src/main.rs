@@ -11,6 +11,7 @@ mod metrics;
 mod mqtt;
 mod outbox;
 mod synthetic;
+mod tools;
 mod upload;
 mod video;
 
@@ -226,7 +227,7 @@ fn main() -> ExitCode {
         } => load(&config).and_then(|c| runtime()?.block_on(outbox_stats(&c, json))),
         Command::Recordings {
             command: RecordingsCommand::List { config, json },
-        } => load(&config).and_then(|c| recordings_list(&c, json)),
+        } => load(&config).and_then(|c| tools::recordings_list(&c, json)),
         Command::Recordings {
             command:
                 RecordingsCommand::Clip {
@@ -235,7 +236,7 @@ fn main() -> ExitCode {
                     to,
                     out,
                 },
-        } => load(&config).and_then(|c| recordings_clip(&c, &from, &to, &out)),
+        } => load(&config).and_then(|c| tools::recordings_clip(&c, &from, &to, &out)),
         Command::CountPeople {
             video,
             line,
@@ -244,7 +245,7 @@ fn main() -> ExitCode {
             width,
             config,
             json,
-        } => count_people(
+        } => tools::count_people(
             &video,
             &line,
             in_direction.as_deref(),
@@ -258,12 +259,12 @@ fn main() -> ExitCode {
             models,
             region,
             json,
-        } => read_plates(&images, &models, &region, json),
+        } => tools::read_plates(&images, &models, &region, json),
         Command::EvalPlates {
             data,
             models,
             limit,
-        } => eval_plates(&data, &models, limit),
+        } => tools::eval_plates(&data, &models, limit),
         Command::Emit {
             config,
             kind,
@@ -388,283 +389,6 @@ fn config_show(path: &Path, local: Config, json: bool) -> anyhow::Result<()> {
     for (key, value, source) in rows {
         println!("{key:width$} = {value:<40} # {source}");
     }
-    Ok(())
-}
-
-fn rfc3339(t: std::time::SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
-}
-
-fn recordings_list(config: &Config, json: bool) -> anyhow::Result<()> {
-    let dir = &config.video.recordings_dir;
-    let segments = video::segments::scan(dir)
-        .with_context(|| format!("cannot list recordings in {}", dir.display()))?;
-    let gaps = video::segments::gaps(&segments, video::segments::GAP_TOLERANCE);
-    if json {
-        let segs: Vec<_> = segments
-            .iter()
-            .map(|s| {
-                serde_json::json!({"start": rfc3339(s.start), "end": rfc3339(s.end),
-                    "bytes": s.bytes, "path": s.path})
-            })
-            .collect();
-        let gaps: Vec<_> = gaps
-            .iter()
-            .map(|g| serde_json::json!({"from": rfc3339(g.from), "to": rfc3339(g.to)}))
-            .collect();
-        println!("{}", serde_json::json!({"segments": segs, "gaps": gaps}));
-        return Ok(());
-    }
-    let total: u64 = segments.iter().map(|s| s.bytes).sum();
-    println!(
-        "# {} segments, {total} bytes, in {}",
-        segments.len(),
-        dir.display()
-    );
-    for s in &segments {
-        if let Some(g) = gaps.iter().find(|g| g.to == s.start) {
-            let silent = g.to.duration_since(g.from).unwrap_or_default();
-            println!("# gap of {:.1} s", silent.as_secs_f64());
-        }
-        println!(
-            "{} .. {}  {:>10}  {}",
-            rfc3339(s.start),
-            rfc3339(s.end),
-            s.bytes,
-            s.path.display()
-        );
-    }
-    Ok(())
-}
-
-/// Decodes a JPEG file to RGB.
-fn load_jpeg(path: &Path) -> anyhow::Result<analytics::plates::Image> {
-    let file =
-        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut d = jpeg_decoder::Decoder::new(std::io::BufReader::new(file));
-    let pixels = d
-        .decode()
-        .with_context(|| format!("{} is not a readable JPEG", path.display()))?;
-    let info = d.info().context("JPEG without a header")?;
-    let rgb = match info.pixel_format {
-        jpeg_decoder::PixelFormat::RGB24 => pixels,
-        jpeg_decoder::PixelFormat::L8 => pixels.iter().flat_map(|&v| [v, v, v]).collect(),
-        other => anyhow::bail!(
-            "{}: unsupported JPEG pixel format {other:?}",
-            path.display()
-        ),
-    };
-    Ok(analytics::plates::Image {
-        width: info.width as u32,
-        height: info.height as u32,
-        rgb,
-    })
-}
-
-fn region(s: &str) -> anyhow::Result<analytics::plates::Region> {
-    analytics::plates::Region::parse(s)
-        .with_context(|| format!("--region must be br, eu, us or any, found {s:?}"))
-}
-
-fn read_plates(
-    images: &[PathBuf],
-    models: &Path,
-    region_name: &str,
-    json: bool,
-) -> anyhow::Result<()> {
-    let reader = analytics::plates::PlateReader::load(models, region(region_name)?)?;
-    for path in images {
-        let started = std::time::Instant::now();
-        let result = load_jpeg(path).and_then(|img| Ok(reader.read(&img)?));
-        let ms = started.elapsed().as_secs_f64() * 1000.0;
-        match (json, result) {
-            (true, Ok(plates)) => println!(
-                "{}",
-                serde_json::json!({"file": path, "plates": plates, "ms": ms})
-            ),
-            (true, Err(e)) => println!(
-                "{}",
-                serde_json::json!({"file": path, "error": format!("{e:#}")})
-            ),
-            (false, Ok(plates)) => {
-                let reads: Vec<String> = plates
-                    .iter()
-                    .map(|p| format!("{} ({:.2})", p.text, p.confidence))
-                    .collect();
-                println!("{}: {}  [{ms:.0} ms]", path.display(), reads.join(", "));
-            }
-            (false, Err(e)) => println!("{}: error: {e:#}", path.display()),
-        }
-    }
-    Ok(())
-}
-
-fn eval_plates(data: &Path, models: &Path, limit: Option<usize>) -> anyhow::Result<()> {
-    let labels = std::fs::read_to_string(data.join("labels.tsv"))
-        .with_context(|| format!("no labels.tsv in {}", data.display()))?;
-    let mut readers = std::collections::BTreeMap::new();
-    // region → (images, top-1, any-of, ms)
-    let mut score: std::collections::BTreeMap<String, (usize, usize, usize, f64)> =
-        Default::default();
-    for line in labels.lines().filter(|l| !l.trim().is_empty()) {
-        let cols: Vec<&str> = line.split('\t').collect();
-        anyhow::ensure!(
-            cols.len() >= 6,
-            "labels.tsv: expected 6 columns in {line:?}"
-        );
-        let (file, truth) = (cols[0], analytics::plates::rules::normalize(cols[5]));
-        let region_name = file.split('/').next().unwrap_or("any");
-        let entry = score.entry(region_name.to_owned()).or_default();
-        if limit.is_some_and(|l| entry.0 >= l) {
-            continue;
-        }
-        let r = region(region_name).unwrap_or(analytics::plates::Region::Any);
-        if !readers.contains_key(region_name) {
-            readers.insert(
-                region_name.to_owned(),
-                analytics::plates::PlateReader::load(models, r)?,
-            );
-        }
-        let reader = &readers[region_name];
-        let img = load_jpeg(&data.join(file))?;
-        let started = std::time::Instant::now();
-        let plates = reader.read(&img)?;
-        let ms = started.elapsed().as_secs_f64() * 1000.0;
-        let top = plates.first().is_some_and(|p| p.text == truth);
-        let any = plates.iter().any(|p| p.text == truth);
-        let entry = score.entry(region_name.to_owned()).or_default();
-        entry.0 += 1;
-        entry.1 += top as usize;
-        entry.2 += any as usize;
-        entry.3 += ms;
-        let got: Vec<&str> = plates.iter().map(|p| p.text.as_str()).collect();
-        eprintln!(
-            "{file}\t{truth}\t{}\t{got:?}\t{ms:.0} ms",
-            if top {
-                "ok"
-            } else if any {
-                "among"
-            } else {
-                "miss"
-            }
-        );
-    }
-    let (mut n, mut t, mut a, mut ms) = (0, 0, 0, 0.0);
-    println!("region  images  top-1          any-of         ms/image");
-    for (region, (rn, rt, ra, rms)) in &score {
-        println!(
-            "{region:<7} {rn:>6}  {rt:>4} {:>6.1} %  {ra:>4} {:>6.1} %  {:>8.0}",
-            100.0 * *rt as f64 / (*rn).max(1) as f64,
-            100.0 * *ra as f64 / (*rn).max(1) as f64,
-            rms / (*rn).max(1) as f64
-        );
-        (n, t, a, ms) = (n + rn, t + rt, a + ra, ms + rms);
-    }
-    println!(
-        "all     {n:>6}  {t:>4} {:>6.1} %  {a:>4} {:>6.1} %  {:>8.0}",
-        100.0 * t as f64 / n.max(1) as f64,
-        100.0 * a as f64 / n.max(1) as f64,
-        ms / n.max(1) as f64
-    );
-    Ok(())
-}
-
-fn count_people(
-    video: &Path,
-    line: &str,
-    in_direction: Option<&str>,
-    fps: u32,
-    width: u32,
-    config: Option<&Path>,
-    json: bool,
-) -> anyhow::Result<()> {
-    let v: Vec<f32> = line
-        .split(',')
-        .map(|x| x.trim().parse::<f32>())
-        .collect::<Result<_, _>>()
-        .ok()
-        .filter(|v: &Vec<f32>| v.len() == 4 && v.iter().all(|x| (0.0..=1.0).contains(x)))
-        .with_context(|| format!("--line must be x1,y1,x2,y2 as fractions 0..1, found {line:?}"))?;
-    let in_direction = in_direction
-        .map(|d| {
-            serde_json::from_value::<analytics::InDirection>(serde_json::Value::String(d.into()))
-                .with_context(|| format!("--in must be down, up, left or right, found {d:?}"))
-        })
-        .transpose()?;
-    anyhow::ensure!((1..=60).contains(&fps), "--fps must be 1-60");
-    anyhow::ensure!((16..=7680).contains(&width), "--width must be 16-7680");
-    let mut people = match config {
-        Some(path) => load(path)?.people,
-        None => config::PeopleConfig::default(),
-    };
-    people.lines = vec![analytics::LineConfig {
-        name: "line".into(),
-        a: [v[0], v[1]],
-        b: [v[2], v[3]],
-        in_direction,
-    }];
-    people.zones.clear();
-    let mut counter = analytics::Counter::new(people.params(), people.lines.clone(), vec![]);
-    let mut tally = analytics::Tally::new(&people.lines, &[]);
-    let mut crossings = Vec::new();
-    let started = std::time::Instant::now();
-    let frames = video::decode::file_frames(video, width, fps, |frame, at| {
-        let found = counter.process(&frame.rgb, frame.width, frame.height);
-        tally.add(&found, &[]);
-        for c in found {
-            if !json {
-                println!(
-                    "{:8.2} s  {:<3}  track {}",
-                    at.as_secs_f64(),
-                    c.direction,
-                    c.track
-                );
-            }
-            crossings.push(serde_json::json!({"t_s": at.as_secs_f64(), "line": c.line,
-                "direction": c.direction, "track": c.track}));
-        }
-    })
-    .map_err(|e| anyhow::anyhow!(e))?;
-    let secs = started.elapsed().as_secs_f64();
-    let totals = &tally.lines["line"];
-    if json {
-        println!(
-            "{}",
-            serde_json::json!({"video": video, "frames": frames, "fps": fps, "crossings": crossings,
-                "in": totals.inn, "out": totals.out, "analysed_fps": frames as f64 / secs})
-        );
-    } else {
-        println!(
-            "in {}  out {}  ({frames} frames at {fps} fps analysed in {secs:.1} s, {:.0} frames/s)",
-            totals.inn,
-            totals.out,
-            frames as f64 / secs
-        );
-    }
-    Ok(())
-}
-
-fn recordings_clip(config: &Config, from: &str, to: &str, out: &Path) -> anyhow::Result<()> {
-    let parse = |name: &str, t: &str| {
-        humantime::parse_rfc3339_weak(t)
-            .with_context(|| format!("--{name} must be an RFC 3339 time, found {t:?}"))
-    };
-    let (from, to) = (parse("from", from)?, parse("to", to)?);
-    let clip = video::clips::cut(
-        &config.video.recordings_dir,
-        from,
-        to,
-        out,
-        std::time::Duration::from_secs(600),
-    )?;
-    println!(
-        "{}: {} .. {} from {} segments, {} bytes",
-        clip.path.display(),
-        rfc3339(clip.from),
-        rfc3339(clip.to),
-        clip.segments.len(),
-        clip.bytes
-    );
     Ok(())
 }
 
