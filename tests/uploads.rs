@@ -486,21 +486,8 @@ async fn a_time_range_is_cut_from_the_recordings_and_uploaded_as_one_clip() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    let start = |n: &str| {
-        let s = n.trim_end_matches(".mkv");
-        humantime::parse_rfc3339(&format!(
-            "{}-{}-{}T{}:{}:{}",
-            &s[0..4],
-            &s[4..6],
-            &s[6..8],
-            &s[9..11],
-            &s[11..13],
-            &s[13..]
-        ))
-        .unwrap()
-    };
-    let from = start(&names[1]) + Duration::from_millis(200);
-    let to = start(&names[2]) + Duration::from_millis(500);
+    let from = segment_start(&names[1]) + Duration::from_millis(200);
+    let to = segment_start(&names[2]) + Duration::from_millis(500);
     let fmt = |t| humantime::format_rfc3339_millis(t).to_string();
     request(
         &rig,
@@ -553,17 +540,7 @@ async fn recordings_a_pending_upload_needs_survive_a_tiny_disk_budget() {
     })
     .await;
     let first = names()[0].clone();
-    let s = first.trim_end_matches(".mkv");
-    let start = humantime::parse_rfc3339(&format!(
-        "{}-{}-{}T{}:{}:{}",
-        &s[0..4],
-        &s[4..6],
-        &s[6..8],
-        &s[9..11],
-        &s[11..13],
-        &s[13..]
-    ))
-    .unwrap();
+    let start = segment_start(&first);
     let fmt = |t| humantime::format_rfc3339_millis(t).to_string();
     request(
         &rig,

@@ -11,16 +11,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::json;
 
-fn status_kb(pid: i32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 fn main() {
     let mb: usize = std::env::var("EDGECAM_BENCH_UPLOAD_MB")
         .ok()

@@ -25,6 +25,32 @@ use serde_json::Value;
 
 pub const CAMERA: &str = "cam-test-1";
 
+/// A `/proc/<pid>/status` field in KiB (`VmRSS:`, `VmHWM:`), 0 when absent.
+pub fn status_kb(pid: i32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The UTC start of a recorded segment, from its name (`20261122T043015.123Z.mkv`).
+pub fn segment_start(name: &str) -> std::time::SystemTime {
+    let s = name.trim_end_matches(".mkv");
+    humantime::parse_rfc3339(&format!(
+        "{}-{}-{}T{}:{}:{}",
+        &s[0..4],
+        &s[4..6],
+        &s[6..8],
+        &s[9..11],
+        &s[11..13],
+        &s[13..]
+    ))
+    .unwrap()
+}
+
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
