@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::analytics::PeopleCounting;
+use crate::analytics::{PeopleCounting, PlateReading};
 use crate::config::{self, stage::RemoteStage, Config};
 use crate::health::{self, Health};
 use crate::metrics::Metrics;
@@ -137,24 +137,43 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
             }
         })
     });
-    // Video: frames go to a drop-oldest queue that analytics will read; until they
-    // exist nobody reads it, so every frame beyond the queue counts as dropped.
+    // Video: each analytic reads its own drop-oldest queue of the same frames.
     let video_task = config.video.enabled.then(|| {
-        let frames = FrameQueue::new(config.video.frame_queue, metrics.clone());
-        // People counting reads the frames (and idles while `[people]` is off; it
-        // can be switched on remotely).
+        // People counting idles while `[people]` is off (it can be switched on
+        // remotely) and takes no frames then.
+        let people = FrameQueue::new(config.video.frame_queue, metrics.clone(), |m| {
+            &m.frames_dropped
+        });
         let counting = tokio::spawn(
-            PeopleCounting::new(config_rx.clone(), frames.clone(), events_tx.clone())
+            PeopleCounting::new(config_rx.clone(), people.clone(), events_tx.clone())
                 .run(shutdown.clone()),
         );
+        let mut queues = vec![people];
+        // Plate reading: set at start-up.
+        let plates = config.plates.enabled.then(|| {
+            let q = FrameQueue::new(config.plates.frame_queue, metrics.clone(), |m| {
+                &m.plate_frames_dropped
+            });
+            queues.push(q.clone());
+            tokio::spawn(
+                PlateReading::new(
+                    config.plates.clone(),
+                    config.upload.media_dir.clone(),
+                    q,
+                    events_tx.clone(),
+                    metrics.clone(),
+                )
+                .run(shutdown.clone()),
+            )
+        });
         let video = tokio::spawn(
-            Video::new(config.video.clone(), frames, pins.clone(), metrics.clone())
+            Video::new(config.video.clone(), queues, pins.clone(), metrics.clone())
                 .run(shutdown.clone()),
         );
-        (video, counting)
+        (video, counting, plates)
     });
-    if config.people.enabled && !config.video.enabled {
-        tracing::warn!("people counting is on but [video] is off: nothing to count");
+    if (config.people.enabled || config.plates.enabled) && !config.video.enabled {
+        tracing::warn!("analytics are on but [video] is off: nothing to analyse");
     }
     let log_task = log_reload
         .map(|reload| tokio::spawn(follow_log_level(config_rx, reload, shutdown.clone())));
@@ -173,9 +192,12 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
 
     let drain = async {
         join_logged("synthetic", synthetic_task).await;
-        if let Some((video, counting)) = video_task {
+        if let Some((video, counting, plates)) = video_task {
             join_logged("video", video).await;
             join_logged("people counting", counting).await;
+            if let Some(plates) = plates {
+                join_logged("plate reading", plates).await;
+            }
         }
         if let Some(t) = remote_task {
             join_logged("remote configuration", t).await;

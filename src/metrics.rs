@@ -41,7 +41,7 @@ pub struct Metrics {
     pub frames_in: AtomicU64,
     /// Video: frames handed to analytics.
     pub frames_delivered: AtomicU64,
-    /// Video: frames dropped because analytics lagged (oldest first).
+    /// Video: frames dropped because people counting lagged (oldest first).
     pub frames_dropped: AtomicU64,
     /// Video: recorded segments closed.
     pub segments_closed: AtomicU64,
@@ -82,6 +82,21 @@ pub struct Metrics {
     pub uploads_failed: AtomicU64,
     pub upload_attempts_failed: AtomicU64,
     pub upload_bytes: AtomicU64,
+    /// Plates: frames dropped because the readers lagged (oldest first), frames
+    /// read, frames skipped by the motion gate, reads kept, vehicles reported,
+    /// tracks discarded (too few reads), reading time in total (µs), reader errors,
+    /// snapshots written, deleted (beyond `max_snapshots`) and failed.
+    pub plate_frames_dropped: AtomicU64,
+    pub plate_frames_read: AtomicU64,
+    pub plate_frames_still: AtomicU64,
+    pub plate_reads: AtomicU64,
+    pub plate_vehicles: AtomicU64,
+    pub plate_tracks_discarded: AtomicU64,
+    pub plate_read_us_total: AtomicU64,
+    pub plate_errors: AtomicU64,
+    pub plate_snapshots: AtomicU64,
+    pub plate_snapshots_deleted: AtomicU64,
+    pub plate_snapshot_errors: AtomicU64,
     /// Video: the last error that stopped the pipeline (empty: none yet).
     pub video_last_error: std::sync::Mutex<String>,
 }

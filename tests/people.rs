@@ -9,8 +9,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::*;
-use gstreamer as gst;
-use gstreamer::prelude::*;
 use serde_json::Value;
 
 const W: usize = 320;
@@ -81,43 +79,9 @@ fn frame(t: f64) -> Vec<u8> {
 
 /// Writes the scene as H.264 in MP4.
 fn synthetic_video(path: &Path) {
-    gst::init().unwrap();
-    let pipeline = gst::parse::launch(&format!(
-        "appsrc name=src format=time caps=video/x-raw,format=RGB,width={W},height={H},framerate={FPS}/1 ! \
-         videoconvert ! x264enc speed-preset=ultrafast key-int-max={FPS} ! h264parse ! mp4mux ! \
-         filesink location=\"{}\"",
-        path.display()
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let src = pipeline
-        .by_name("src")
-        .unwrap()
-        .downcast::<gstreamer_app::AppSrc>()
-        .unwrap();
-    pipeline.set_state(gst::State::Playing).unwrap();
-    let frames = 21 * FPS;
-    for i in 0..frames {
-        let mut buffer = gst::Buffer::from_mut_slice(frame(i as f64 / FPS as f64));
-        {
-            let b = buffer.get_mut().unwrap();
-            b.set_pts(gst::ClockTime::from_mseconds((i * 1000 / FPS) as u64));
-            b.set_duration(gst::ClockTime::from_mseconds((1000 / FPS) as u64));
-        }
-        src.push_buffer(buffer).unwrap();
-    }
-    src.end_of_stream().unwrap();
-    let msg = pipeline
-        .bus()
-        .unwrap()
-        .timed_pop_filtered(
-            gst::ClockTime::from_seconds(60),
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        )
-        .unwrap();
-    pipeline.set_state(gst::State::Null).unwrap();
-    assert!(matches!(msg.view(), gst::MessageView::Eos(_)), "{msg:?}");
+    encode_video(path, (W, H, FPS), 21 * FPS, |i| {
+        frame(i as f64 / FPS as f64)
+    });
 }
 
 #[test]

@@ -119,6 +119,7 @@ impl PeopleCounting {
                     // The old lines' counts up to now, then the new set-up.
                     self.close(r, ms(SystemTime::now()), true).await;
                 }
+                self.frames.set_wanted(cfg.enabled);
                 run = cfg.enabled.then(|| {
                     tracing::info!(
                         lines = cfg.lines.len(),

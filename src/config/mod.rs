@@ -70,6 +70,81 @@ pub struct Config {
     /// People counting on the analytics frames: lines, zones, counts per interval.
     #[serde(default)]
     pub people: PeopleConfig,
+    /// Licence-plate reading on the analytics frames: one `plate` event per vehicle.
+    #[serde(default)]
+    pub plates: PlatesConfig,
+}
+
+/// Licence-plate reading (PP-OCRv4 text detection and recognition, plate-format
+/// rules, tracking; see `docs/plates.md`). Read at start-up: changes need a restart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlatesConfig {
+    /// Read plates in the analytics frames (needs `[video] enabled` and the models;
+    /// 1280x720 analytics frames suit the detector best).
+    #[serde(default)]
+    pub enabled: bool,
+    /// Directory holding `ch_PP-OCRv4_det_infer.onnx` and `ch_PP-OCRv4_rec_infer.onnx`
+    /// (`deploy/fetch-models.sh` puts them there).
+    #[serde(default = "default_models_dir")]
+    pub models_dir: PathBuf,
+    /// Plate formats: `br`, `eu`, `us` or `any`.
+    #[serde(default = "default_plates_region")]
+    pub region: crate::analytics::plates::Region,
+    /// Part of the frame to read, `[x, y, width, height]` as fractions of the
+    /// frame; empty: all of it. A smaller region is read at a larger scale (small
+    /// plates read better) and leaves out signs and overlays.
+    #[serde(default)]
+    pub roi: Vec<f32>,
+    /// Reads below this confidence (0-1) are ignored.
+    #[serde(default = "default_plates_min_confidence")]
+    pub min_confidence: f32,
+    /// A vehicle read fewer times is discarded when its track ends (counted in
+    /// `plates.tracks_discarded`): one stray read of a sign is not a vehicle.
+    #[serde(default = "default_plates_min_reads")]
+    pub min_reads: u32,
+    /// A vehicle's track ends when its plate has not been read for this long; its
+    /// event is published then.
+    #[serde(default = "default_plates_track_timeout", with = "humantime_serde")]
+    pub track_timeout: Duration,
+    /// A vehicle still in view after this long (parked) is reported then, once,
+    /// with `still_present: true`.
+    #[serde(default = "default_plates_max_track", with = "humantime_serde")]
+    pub max_track: Duration,
+    /// Farthest a plate moves in a second, in plate widths, and still counts as
+    /// the same vehicle when its text reads differently.
+    #[serde(default = "default_plates_max_jump")]
+    pub max_jump: f32,
+    /// Frames are read only when this fraction of a small grey thumbnail changed
+    /// since the last frame, or a vehicle is being tracked; 0 reads every frame.
+    #[serde(default = "default_plates_motion")]
+    pub motion: f32,
+    /// Reader threads, each reading one frame at a time (1-4).
+    #[serde(default = "default_plates_threads")]
+    pub threads: usize,
+    /// Frames waiting for a reader; when full the oldest is dropped (counted in
+    /// `plates.frames_dropped`).
+    #[serde(default = "default_plates_queue")]
+    pub frame_queue: usize,
+    /// Keep a JPEG of each vehicle's best frame as `snapshots/<event_id>.jpg`
+    /// under `upload.media_dir`, to be fetched with a file request.
+    #[serde(default = "default_true")]
+    pub snapshots: bool,
+    /// JPEG quality of snapshots (1-100).
+    #[serde(default = "default_snapshot_quality")]
+    pub snapshot_quality: u8,
+    /// Most snapshots kept; the oldest are deleted beyond it (counted in
+    /// `plates.snapshots_deleted`).
+    #[serde(default = "default_max_snapshots")]
+    pub max_snapshots: usize,
+    /// Publish `hex(sha256(salt + text))` instead of plate texts (alternates too).
+    /// The snapshots still show the plate: turn them off as well if that matters.
+    #[serde(default)]
+    pub hash_plates: bool,
+    /// The salt for `hash_plates` (at least 16 characters). The same salt across a
+    /// fleet lets the cloud match vehicles between cameras without reading them.
+    #[serde(default)]
+    pub hash_salt: String,
 }
 
 /// People counting (background subtraction and blob tracking; see
@@ -512,6 +587,42 @@ fn default_people_hysteresis() -> f32 {
 fn default_people_max_missed() -> u32 {
     4
 }
+fn default_models_dir() -> PathBuf {
+    PathBuf::from("/var/lib/edgecam/models")
+}
+fn default_plates_region() -> crate::analytics::plates::Region {
+    crate::analytics::plates::Region::Any
+}
+fn default_plates_min_confidence() -> f32 {
+    0.5
+}
+fn default_plates_min_reads() -> u32 {
+    2
+}
+fn default_plates_track_timeout() -> Duration {
+    Duration::from_secs(3)
+}
+fn default_plates_max_track() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_plates_max_jump() -> f32 {
+    8.0
+}
+fn default_plates_motion() -> f32 {
+    0.002
+}
+fn default_plates_threads() -> usize {
+    1
+}
+fn default_plates_queue() -> usize {
+    2
+}
+fn default_snapshot_quality() -> u8 {
+    85
+}
+fn default_max_snapshots() -> usize {
+    2000
+}
 fn default_media_dir() -> PathBuf {
     PathBuf::from("/var/lib/edgecam/media")
 }
@@ -665,6 +776,30 @@ impl Default for PeopleConfig {
             max_step: default_people_max_step(),
             hysteresis: default_people_hysteresis(),
             max_missed: default_people_max_missed(),
+        }
+    }
+}
+
+impl Default for PlatesConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            models_dir: default_models_dir(),
+            region: default_plates_region(),
+            roi: Vec::new(),
+            min_confidence: default_plates_min_confidence(),
+            min_reads: default_plates_min_reads(),
+            track_timeout: default_plates_track_timeout(),
+            max_track: default_plates_max_track(),
+            max_jump: default_plates_max_jump(),
+            motion: default_plates_motion(),
+            threads: default_plates_threads(),
+            frame_queue: default_plates_queue(),
+            snapshots: true,
+            snapshot_quality: default_snapshot_quality(),
+            max_snapshots: default_max_snapshots(),
+            hash_plates: false,
+            hash_salt: String::new(),
         }
     }
 }

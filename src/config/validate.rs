@@ -302,6 +302,43 @@ impl Config {
         c.range("people.max_step", p.max_step, 0.01, 1.0);
         c.range("people.hysteresis", p.hysteresis, 0.0, 0.2);
         c.range("people.max_missed", p.max_missed, 0, 100);
+        let pl = &self.plates;
+        c.check(
+            pl.roi.is_empty()
+                || (pl.roi.len() == 4
+                    && pl.roi.iter().all(|v| frac(*v))
+                    && pl.roi[0] + pl.roi[2] <= 1.0
+                    && pl.roi[1] + pl.roi[3] <= 1.0
+                    && pl.roi[2] >= 0.05
+                    && pl.roi[3] >= 0.05),
+            "plates.roi",
+            || "empty, or [x, y, width, height] as fractions of the frame, inside it, at least 0.05 a side".to_owned(),
+        );
+        c.range("plates.min_confidence", pl.min_confidence, 0.0, 1.0);
+        c.range("plates.min_reads", pl.min_reads, 1, 100);
+        c.duration(
+            "plates.track_timeout",
+            pl.track_timeout,
+            Duration::from_millis(200),
+            Duration::from_secs(600),
+        );
+        c.duration(
+            "plates.max_track",
+            pl.max_track,
+            Duration::from_secs(1),
+            Duration::from_secs(24 * 3600),
+        );
+        c.range("plates.max_jump", pl.max_jump, 0.1, 100.0);
+        c.range("plates.motion", pl.motion, 0.0, 1.0);
+        c.range("plates.threads", pl.threads, 1, 4);
+        c.range("plates.frame_queue", pl.frame_queue, 1, 16);
+        c.range("plates.snapshot_quality", pl.snapshot_quality, 1, 100);
+        c.range("plates.max_snapshots", pl.max_snapshots, 1, 1_000_000);
+        c.check(
+            !pl.hash_plates || pl.hash_salt.chars().count() >= 16,
+            "plates.hash_salt",
+            || "at least 16 characters when hash_plates is on".to_owned(),
+        );
         let u = &self.upload;
         c.range("upload.concurrency", u.concurrency, 1, 8);
         c.range(
@@ -441,8 +478,19 @@ mod tests {
         assert_eq!(example.log, super::super::LogConfig::default());
         assert_eq!(example.remote, super::super::RemoteConfig::default());
         assert_eq!(example.video, super::super::VideoConfig::default());
+        assert_eq!(example.people, super::super::PeopleConfig::default());
+        assert_eq!(example.plates, super::super::PlatesConfig::default());
         assert_eq!(example.identity.broker_port, 443);
         assert_eq!(example.identity.alpn, vec!["x-amzn-mqtt-ca"]);
+    }
+
+    #[test]
+    fn plate_settings_out_of_range_name_their_fields() {
+        assert_eq!(
+            fields("[plates]\nroi = [0.5, 0.5, 0.8, 0.2]\nthreads = 9\nhash_plates = true\nhash_salt = \"short\""),
+            vec!["plates.roi", "plates.threads", "plates.hash_salt"]
+        );
+        assert!(with("[plates]\nroi = [0.0, 0.4, 1.0, 0.6]\nhash_plates = true\nhash_salt = \"0123456789abcdef\"").is_ok());
     }
 
     #[test]

@@ -1,7 +1,10 @@
-//! Frames for analytics, and the queue that hands them over. Policy when full:
-//! drop the oldest (analytics want the newest picture), counted.
+//! Frames for analytics, and the queues that hand them over: one per analytic,
+//! each frame shared between them. Policy when full: drop the oldest (analytics
+//! want the newest picture), counted in that analytic's counter. A queue whose
+//! analytic is switched off takes nothing (not a loss: nobody wants the frames).
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -10,8 +13,6 @@ use tokio::sync::Notify;
 use crate::metrics::Metrics;
 
 /// One RGB frame at the analytics size.
-// Read by the analytics stages, which are not built yet.
-#[allow(dead_code)]
 #[derive(Debug, Clone)]
 pub struct Frame {
     pub width: u32,
@@ -37,52 +38,82 @@ pub fn packed_rgb(data: &[u8], width: u32, height: u32) -> Vec<u8> {
         .collect()
 }
 
-/// A bounded queue from the GStreamer streaming thread to the analytics stage.
+/// Which counter a queue's drops go to.
+pub type DropCounter = fn(&Metrics) -> &AtomicU64;
+
+struct Inner {
+    queue: Mutex<VecDeque<Arc<Frame>>>,
+    notify: Notify,
+    wanted: AtomicBool,
+}
+
+/// A bounded queue from the GStreamer streaming thread to one analytics stage.
 #[derive(Clone)]
 pub struct FrameQueue {
-    inner: Arc<(Mutex<VecDeque<Frame>>, Notify)>,
+    inner: Arc<Inner>,
     capacity: usize,
     metrics: Arc<Metrics>,
+    dropped: DropCounter,
 }
 
 impl FrameQueue {
-    pub fn new(capacity: usize, metrics: Arc<Metrics>) -> Self {
+    /// A queue of `capacity` frames whose drops count in `dropped`; it takes
+    /// frames until [`FrameQueue::set_wanted`] says otherwise.
+    pub fn new(capacity: usize, metrics: Arc<Metrics>, dropped: DropCounter) -> Self {
         Self {
-            inner: Arc::new((Mutex::new(VecDeque::with_capacity(capacity)), Notify::new())),
+            inner: Arc::new(Inner {
+                queue: Mutex::new(VecDeque::with_capacity(capacity)),
+                notify: Notify::new(),
+                wanted: AtomicBool::new(true),
+            }),
             capacity: capacity.max(1),
             metrics,
+            dropped,
         }
+    }
+
+    /// Whether the analytic reading this queue is on; while off, frames are not
+    /// queued (and the waiting ones are let go).
+    pub fn set_wanted(&self, wanted: bool) {
+        self.inner.wanted.store(wanted, Relaxed);
+        if !wanted {
+            self.lock().clear();
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Arc<Frame>>> {
+        self.inner.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Adds a frame, dropping (and counting) the oldest when full. Never blocks.
-    pub fn push(&self, frame: Frame) {
-        let (queue, notify) = &*self.inner;
-        let mut q = queue.lock().unwrap_or_else(|e| e.into_inner());
+    pub fn push(&self, frame: Arc<Frame>) {
+        if !self.inner.wanted.load(Relaxed) {
+            return;
+        }
+        let mut q = self.lock();
         if q.len() >= self.capacity {
             q.pop_front();
-            Metrics::add(&self.metrics.frames_dropped, 1);
+            Metrics::add((self.dropped)(&self.metrics), 1);
         }
         q.push_back(frame);
         drop(q);
-        notify.notify_one();
+        self.inner.notify.notify_one();
     }
 
     /// The oldest waiting frame, waiting for one if needed.
-    #[allow(dead_code)] // the analytics stages' side
-    pub async fn pop(&self) -> Frame {
-        let (queue, notify) = &*self.inner;
+    pub async fn pop(&self) -> Arc<Frame> {
         loop {
-            let notified = notify.notified();
-            if let Some(f) = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front() {
+            let notified = self.inner.notify.notified();
+            if let Some(f) = self.lock().pop_front() {
                 return f;
             }
             notified.await;
         }
     }
 
-    #[allow(dead_code)] // the analytics stages' side
+    #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.inner.0.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.lock().len()
     }
 }
 
@@ -90,13 +121,13 @@ impl FrameQueue {
 mod tests {
     use super::*;
 
-    fn frame(n: u8) -> Frame {
-        Frame {
+    fn frame(n: u8) -> Arc<Frame> {
+        Arc::new(Frame {
             width: 1,
             height: 1,
             rgb: vec![n, n, n],
             captured_at: SystemTime::now(),
-        }
+        })
     }
 
     #[test]
@@ -111,7 +142,7 @@ mod tests {
     #[tokio::test]
     async fn full_queue_drops_the_oldest_and_counts_it() {
         let metrics = Arc::new(Metrics::default());
-        let q = FrameQueue::new(2, metrics.clone());
+        let q = FrameQueue::new(2, metrics.clone(), |m| &m.frames_dropped);
         for n in 1..=4 {
             q.push(frame(n));
         }
@@ -119,5 +150,22 @@ mod tests {
         assert_eq!(Metrics::get(&metrics.frames_dropped), 2);
         assert_eq!(q.pop().await.rgb[0], 3);
         assert_eq!(q.pop().await.rgb[0], 4);
+    }
+
+    #[test]
+    fn an_unwanted_queue_takes_nothing_and_counts_no_loss() {
+        let metrics = Arc::new(Metrics::default());
+        let q = FrameQueue::new(2, metrics.clone(), |m| &m.frames_dropped);
+        q.push(frame(1));
+        q.set_wanted(false);
+        assert_eq!(q.len(), 0);
+        for n in 2..=5 {
+            q.push(frame(n));
+        }
+        assert_eq!(q.len(), 0);
+        assert_eq!(Metrics::get(&metrics.frames_dropped), 0);
+        q.set_wanted(true);
+        q.push(frame(6));
+        assert_eq!(q.len(), 1);
     }
 }

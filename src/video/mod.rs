@@ -15,8 +15,6 @@
 //!
 //! Snapshots: `snapshot::jpeg` encodes a frame, or a crop of it, as JPEG.
 //!
-//! Snapshots: `snapshot::jpeg` encodes a frame, or a crop of it, as JPEG.
-//!
 //! Clips: `clips::cut` remuxes the segments covering a time range into one file.
 
 pub mod clips;
@@ -25,12 +23,10 @@ mod frames;
 mod pins;
 mod pipeline;
 pub mod segments;
-// Used by the analytics stages for event pictures.
-#[allow(dead_code)]
 pub mod snapshot;
 mod stage;
 
-pub use frames::FrameQueue;
+pub use frames::{Frame, FrameQueue};
 pub use pins::{Pin, Pins};
 pub use pipeline::Source;
 pub use stage::Video;

@@ -46,7 +46,8 @@ const EOS_WAIT: Duration = Duration::from_secs(5);
 /// The video stage.
 pub struct Video {
     cfg: VideoConfig,
-    frames: FrameQueue,
+    /// One queue per analytic; each frame is shared between them.
+    frames: Vec<FrameQueue>,
     pins: Pins,
     metrics: Arc<Metrics>,
 }
@@ -93,7 +94,12 @@ impl Video {
         Metrics::set(&self.metrics.recording_bytes, bytes as i64);
     }
 
-    pub fn new(cfg: VideoConfig, frames: FrameQueue, pins: Pins, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        cfg: VideoConfig,
+        frames: Vec<FrameQueue>,
+        pins: Pins,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             cfg,
             frames,
@@ -201,7 +207,7 @@ impl Video {
         let appsink = by_name(FRAMES)?
             .downcast::<gst_app::AppSink>()
             .map_err(|_| VideoError::Build("frames is not an appsink".into()))?;
-        let queue = self.frames.clone();
+        let queues = self.frames.clone();
         let metrics = self.metrics.clone();
         appsink.set_callbacks(
             gst_app::AppSinkCallbacks::builder()
@@ -222,12 +228,15 @@ impl Video {
                         &metrics.last_frame_size,
                         ((width as i64) << 32) | height as i64,
                     );
-                    queue.push(Frame {
+                    let frame = Arc::new(Frame {
                         width,
                         height,
                         rgb: super::frames::packed_rgb(map.as_slice(), width, height),
                         captured_at: SystemTime::now() - latency,
                     });
+                    for q in &queues {
+                        q.push(frame.clone());
+                    }
                     Ok(gst::FlowSuccess::Ok)
                 })
                 .build(),

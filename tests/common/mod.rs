@@ -1048,3 +1048,52 @@ pub fn test_dir(name: &str) -> tempfile::TempDir {
         .tempdir()
         .unwrap()
 }
+
+/// Writes `frames` RGB frames of `width` x `height` (rows unpadded: width a multiple
+/// of 4) made by `frame(i)` as H.264 in MP4 at `fps`.
+pub fn encode_video(
+    path: &Path,
+    (width, height, fps): (usize, usize, usize),
+    frames: usize,
+    frame: impl Fn(usize) -> Vec<u8>,
+) {
+    use gstreamer as gst;
+    use gstreamer::prelude::*;
+    gst::init().unwrap();
+    let pipeline = gst::parse::launch(&format!(
+        "appsrc name=src format=time caps=video/x-raw,format=RGB,width={width},height={height},framerate={fps}/1 ! \
+         videoconvert ! x264enc speed-preset=ultrafast key-int-max={fps} ! h264parse ! mp4mux ! \
+         filesink location=\"{}\"",
+        path.display()
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let src = pipeline
+        .by_name("src")
+        .unwrap()
+        .downcast::<gstreamer_app::AppSrc>()
+        .unwrap();
+    src.set_property("block", true);
+    pipeline.set_state(gst::State::Playing).unwrap();
+    for i in 0..frames {
+        let mut buffer = gst::Buffer::from_mut_slice(frame(i));
+        {
+            let b = buffer.get_mut().unwrap();
+            b.set_pts(gst::ClockTime::from_mseconds((i * 1000 / fps) as u64));
+            b.set_duration(gst::ClockTime::from_mseconds((1000 / fps) as u64));
+        }
+        src.push_buffer(buffer).unwrap();
+    }
+    src.end_of_stream().unwrap();
+    let msg = pipeline
+        .bus()
+        .unwrap()
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(120),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .unwrap();
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert!(matches!(msg.view(), gst::MessageView::Eos(_)), "{msg:?}");
+}

@@ -1,0 +1,526 @@
+//! The plate-reading stage: frames from its queue → a motion gate → the plate
+//! reader on `threads` blocking threads → the tracker → one `plate` event per
+//! vehicle in the outbox, with a snapshot JPEG of its best frame under
+//! `<media_dir>/snapshots/<event_id>.jpg`.
+//!
+//! Frames are dropped upstream (oldest first, counted) while every reader is busy;
+//! frames in which nothing moved are skipped (counted) unless a vehicle is being
+//! tracked; events are never dropped: the stage waits for the outbox instead.
+//!
+//! Snapshots on disk: written as `<id>.jpg.partial` and renamed, so a crash leaves
+//! no half file under the final name; names are UUIDv7, which sort by time, so the
+//! oldest are the first in name order when `max_snapshots` is passed. Partial files
+//! left by a crash are deleted at start-up.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::plates::tracker::{Observation, Tracker, TrackerParams, Vehicle};
+use super::plates::{Image, PlateError, PlateReader};
+use crate::config::PlatesConfig;
+use crate::events::NewEvent;
+use crate::metrics::Metrics;
+use crate::video::{snapshot, Frame, FrameQueue};
+
+/// Side of the grey thumbnail the motion gate compares, in pixels (long side).
+const THUMB: u32 = 160;
+/// Grey-level change that marks a thumbnail pixel as changed.
+const MOTION_DELTA: u8 = 20;
+
+/// Whether anything moved between two frames, on a small grey thumbnail.
+pub struct MotionGate {
+    threshold: f32,
+    last: Vec<u8>,
+}
+
+impl MotionGate {
+    pub fn new(threshold: f32) -> Self {
+        Self {
+            threshold,
+            last: Vec::new(),
+        }
+    }
+
+    fn thumbnail(frame: &Frame) -> Vec<u8> {
+        let step = (frame.width.max(frame.height) / THUMB).max(1);
+        let mut out = Vec::new();
+        for y in (0..frame.height).step_by(step as usize) {
+            for x in (0..frame.width).step_by(step as usize) {
+                let i = ((y * frame.width + x) * 3) as usize;
+                let p = &frame.rgb[i..i + 3];
+                out.push(((p[0] as u16 * 77 + p[1] as u16 * 150 + p[2] as u16 * 29) >> 8) as u8);
+            }
+        }
+        out
+    }
+
+    /// True when more than `threshold` of the thumbnail changed since the last
+    /// frame (always for the first frame, and when the gate is off).
+    pub fn moved(&mut self, frame: &Frame) -> bool {
+        if self.threshold <= 0.0 || frame.rgb.len() < (frame.width * frame.height * 3) as usize {
+            return true;
+        }
+        let thumb = Self::thumbnail(frame);
+        let moved = thumb.len() != self.last.len() || {
+            let changed = thumb
+                .iter()
+                .zip(&self.last)
+                .filter(|(a, b)| a.abs_diff(**b) > MOTION_DELTA)
+                .count();
+            changed as f32 > self.threshold * thumb.len() as f32
+        };
+        self.last = thumb;
+        moved
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+fn ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn rfc3339(ms: i64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
+        .to_string()
+}
+
+/// `hex(sha256(salt + text))`.
+pub fn plate_hash(salt: &str, text: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(salt.as_bytes());
+    h.update(text.as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// The region of interest in pixels, `[x, y, w, h]`, or the whole frame.
+fn roi_pixels(roi: &[f32], width: u32, height: u32) -> [u32; 4] {
+    if roi.len() != 4 {
+        return [0, 0, width, height];
+    }
+    let x = ((roi[0] * width as f32) as u32).min(width - 1);
+    let y = ((roi[1] * height as f32) as u32).min(height - 1);
+    let w = ((roi[2] * width as f32) as u32).clamp(1, width - x);
+    let h = ((roi[3] * height as f32) as u32).clamp(1, height - y);
+    [x, y, w, h]
+}
+
+/// Reads the plates in a frame (its region of interest), boxes in frame pixels.
+pub fn read_frame(
+    reader: &PlateReader,
+    frame: &Frame,
+    roi: &[f32],
+    min_confidence: f32,
+) -> Result<Vec<Observation>, PlateError> {
+    let [rx, ry, rw, rh] = roi_pixels(roi, frame.width, frame.height);
+    let mut rgb = Vec::with_capacity((rw * rh * 3) as usize);
+    for y in ry..ry + rh {
+        let start = ((y * frame.width + rx) * 3) as usize;
+        rgb.extend_from_slice(&frame.rgb[start..start + (rw * 3) as usize]);
+    }
+    let img = Image {
+        width: rw,
+        height: rh,
+        rgb,
+    };
+    Ok(reader
+        .read(&img)?
+        .into_iter()
+        .filter(|r| r.confidence >= min_confidence)
+        .map(|r| Observation {
+            text: r.text,
+            confidence: r.confidence,
+            bbox: [r.bbox[0] + rx, r.bbox[1] + ry, r.bbox[2], r.bbox[3]],
+        })
+        .collect())
+}
+
+/// A frame read by a reader thread.
+struct Read {
+    seq: u64,
+    frame: Arc<Frame>,
+    reads: Result<Vec<Observation>, PlateError>,
+    took: Duration,
+}
+
+/// Snapshots on disk, oldest first.
+struct Snapshots {
+    dir: PathBuf,
+    names: VecDeque<String>,
+}
+
+impl Snapshots {
+    fn open(dir: PathBuf) -> std::io::Result<Self> {
+        std::fs::create_dir_all(&dir)?;
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&dir)? {
+            let name = entry?.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".partial") {
+                let _ = std::fs::remove_file(dir.join(&name));
+            } else if name.ends_with(".jpg") {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(Self {
+            dir,
+            names: names.into(),
+        })
+    }
+
+    /// Writes one, then deletes the oldest beyond `keep`; returns how many went.
+    fn write(&mut self, name: String, jpeg: &[u8], keep: usize) -> std::io::Result<u64> {
+        let path = self.dir.join(&name);
+        let partial = self.dir.join(format!("{name}.partial"));
+        std::fs::write(&partial, jpeg)?;
+        std::fs::rename(&partial, &path)?;
+        self.names.push_back(name);
+        let mut deleted = 0;
+        while self.names.len() > keep {
+            let Some(old) = self.names.pop_front() else {
+                break;
+            };
+            match std::fs::remove_file(self.dir.join(&old)) {
+                Ok(()) => deleted += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(file = %old, error = %e, "cannot delete an old snapshot"),
+            }
+        }
+        Ok(deleted)
+    }
+}
+
+pub struct PlateReading {
+    cfg: PlatesConfig,
+    media_dir: PathBuf,
+    frames: FrameQueue,
+    events: mpsc::Sender<NewEvent>,
+    metrics: Arc<Metrics>,
+}
+
+impl PlateReading {
+    pub fn new(
+        cfg: PlatesConfig,
+        media_dir: PathBuf,
+        frames: FrameQueue,
+        events: mpsc::Sender<NewEvent>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            cfg,
+            media_dir,
+            frames,
+            events,
+            metrics,
+        }
+    }
+
+    /// The event payload of a vehicle.
+    fn payload(&self, v: &Vehicle<Arc<Frame>>, snapshot: Option<&str>) -> String {
+        let shown = |t: &str| {
+            if self.cfg.hash_plates {
+                plate_hash(&self.cfg.hash_salt, t)
+            } else {
+                t.to_owned()
+            }
+        };
+        let frame = v.snapshot.as_ref().map(|f| [f.width, f.height]);
+        serde_json::json!({
+            "plate": shown(&v.text),
+            "hashed": self.cfg.hash_plates,
+            "confidence": (v.confidence * 1000.0).round() / 1000.0,
+            "region": self.cfg.region,
+            "reads": v.reads,
+            "text_reads": v.text_reads,
+            "alternates": v.alternates.iter().map(|a| serde_json::json!({
+                "plate": shown(&a.text),
+                "confidence": (a.confidence * 1000.0).round() / 1000.0,
+                "reads": a.reads,
+            })).collect::<Vec<_>>(),
+            "first_seen": rfc3339(v.first_seen_ms),
+            "last_seen": rfc3339(v.last_seen_ms),
+            "box": v.bbox,
+            "frame": frame,
+            "direction": v.direction,
+            "still_present": v.still_present,
+            "track": v.track,
+            "snapshot": snapshot,
+        })
+        .to_string()
+    }
+
+    /// Commits a vehicle's event (and writes its snapshot); false when the outbox
+    /// is gone.
+    async fn report(&self, snapshots: &mut Option<Snapshots>, v: Vehicle<Arc<Frame>>) -> bool {
+        let mut ev = NewEvent::now("plate", RawValue::from_string("null".into()).expect("json"));
+        ev.ts_ms = v.first_seen_ms;
+        let mut snapshot_name = None;
+        if let (Some(store), Some(frame)) = (snapshots.as_mut(), v.snapshot.clone()) {
+            let name = format!("{}.jpg", ev.event_id);
+            let quality = self.cfg.snapshot_quality;
+            let encoded =
+                tokio::task::spawn_blocking(move || snapshot::jpeg(&frame, None, quality))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|e| e.to_string()));
+            let written = encoded.and_then(|jpeg| {
+                tokio::task::block_in_place(|| {
+                    store.write(name.clone(), &jpeg, self.cfg.max_snapshots)
+                })
+                .map_err(|e| e.to_string())
+            });
+            match written {
+                Ok(deleted) => {
+                    Metrics::add(&self.metrics.plate_snapshots, 1);
+                    Metrics::add(&self.metrics.plate_snapshots_deleted, deleted);
+                    snapshot_name = Some(format!("snapshots/{name}"));
+                }
+                Err(e) => {
+                    Metrics::add(&self.metrics.plate_snapshot_errors, 1);
+                    tracing::warn!(error = %e, "cannot write the vehicle's snapshot; its event says snapshot null");
+                }
+            }
+        }
+        let payload = self.payload(&v, snapshot_name.as_deref());
+        let Ok(body) = RawValue::from_string(payload) else {
+            return true;
+        };
+        ev.payload = body;
+        Metrics::add(&self.metrics.plate_vehicles, 1);
+        if self.cfg.hash_plates {
+            tracing::info!(track = v.track, reads = v.reads, confidence = v.confidence, direction = ?v.direction, "vehicle passed");
+        } else {
+            tracing::info!(plate = %v.text, track = v.track, reads = v.reads, confidence = v.confidence, direction = ?v.direction, "vehicle passed");
+        }
+        self.events.send(ev).await.is_ok()
+    }
+
+    /// Reports the vehicles of a tracker step and counts the discarded tracks.
+    async fn settle(
+        &self,
+        snapshots: &mut Option<Snapshots>,
+        step: super::plates::tracker::Step<Arc<Frame>>,
+    ) -> bool {
+        for d in step.discarded {
+            Metrics::add(&self.metrics.plate_tracks_discarded, 1);
+            tracing::debug!(
+                track = d.track,
+                reads = d.reads,
+                "plate track discarded: too few reads"
+            );
+        }
+        for v in step.vehicles {
+            if !self.report(snapshots, v).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) {
+        let cfg = self.cfg.clone();
+        let dir = cfg.models_dir.clone();
+        let region = cfg.region;
+        let loaded =
+            tokio::task::spawn_blocking(move || PlateReader::load(&dir, region).map(Arc::new))
+                .await;
+        let reader = match loaded {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "plate reading is off: the models cannot be loaded");
+                self.frames.set_wanted(false);
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "plate reading is off: loading the models failed");
+                self.frames.set_wanted(false);
+                return;
+            }
+        };
+        let mut snapshots = if cfg.snapshots {
+            let dir = self.media_dir.join("snapshots");
+            match Snapshots::open(dir.clone()) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::error!(dir = %dir.display(), error = %e, "cannot use the snapshot directory; events will say snapshot null");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        tracing::info!(region = ?cfg.region, threads = cfg.threads, models = %cfg.models_dir.display(), "plate reading on");
+
+        let mut tracker: Tracker<Arc<Frame>> = Tracker::new(TrackerParams {
+            timeout_ms: cfg.track_timeout.as_millis() as i64,
+            max_duration_ms: cfg.max_track.as_millis() as i64,
+            min_reads: cfg.min_reads,
+            max_jump: cfg.max_jump,
+        });
+        let mut gate = MotionGate::new(cfg.motion);
+        let mut reading: JoinSet<Read> = JoinSet::new();
+        // Reads come back in any order from several threads; they reach the
+        // tracker in frame order.
+        let mut done: BTreeMap<u64, Read> = BTreeMap::new();
+        let (mut next_seq, mut next_out) = (0u64, 0u64);
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tokio::select! {
+                // Frames and reads before the clock: a track ends by the wall
+                // clock only when nothing is being read.
+                biased;
+                _ = shutdown.cancelled() => break,
+                frame = self.frames.pop(), if reading.len() < cfg.threads => {
+                    if tracker.active() == 0 && !gate.moved(&frame) {
+                        Metrics::add(&self.metrics.plate_frames_still, 1);
+                        continue;
+                    }
+                    if tracker.active() > 0 {
+                        gate.moved(&frame);
+                    }
+                    let (reader, roi, min) = (reader.clone(), cfg.roi.clone(), cfg.min_confidence);
+                    let seq = next_seq;
+                    next_seq += 1;
+                    reading.spawn_blocking(move || {
+                        let started = Instant::now();
+                        let reads = read_frame(&reader, &frame, &roi, min);
+                        Read { seq, frame, reads, took: started.elapsed() }
+                    });
+                }
+                Some(joined) = reading.join_next() => {
+                    let Ok(read) = joined else {
+                        Metrics::add(&self.metrics.plate_errors, 1);
+                        tracing::error!("a plate reader thread panicked; its frame is lost");
+                        next_out += 1;
+                        continue;
+                    };
+                    done.insert(read.seq, read);
+                    while let Some(read) = done.remove(&next_out) {
+                        next_out += 1;
+                        Metrics::add(&self.metrics.plate_frames_read, 1);
+                        Metrics::add(&self.metrics.plate_read_us_total, read.took.as_micros() as u64);
+                        let reads = match read.reads {
+                            Ok(r) => r,
+                            Err(e) => {
+                                Metrics::add(&self.metrics.plate_errors, 1);
+                                tracing::warn!(error = %e, "cannot read plates in a frame");
+                                continue;
+                            }
+                        };
+                        Metrics::add(&self.metrics.plate_reads, reads.len() as u64);
+                        let step = tracker.observe(ms(read.frame.captured_at), &reads, &read.frame);
+                        if !self.settle(&mut snapshots, step).await {
+                            return;
+                        }
+                    }
+                }
+                _ = tick.tick(), if reading.is_empty() => {
+                    let step = tracker.tick(ms(SystemTime::now()));
+                    if !self.settle(&mut snapshots, step).await {
+                        return;
+                    }
+                }
+            }
+        }
+        // Shutdown: the frames being read are finished, then every vehicle still
+        // in view is reported.
+        while let Some(joined) = reading.join_next().await {
+            if let Ok(read) = joined {
+                done.insert(read.seq, read);
+            }
+        }
+        for (_, read) in done {
+            if let Ok(reads) = read.reads {
+                let step = tracker.observe(ms(read.frame.captured_at), &reads, &read.frame);
+                if !self.settle(&mut snapshots, step).await {
+                    return;
+                }
+            }
+        }
+        let step = tracker.finish();
+        self.settle(&mut snapshots, step).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(dir: &std::path::Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn frame(value: u8) -> Frame {
+        Frame {
+            width: 320,
+            height: 180,
+            rgb: vec![value; 320 * 180 * 3],
+            captured_at: SystemTime::now(),
+        }
+    }
+
+    #[test]
+    fn the_motion_gate_opens_on_change_only() {
+        let mut g = MotionGate::new(0.01);
+        assert!(g.moved(&frame(10)), "the first frame");
+        assert!(!g.moved(&frame(10)));
+        assert!(!g.moved(&frame(25)), "a change below the grey-level delta");
+        let mut f = frame(25);
+        // A bright square over 5 % of the frame.
+        for y in 0..40 {
+            for x in 0..72 {
+                let i = ((y * 320 + x) * 3) as usize;
+                f.rgb[i..i + 3].copy_from_slice(&[250, 250, 250]);
+            }
+        }
+        assert!(g.moved(&f));
+        assert!(MotionGate::new(0.0).moved(&frame(1)), "off: always read");
+    }
+
+    #[test]
+    fn the_region_of_interest_is_clamped_to_the_frame() {
+        assert_eq!(roi_pixels(&[], 1280, 720), [0, 0, 1280, 720]);
+        assert_eq!(
+            roi_pixels(&[0.5, 0.5, 0.5, 0.5], 1280, 720),
+            [640, 360, 640, 360]
+        );
+        assert_eq!(
+            roi_pixels(&[0.9, 0.0, 0.5, 1.0], 100, 100),
+            [90, 0, 10, 100]
+        );
+    }
+
+    #[test]
+    fn hashes_are_salted() {
+        let a = plate_hash("salt-one-sixteen", "ABC1234");
+        assert_eq!(a.len(), 64);
+        assert_eq!(a, plate_hash("salt-one-sixteen", "ABC1234"));
+        assert_ne!(a, plate_hash("salt-two-sixteen", "ABC1234"));
+    }
+
+    #[test]
+    fn snapshots_beyond_the_limit_go_oldest_first_and_partials_are_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("00-old.jpg.partial"), b"x").unwrap();
+        std::fs::write(dir.path().join("01.jpg"), b"x").unwrap();
+        let mut s = Snapshots::open(dir.path().to_owned()).unwrap();
+        assert_eq!(names(dir.path()), ["01.jpg"]);
+        assert_eq!(s.write("02.jpg".into(), b"y", 2).unwrap(), 0);
+        assert_eq!(s.write("03.jpg".into(), b"z", 2).unwrap(), 1);
+        assert_eq!(names(dir.path()), ["02.jpg", "03.jpg"]);
+    }
+}
