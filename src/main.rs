@@ -97,6 +97,8 @@ enum Command {
         /// Directory of the OCR models (deploy/fetch-models.sh).
         #[arg(long, default_value = "/var/lib/edgecam/models")]
         models: PathBuf,
+        #[command(flatten)]
+        backend: tools::BackendArgs,
         /// Plate formats: br, eu, us or any.
         #[arg(long, default_value = "any")]
         region: String,
@@ -112,6 +114,8 @@ enum Command {
         /// Directory of the OCR models (deploy/fetch-models.sh).
         #[arg(long, default_value = "/var/lib/edgecam/models")]
         models: PathBuf,
+        #[command(flatten)]
+        backend: tools::BackendArgs,
         /// At most this many images per region.
         #[arg(long)]
         limit: Option<usize>,
@@ -257,14 +261,16 @@ fn main() -> ExitCode {
         Command::ReadPlates {
             images,
             models,
+            backend,
             region,
             json,
-        } => tools::read_plates(&images, &models, &region, json),
+        } => tools::read_plates(&images, &models, &backend, &region, json),
         Command::EvalPlates {
             data,
             models,
+            backend,
             limit,
-        } => tools::eval_plates(&data, &models, limit),
+        } => tools::eval_plates(&data, &models, &backend, limit),
         Command::Emit {
             config,
             kind,

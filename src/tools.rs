@@ -78,6 +78,33 @@ fn load_jpeg(path: &Path) -> anyhow::Result<analytics::plates::Image> {
     })
 }
 
+/// The inference backend of the plate commands.
+#[derive(Debug, clap::Args)]
+pub struct BackendArgs {
+    /// tract (built in) or onnxruntime (builds with the `ort` feature).
+    #[arg(long, default_value = "tract")]
+    backend: String,
+    /// The ONNX Runtime shared library; default: libonnxruntime.so in --models.
+    #[arg(long)]
+    onnxruntime_library: Option<PathBuf>,
+}
+
+impl BackendArgs {
+    fn backend(&self, models: &Path) -> anyhow::Result<analytics::plates::Backend> {
+        Ok(match self.backend.as_str() {
+            "tract" => analytics::plates::Backend::Tract,
+            "onnxruntime" => analytics::plates::Backend::Onnxruntime {
+                library: self
+                    .onnxruntime_library
+                    .clone()
+                    .unwrap_or_else(|| models.join("libonnxruntime.so")),
+                sessions: 1,
+            },
+            other => anyhow::bail!("--backend must be tract or onnxruntime, found {other:?}"),
+        })
+    }
+}
+
 fn region(s: &str) -> anyhow::Result<analytics::plates::Region> {
     analytics::plates::Region::parse(s)
         .with_context(|| format!("--region must be br, eu, us or any, found {s:?}"))
@@ -86,10 +113,15 @@ fn region(s: &str) -> anyhow::Result<analytics::plates::Region> {
 pub fn read_plates(
     images: &[PathBuf],
     models: &Path,
+    backend: &BackendArgs,
     region_name: &str,
     json: bool,
 ) -> anyhow::Result<()> {
-    let reader = analytics::plates::PlateReader::load(models, region(region_name)?)?;
+    let reader = analytics::plates::PlateReader::load(
+        models,
+        region(region_name)?,
+        &backend.backend(models)?,
+    )?;
     for path in images {
         let started = std::time::Instant::now();
         let result = load_jpeg(path).and_then(|img| Ok(reader.read(&img)?));
@@ -116,7 +148,13 @@ pub fn read_plates(
     Ok(())
 }
 
-pub fn eval_plates(data: &Path, models: &Path, limit: Option<usize>) -> anyhow::Result<()> {
+pub fn eval_plates(
+    data: &Path,
+    models: &Path,
+    backend: &BackendArgs,
+    limit: Option<usize>,
+) -> anyhow::Result<()> {
+    let backend = backend.backend(models)?;
     let labels = std::fs::read_to_string(data.join("labels.tsv"))
         .with_context(|| format!("no labels.tsv in {}", data.display()))?;
     let mut readers = std::collections::BTreeMap::new();
@@ -139,7 +177,7 @@ pub fn eval_plates(data: &Path, models: &Path, limit: Option<usize>) -> anyhow::
         if !readers.contains_key(region_name) {
             readers.insert(
                 region_name.to_owned(),
-                analytics::plates::PlateReader::load(models, r)?,
+                analytics::plates::PlateReader::load(models, r, &backend)?,
             );
         }
         let reader = &readers[region_name];

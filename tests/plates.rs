@@ -7,6 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common::scene::{road_video, FPS, H, PASS_S, W};
 use common::*;
 use serde_json::Value;
 
@@ -114,104 +115,6 @@ fn read_plates_reads_a_drawn_plate_and_not_the_timestamp() {
     );
 }
 
-const W: usize = 1280;
-const H: usize = 720;
-const FPS: usize = 10;
-/// One pass of the scene, seconds; the daemon's file source loops it.
-const PASS_S: usize = 16;
-const PLATE_W: usize = 300;
-const PLATE_H: usize = 80;
-
-/// `text` in dark bold letters on a white plate with a dark rim, as packed RGB.
-fn plate_still(dir: &Path, text: &str) -> Vec<u8> {
-    let raw = dir.join(format!("{text}.rgb"));
-    let status = std::process::Command::new(tool("gst-launch-1.0"))
-        .args([
-            "-q",
-            "videotestsrc",
-            "pattern=white",
-            "num-buffers=1",
-            "!",
-            &format!("video/x-raw,width={PLATE_W},height={PLATE_H}"),
-            "!",
-            "textoverlay",
-            &format!("text={text}"),
-            "font-desc=Sans Bold 36",
-            "valignment=center",
-            "halignment=center",
-            "color=0xff101010",
-            "shaded-background=false",
-            "!",
-            "videoconvert",
-            "!",
-            "video/x-raw,format=RGB",
-            "!",
-            "filesink",
-        ])
-        .arg(format!("location={}", raw.display()))
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let mut rgb = std::fs::read(&raw).unwrap();
-    assert_eq!(rgb.len(), PLATE_W * PLATE_H * 3);
-    for y in 0..PLATE_H {
-        for x in 0..PLATE_W {
-            if x < 4 || y < 4 || x >= PLATE_W - 4 || y >= PLATE_H - 4 {
-                let i = (y * PLATE_W + x) * 3;
-                rgb[i..i + 3].copy_from_slice(&[30, 30, 30]);
-            }
-        }
-    }
-    rgb
-}
-
-/// Where a vehicle is at time `t` (seconds): the left edge of its body, pixels.
-/// The first drives left to right from 1 s to 6 s, the second right to left from
-/// 8 s to 13 s; the road is empty otherwise.
-fn vehicles_at(t: f64) -> Vec<(usize, f64)> {
-    let span = (W - 460) as f64;
-    let mut out = Vec::new();
-    if (1.0..6.0).contains(&t) {
-        out.push((0, 20.0 + span * (t - 1.0) / 5.0));
-    }
-    if (8.0..13.0).contains(&t) {
-        out.push((1, 20.0 + span * (13.0 - t) / 5.0));
-    }
-    out
-}
-
-/// A road, and the vehicles: a body with its plate.
-fn road_frame(t: f64, plates: &[Vec<u8>]) -> Vec<u8> {
-    let mut rgb = vec![0u8; W * H * 3];
-    for y in 0..H {
-        let v = (70 + y * 50 / H) as u8;
-        for x in 0..W {
-            let i = (y * W + x) * 3;
-            rgb[i..i + 3].copy_from_slice(&[v, v, v + 5]);
-        }
-    }
-    for (n, left) in vehicles_at(t) {
-        let (bx, by, bw, bh) = (left as usize, 260, 420, 280);
-        for y in by..by + bh {
-            let row = (y * W + bx) * 3;
-            for px in rgb[row..row + bw * 3].chunks_mut(3) {
-                px.copy_from_slice(if n == 0 {
-                    &[40, 60, 140]
-                } else {
-                    &[150, 40, 40]
-                });
-            }
-        }
-        let (px, py) = (bx + (bw - PLATE_W) / 2, by + bh - PLATE_H - 30);
-        for y in 0..PLATE_H {
-            let src = &plates[n][y * PLATE_W * 3..(y + 1) * PLATE_W * 3];
-            let at = ((py + y) * W + px) * 3;
-            rgb[at..at + PLATE_W * 3].copy_from_slice(src);
-        }
-    }
-    rgb
-}
-
 fn plate_events(rig: &Rig) -> Vec<Value> {
     rig.observer
         .batches()
@@ -230,27 +133,131 @@ fn at(v: &Value) -> std::time::SystemTime {
     humantime::parse_rfc3339(v.as_str().unwrap()).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_daemon_reports_each_passing_vehicle_once_with_its_plate_and_snapshot() {
+/// `read-plates --json` on `images` with the given backend arguments: one JSON
+/// value per image.
+fn read_plates(backend: &[&str], images: &[&Path]) -> Vec<Value> {
+    let out = edgecam()
+        .args(["read-plates", "--json", "--region", "br", "--models"])
+        .arg(models())
+        .args(backend)
+        .args(images)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[cfg(feature = "ort")]
+#[test]
+fn onnxruntime_reads_what_tract_reads() {
+    let lib = models().join("libonnxruntime.so");
+    assert!(
+        lib.exists(),
+        "no {}: run `bash deploy/fetch-onnxruntime.sh {}` (tests/run.sh does)",
+        lib.display(),
+        models().display()
+    );
+    let dir = test_dir("plates-ort");
+    let a = dir.path().join("a.jpg");
+    let b = dir.path().join("b.jpg");
+    draw(&a, "ABC1234");
+    draw(&b, "BRA2E19");
+    let tract = read_plates(&["--backend", "tract"], &[&a, &b]);
+    let ort = read_plates(
+        &[
+            "--backend",
+            "onnxruntime",
+            "--onnxruntime-library",
+            lib.to_str().unwrap(),
+        ],
+        &[&a, &b],
+    );
+    for (t, o) in tract.iter().zip(&ort) {
+        let (tp, op) = (&t["plates"], &o["plates"]);
+        assert_eq!(
+            tp.as_array().unwrap().len(),
+            op.as_array().unwrap().len(),
+            "{t}\n{o}"
+        );
+        for (x, y) in tp.as_array().unwrap().iter().zip(op.as_array().unwrap()) {
+            assert_eq!(x["text"], y["text"]);
+            assert_eq!(x["box"], y["box"]);
+            let (cx, cy) = (
+                x["confidence"].as_f64().unwrap(),
+                y["confidence"].as_f64().unwrap(),
+            );
+            assert!((cx - cy).abs() < 1e-3, "{x} vs {y}");
+        }
+    }
+    assert_eq!(ort[0]["plates"][0]["text"], "ABC1234");
+    // A missing library is a clear error.
+    let out = edgecam()
+        .args([
+            "read-plates",
+            "--backend",
+            "onnxruntime",
+            "--onnxruntime-library",
+            "/nonexistent/libonnxruntime.so",
+            "--models",
+        ])
+        .arg(models())
+        .arg(&a)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no onnxruntime library at /nonexistent"));
+}
+
+#[cfg(not(feature = "ort"))]
+#[test]
+fn without_the_ort_feature_the_onnxruntime_backend_is_refused_clearly() {
+    let dir = test_dir("plates-no-ort");
+    let a = dir.path().join("a.jpg");
+    draw(&a, "ABC1234");
+    let out = edgecam()
+        .args(["read-plates", "--backend", "onnxruntime", "--models"])
+        .arg(models())
+        .arg(&a)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("build with --features ort"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(read_plates(&[], &[&a])[0]["plates"][0]["text"], "ABC1234");
+}
+
+/// The daemon tests take turns: two daemons reading plates at once on two cores
+/// would each read too few frames of a passing vehicle.
+static DAEMONS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The daemon reading plates on the looping road scene; `plates` adds to its
+/// `[plates]` section. Returns the rig, the daemon, its media directory and the
+/// scene's directory (keep it alive).
+async fn road_rig(name: &str, plates: &str) -> (Rig, Daemon, PathBuf, tempfile::TempDir) {
     let models = models();
-    let src = test_dir("plates-daemon-src");
-    let plates = [
-        plate_still(src.path(), "ABC1234"),
-        plate_still(src.path(), "BRA2E19"),
-    ];
+    // Two readers per daemon, one daemon at a time (see DAEMONS).
+    let src = test_dir(&format!("{name}-src"));
     let video = src.path().join("road.mp4");
-    encode_video(&video, (W, H, FPS), PASS_S * FPS, |i| {
-        road_frame(i as f64 / FPS as f64, &plates)
-    });
+    road_video(&video, ["ABC1234", "BRA2E19"]);
     let rig = Rig::new(
-        "plates",
+        name,
         &format!(
             "[health]\nmetrics_interval = \"1s\"\n\
              [video]\nenabled = true\nsource = \"file://{}\"\nwidth = {W}\nheight = {H}\nframerate = {FPS}\n\
              analytics_width = {W}\nanalytics_height = {H}\nanalytics_fps = 5\n\
              [upload]\nmedia_dir = \"MEDIA\"\n\
-             [plates]\nenabled = true\nmodels_dir = \"{}\"\nregion = \"br\"\nthreads = 2\n\
-             track_timeout = \"1500ms\"\n",
+             [plates]\nenabled = true\nmodels_dir = \"{}\"\nregion = \"br\"\n\
+             track_timeout = \"1500ms\"\nthreads = 2\n{plates}",
             video.display(),
             models.display(),
         ),
@@ -265,6 +272,60 @@ async fn the_daemon_reports_each_passing_vehicle_once_with_its_plate_and_snapsho
     .unwrap();
     rig.recordings();
     let daemon = rig.daemon(0);
+    (rig, daemon, media, src)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_hashing_on_plates_are_published_as_salted_hashes_only() {
+    let _turn = DAEMONS.lock().await;
+    let salt = "fleet-salt-0123456789";
+    let (rig, daemon, media, _src) = road_rig(
+        "plates-hashed",
+        &format!("hash_plates = true\nhash_salt = \"{salt}\"\nsnapshots = false\n"),
+    )
+    .await;
+    wait_until("a plate event", Duration::from_secs(120), || {
+        !plate_events(&rig).is_empty()
+    })
+    .await;
+    let events = plate_events(&rig);
+    let p = &events[0]["payload"];
+    let hash = |text: &str| {
+        use sha2::Digest;
+        Value::String(hex::encode(sha2::Sha256::digest(format!("{salt}{text}"))))
+    };
+    assert!(
+        p["plate"] == hash("ABC1234") || p["plate"] == hash("BRA2E19"),
+        "{p}"
+    );
+    assert_eq!(p["hashed"], true);
+    assert_eq!(p["snapshot"], Value::Null);
+    assert!(schema("plate.json").is_valid(p), "{p}");
+    // The text is nowhere: not in what was published, not in the log.
+    let published: String = rig
+        .observer
+        .all()
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
+        .collect();
+    let log = daemon.log_text();
+    for text in ["ABC1234", "BRA2E19"] {
+        assert!(!published.contains(text));
+        assert!(!log.contains(text));
+    }
+    assert!(
+        !media.join("snapshots").exists()
+            || std::fs::read_dir(media.join("snapshots"))
+                .unwrap()
+                .next()
+                .is_none()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_daemon_reports_each_passing_vehicle_once_with_its_plate_and_snapshot() {
+    let _turn = DAEMONS.lock().await;
+    let (rig, daemon, media, _src) = road_rig("plates", "").await;
     // Two vehicles in the first pass, and the first again in the second: a third
     // event that is not the first vehicle's return would be a duplicate.
     wait_until("three plate events", Duration::from_secs(150), || {

@@ -49,3 +49,7 @@ export EDGECAM_TEST_MODELS="$PWD/target/models"
 bash deploy/fetch-models.sh "$EDGECAM_TEST_MODELS"
 cargo test --locked
 bash tests/deploy.sh
+# The optional ONNX Runtime backend of plate reading: built with its feature (only
+# the plates tests), its library from PyPI (checked by sha256), compared with tract.
+bash deploy/fetch-onnxruntime.sh "$EDGECAM_TEST_MODELS"
+cargo test --locked --features ort --test plates onnxruntime

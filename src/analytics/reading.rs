@@ -329,10 +329,11 @@ impl PlateReading {
     pub async fn run(self, shutdown: CancellationToken) {
         let cfg = self.cfg.clone();
         let dir = cfg.models_dir.clone();
-        let region = cfg.region;
-        let loaded =
-            tokio::task::spawn_blocking(move || PlateReader::load(&dir, region).map(Arc::new))
-                .await;
+        let (region, backend) = (cfg.region, cfg.reader_backend());
+        let loaded = tokio::task::spawn_blocking(move || {
+            PlateReader::load(&dir, region, &backend).map(Arc::new)
+        })
+        .await;
         let reader = match loaded {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
@@ -358,7 +359,7 @@ impl PlateReading {
         } else {
             None
         };
-        tracing::info!(region = ?cfg.region, threads = cfg.threads, models = %cfg.models_dir.display(), "plate reading on");
+        tracing::info!(region = ?cfg.region, backend = ?cfg.backend, threads = cfg.threads, models = %cfg.models_dir.display(), "plate reading on");
 
         let mut tracker: Tracker<Arc<Frame>> = Tracker::new(TrackerParams {
             timeout_ms: cfg.track_timeout.as_millis() as i64,

@@ -75,6 +75,15 @@ pub struct Config {
     pub plates: PlatesConfig,
 }
 
+/// The runtime that runs the plate models.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlatesBackend {
+    #[default]
+    Tract,
+    Onnxruntime,
+}
+
 /// Licence-plate reading (PP-OCRv4 text detection and recognition, plate-format
 /// rules, tracking; see `docs/plates.md`). Read at start-up: changes need a restart.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -88,6 +97,15 @@ pub struct PlatesConfig {
     /// (`deploy/fetch-models.sh` puts them there).
     #[serde(default = "default_models_dir")]
     pub models_dir: PathBuf,
+    /// The runtime for the models: `tract` (built in) or `onnxruntime` (builds
+    /// with the `ort` feature; about twice as fast, needs its shared library).
+    #[serde(default)]
+    pub backend: PlatesBackend,
+    /// The ONNX Runtime shared library for `backend = "onnxruntime"`; empty:
+    /// `libonnxruntime.so` in `models_dir` (`deploy/fetch-onnxruntime.sh DIR` puts
+    /// it there).
+    #[serde(default)]
+    pub onnxruntime_library: PathBuf,
     /// Plate formats: `br`, `eu`, `us` or `any`.
     #[serde(default = "default_plates_region")]
     pub region: crate::analytics::plates::Region,
@@ -785,6 +803,8 @@ impl Default for PlatesConfig {
         Self {
             enabled: false,
             models_dir: default_models_dir(),
+            backend: PlatesBackend::Tract,
+            onnxruntime_library: PathBuf::new(),
             region: default_plates_region(),
             roi: Vec::new(),
             min_confidence: default_plates_min_confidence(),
@@ -800,6 +820,23 @@ impl Default for PlatesConfig {
             max_snapshots: default_max_snapshots(),
             hash_plates: false,
             hash_salt: String::new(),
+        }
+    }
+}
+
+impl PlatesConfig {
+    /// The reader's backend, `sessions` sessions per model for ONNX Runtime.
+    pub fn reader_backend(&self) -> crate::analytics::plates::Backend {
+        match self.backend {
+            PlatesBackend::Tract => crate::analytics::plates::Backend::Tract,
+            PlatesBackend::Onnxruntime => crate::analytics::plates::Backend::Onnxruntime {
+                library: if self.onnxruntime_library.as_os_str().is_empty() {
+                    self.models_dir.join("libonnxruntime.so")
+                } else {
+                    self.onnxruntime_library.clone()
+                },
+                sessions: self.threads,
+            },
         }
     }
 }

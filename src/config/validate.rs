@@ -314,6 +314,14 @@ impl Config {
             "plates.roi",
             || "empty, or [x, y, width, height] as fractions of the frame, inside it, at least 0.05 a side".to_owned(),
         );
+        c.check(
+            pl.backend == super::PlatesBackend::Tract || cfg!(feature = "ort"),
+            "plates.backend",
+            || {
+                "\"tract\": this build has no onnxruntime backend (build with --features ort)"
+                    .to_owned()
+            },
+        );
         c.range("plates.min_confidence", pl.min_confidence, 0.0, 1.0);
         c.range("plates.min_reads", pl.min_reads, 1, 100);
         c.duration(

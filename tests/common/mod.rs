@@ -11,6 +11,7 @@
 #![allow(dead_code)]
 
 pub mod s3;
+pub mod scene;
 pub use s3::*;
 
 use std::collections::BTreeMap;

@@ -2,7 +2,7 @@
 //! runs them), without the inference itself: letterboxing and normalising, boxes
 //! from the detector's probability map, crops for the recogniser, CTC decoding.
 
-use crate::analytics::people::{components, dilate};
+use crate::analytics::people::dilate;
 
 /// An RGB image.
 #[derive(Debug, Clone)]
@@ -40,15 +40,164 @@ impl Image {
     }
 }
 
-/// A box in image pixels.
+/// A line of text: a rotated rectangle in image pixels, and the axis-aligned box
+/// around it (clamped to the image).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TextBox {
     pub x: f32,
     pub y: f32,
     pub w: f32,
     pub h: f32,
-    /// Mean detector probability inside.
+    /// Mean detector probability over the region.
     pub score: f32,
+    /// Centre of the rotated rectangle.
+    pub cx: f32,
+    pub cy: f32,
+    /// Its length along the text and its height across it.
+    pub len: f32,
+    pub thick: f32,
+    /// Angle of the text's direction from the x axis, radians (within ±45°).
+    pub angle: f32,
+}
+
+impl TextBox {
+    /// The rotated rectangle `(cx, cy, len, thick, angle)`, with the axis-aligned
+    /// box around it clamped to a `width` x `height` image.
+    pub fn rotated(
+        (cx, cy, len, thick, angle): (f32, f32, f32, f32, f32),
+        score: f32,
+        width: u32,
+        height: u32,
+    ) -> Self {
+        let (c, s) = (angle.cos(), angle.sin());
+        let half_w = (len * c.abs() + thick * s.abs()) / 2.0;
+        let half_h = (len * s.abs() + thick * c.abs()) / 2.0;
+        let x0 = (cx - half_w).clamp(0.0, width as f32);
+        let y0 = (cy - half_h).clamp(0.0, height as f32);
+        let x1 = (cx + half_w).clamp(0.0, width as f32);
+        let y1 = (cy + half_h).clamp(0.0, height as f32);
+        Self {
+            x: x0,
+            y: y0,
+            w: x1 - x0,
+            h: y1 - y0,
+            score,
+            cx,
+            cy,
+            len,
+            thick,
+            angle,
+        }
+    }
+
+    /// The same box, `more` thicker above and below.
+    pub fn thickened(&self, more: f32, width: u32, height: u32) -> Self {
+        Self::rotated(
+            (
+                self.cx,
+                self.cy,
+                self.len,
+                self.thick + 2.0 * more,
+                self.angle,
+            ),
+            self.score,
+            width,
+            height,
+        )
+    }
+
+    /// The same box, `more` longer at each end.
+    pub fn lengthened(&self, more: f32, width: u32, height: u32) -> Self {
+        Self::rotated(
+            (
+                self.cx,
+                self.cy,
+                self.len + 2.0 * more,
+                self.thick,
+                self.angle,
+            ),
+            self.score,
+            width,
+            height,
+        )
+    }
+}
+
+/// Connected regions of `mask` (4-neighbours), each as its pixel indices.
+fn regions(mask: &[bool], w: usize, h: usize) -> Vec<Vec<usize>> {
+    let mut seen = vec![false; w * h];
+    let mut out = Vec::new();
+    let mut stack = Vec::new();
+    for start in 0..w * h {
+        if !mask[start] || seen[start] {
+            continue;
+        }
+        seen[start] = true;
+        stack.push(start);
+        let mut pixels = Vec::new();
+        while let Some(i) = stack.pop() {
+            pixels.push(i);
+            let (x, y) = (i % w, i / w);
+            let neighbours = [
+                (x > 0).then(|| i - 1),
+                (x + 1 < w).then(|| i + 1),
+                (y > 0).then(|| i - w),
+                (y + 1 < h).then(|| i + w),
+            ];
+            for j in neighbours.into_iter().flatten() {
+                if mask[j] && !seen[j] {
+                    seen[j] = true;
+                    stack.push(j);
+                }
+            }
+        }
+        out.push(pixels);
+    }
+    out
+}
+
+/// The rotated rectangle around a region's pixels: its long axis from the
+/// pixels' second moments, its extent along and across it. `(cx, cy, len,
+/// thick, angle)` in map pixels.
+fn min_rect(pixels: &[usize], w: usize) -> (f32, f32, f32, f32, f32) {
+    let n = pixels.len() as f32;
+    let (mut mx, mut my) = (0f32, 0f32);
+    for &i in pixels {
+        mx += (i % w) as f32;
+        my += (i / w) as f32;
+    }
+    (mx, my) = (mx / n, my / n);
+    let (mut sxx, mut syy, mut sxy) = (0f32, 0f32, 0f32);
+    for &i in pixels {
+        let (dx, dy) = ((i % w) as f32 - mx, (i / w) as f32 - my);
+        sxx += dx * dx;
+        syy += dy * dy;
+        sxy += dx * dy;
+    }
+    let mut angle = 0.5 * (2.0 * sxy).atan2(sxx - syy);
+    // Text lines on plates run left to right: keep the angle within ±45°.
+    let quarter = std::f32::consts::FRAC_PI_2;
+    if angle > quarter / 2.0 {
+        angle -= quarter;
+    } else if angle < -quarter / 2.0 {
+        angle += quarter;
+    }
+    let (c, s) = (angle.cos(), angle.sin());
+    let (mut u0, mut u1, mut v0, mut v1) = (f32::MAX, f32::MIN, f32::MAX, f32::MIN);
+    for &i in pixels {
+        let (dx, dy) = ((i % w) as f32 - mx, (i / w) as f32 - my);
+        let (u, v) = (dx * c + dy * s, -dx * s + dy * c);
+        (u0, u1, v0, v1) = (u0.min(u), u1.max(u), v0.min(v), v1.max(v));
+    }
+    // Pixels are unit squares: the extent is one more than the centres' span.
+    let (uc, vc) = ((u0 + u1) / 2.0, (v0 + v1) / 2.0);
+    (
+        mx + uc * c - vc * s + 0.5,
+        my + uc * s + vc * c + 0.5,
+        u1 - u0 + 1.0,
+        v1 - v0 + 1.0,
+        angle,
+    )
 }
 
 /// Writes the BGR channels of a pixel, normalised to [-1, 1], into a CHW tensor.
@@ -111,57 +260,55 @@ pub fn detector_boxes(
     let mask: Vec<bool> = prob.iter().map(|p| *p > thresh).collect();
     let mask = dilate(&mask, mw, mh);
     let mut out = Vec::new();
-    for blob in components(&mask, mw, mh) {
-        let [bx, by, bw, bh] = blob.bbox;
-        if bw < 3 || bh < 3 {
+    for pixels in regions(&mask, mw, mh) {
+        if pixels.len() < 9 {
             continue;
         }
-        let mut sum = 0f32;
-        for y in by..by + bh {
-            for x in bx..bx + bw {
-                sum += prob[y as usize * mw + x as usize];
-            }
-        }
-        let score = sum / (bw * bh) as f32;
+        // The mean over the region itself, not its axis-aligned box: a tilted line
+        // fills little of its box.
+        let score = pixels.iter().map(|&i| prob[i]).sum::<f32>() / pixels.len() as f32;
         if score < box_thresh {
             continue;
         }
-        let (w, h) = (bw as f32, bh as f32);
-        let d = w * h * unclip / (2.0 * (w + h));
-        let (x0, y0) = ((bx as f32 - d).max(0.0), (by as f32 - d).max(0.0));
-        let (x1, y1) = (
-            (bx as f32 + w + d).min(mw as f32),
-            (by as f32 + h + d).min(mh as f32),
-        );
-        let b = TextBox {
-            x: x0 / scale,
-            y: y0 / scale,
-            w: (x1 - x0) / scale,
-            h: (y1 - y0) / scale,
+        let (cx, cy, len, thick, angle) = min_rect(&pixels, mw);
+        if len < 3.0 || thick < 3.0 {
+            continue;
+        }
+        let d = len * thick * unclip / (2.0 * (len + thick));
+        let b = TextBox::rotated(
+            (
+                cx / scale,
+                cy / scale,
+                (len + 2.0 * d) / scale,
+                (thick + 2.0 * d) / scale,
+                angle,
+            ),
             score,
-        };
-        if b.x < img.width as f32 && b.y < img.height as f32 && b.w >= 4.0 && b.h >= 4.0 {
+            img.width,
+            img.height,
+        );
+        if b.w >= 4.0 && b.h >= 4.0 {
             out.push(b);
         }
     }
     out
 }
 
-/// The recogniser input for a box: the crop resized to `rh` pixels high (aspect
-/// kept, at most `rw` wide), padded to `rw`, CHW.
+/// The recogniser input for a box: the rotated rectangle straightened and resized
+/// to `rh` pixels high (aspect kept, at most `rw` wide), padded to `rw`, CHW.
 pub fn recogniser_input(img: &Image, b: &TextBox, rh: usize, rw: usize) -> Vec<f32> {
-    let scale = rh as f32 / b.h.max(1.0);
-    let w = ((b.w * scale).ceil() as usize).clamp(1, rw);
-    let sx = b.w / w as f32;
-    let sy = b.h / rh as f32;
+    let scale = rh as f32 / b.thick.max(1.0);
+    let w = ((b.len * scale).ceil() as usize).clamp(1, rw);
+    let su = b.len / w as f32;
+    let sv = b.thick / rh as f32;
+    let (c, s) = (b.angle.cos(), b.angle.sin());
     let plane = rh * rw;
     let mut t = vec![0f32; 3 * plane];
     for y in 0..rh {
+        let v = (y as f32 + 0.5) * sv - b.thick / 2.0;
         for x in 0..w {
-            let p = img.sample(
-                b.x + (x as f32 + 0.5) * sx - 0.5,
-                b.y + (y as f32 + 0.5) * sy - 0.5,
-            );
+            let u = (x as f32 + 0.5) * su - b.len / 2.0;
+            let p = img.sample(b.cx + u * c - v * s - 0.5, b.cy + u * s + v * c - 0.5);
             put(&mut t, plane, y * rw + x, p);
         }
     }
@@ -246,6 +393,54 @@ mod tests {
         // 22*8*1.6/60 ≈ 4.7; scale 0.5 doubles it.
         assert!((b.x - 2.0 * (19.0 - 4.69)).abs() < 1.0, "{b:?}");
         assert!(b.w > 2.0 * 22.0 && b.h > 2.0 * 8.0, "{b:?}");
+        assert!(b.angle.abs() < 1e-3, "{b:?}");
+    }
+
+    #[test]
+    fn a_tilted_line_gets_a_rotated_box_scored_over_itself() {
+        let (mw, mh) = (100, 60);
+        let mut prob = vec![0f32; mw * mh];
+        // A line 60 long, 5 thick, rising 10° to the right.
+        let angle = -10f32.to_radians();
+        for y in 0..mh {
+            for x in 0..mw {
+                let (dx, dy) = (x as f32 + 0.5 - 50.0, y as f32 + 0.5 - 30.0);
+                let (u, v) = (
+                    dx * angle.cos() + dy * angle.sin(),
+                    -dx * angle.sin() + dy * angle.cos(),
+                );
+                if u.abs() < 30.0 && v.abs() < 2.5 {
+                    prob[y * mw + x] = 0.9;
+                }
+            }
+        }
+        let img = Image {
+            width: 100,
+            height: 60,
+            rgb: vec![0; 100 * 60 * 3],
+        };
+        let p = DetParams {
+            thresh: 0.3,
+            box_thresh: 0.5,
+            unclip: 1.6,
+        };
+        let boxes = detector_boxes(&prob, (mw, mh), 1.0, &img, p);
+        assert_eq!(
+            boxes.len(),
+            1,
+            "the axis-aligned box is mostly empty: {boxes:?}"
+        );
+        let b = boxes[0];
+        assert!((b.angle - angle).abs() < 0.03, "{b:?}");
+        assert!(
+            (b.cx - 50.0).abs() < 1.0 && (b.cy - 30.0).abs() < 1.0,
+            "{b:?}"
+        );
+        // 60 x 5, dilated by one, grown by the unclip distance (about 5) each side.
+        assert!(
+            b.len > 70.0 && b.len < 80.0 && b.thick > 15.0 && b.thick < 22.0,
+            "{b:?}"
+        );
     }
 
     #[test]

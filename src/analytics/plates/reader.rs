@@ -34,6 +34,17 @@ pub trait Inference: Send + Sync {
     fn run(&self, input: Vec<f32>) -> Result<(Vec<usize>, Vec<f32>), String>;
 }
 
+/// The runtime that runs the models.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// tract: pure Rust, built in.
+    Tract,
+    /// ONNX Runtime, loaded at run time from `library` (builds with the `ort`
+    /// feature only); `sessions` sessions per model so that as many readers can
+    /// run at once.
+    Onnxruntime { library: PathBuf, sessions: usize },
+}
+
 /// tract, pure Rust: one optimised plan for the fixed input shape.
 pub struct Tract {
     plan: Arc<TypedRunnableModel>,
@@ -70,6 +81,71 @@ impl Inference for Tract {
     }
 }
 
+/// ONNX Runtime through the `ort` crate, its shared library loaded at run time
+/// (`load-dynamic`; it comes inside the `onnxruntime` wheel for each platform).
+/// A session runs one input at a time: a reader takes the first idle one.
+#[cfg(feature = "ort")]
+pub struct Ort {
+    sessions: Vec<std::sync::Mutex<ort::session::Session>>,
+    shape: [usize; 4],
+}
+
+#[cfg(feature = "ort")]
+impl Ort {
+    pub fn load(
+        library: &Path,
+        path: &Path,
+        shape: [usize; 4],
+        sessions: usize,
+    ) -> Result<Self, PlateError> {
+        use ort::session::{builder::GraphOptimizationLevel, Session};
+        let err = |e: ort::Error| PlateError::Model {
+            path: path.to_owned(),
+            reason: format!("onnxruntime ({}): {e}", library.display()),
+        };
+        if !library.exists() {
+            return Err(PlateError::Model {
+                path: path.to_owned(),
+                reason: format!("no onnxruntime library at {}", library.display()),
+            });
+        }
+        // The first call loads the library; later ones reuse it.
+        ort::init_from(library.display().to_string())
+            .with_name("edgecam")
+            .commit()
+            .map_err(err)?;
+        let sessions = (0..sessions.max(1))
+            .map(|_| {
+                Session::builder()
+                    .and_then(|b| b.with_optimization_level(GraphOptimizationLevel::Level3))
+                    .and_then(|b| b.with_intra_threads(1))
+                    .and_then(|b| b.commit_from_file(path))
+                    .map(std::sync::Mutex::new)
+                    .map_err(err)
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self { sessions, shape })
+    }
+}
+
+#[cfg(feature = "ort")]
+impl Inference for Ort {
+    fn run(&self, input: Vec<f32>) -> Result<(Vec<usize>, Vec<f32>), String> {
+        let shape: Vec<i64> = self.shape.iter().map(|d| *d as i64).collect();
+        let t = ort::value::Tensor::from_array((shape, input)).map_err(|e| e.to_string())?;
+        let mut session = self
+            .sessions
+            .iter()
+            .find_map(|s| s.try_lock().ok())
+            .unwrap_or_else(|| self.sessions[0].lock().unwrap_or_else(|e| e.into_inner()));
+        let out = session.run(ort::inputs![t]).map_err(|e| e.to_string())?;
+        let (shape, data) = out[0]
+            .try_extract_tensor::<f32>()
+            .map_err(|e| e.to_string())?;
+        Ok((shape.iter().map(|d| *d as usize).collect(), data.to_vec()))
+    }
+}
+
 /// A plate read from an image.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct PlateRead {
@@ -98,8 +174,8 @@ pub struct PlateReader {
 }
 
 impl PlateReader {
-    /// Loads the two models from `dir` (tract backend).
-    pub fn load(dir: &Path, region: Region) -> Result<Self, PlateError> {
+    /// Loads the two models from `dir` for `backend`.
+    pub fn load(dir: &Path, region: Region, backend: &Backend) -> Result<Self, PlateError> {
         let det_path = dir.join(DETECTOR_FILE);
         let rec_path = dir.join(RECOGNISER_FILE);
         let bytes = std::fs::read(&rec_path).map_err(|e| PlateError::Model {
@@ -113,9 +189,38 @@ impl PlateReader {
             })?;
         let mut dict: Vec<String> = chars.lines().map(str::to_owned).collect();
         dict.push(" ".into());
+        let (det, rec): (Box<dyn Inference>, Box<dyn Inference>) = match backend {
+            Backend::Tract => (
+                Box::new(Tract::load(&det_path, [1, 3, DET_H, DET_W])?),
+                Box::new(Tract::load(&rec_path, [1, 3, REC_H, REC_W])?),
+            ),
+            #[cfg(feature = "ort")]
+            Backend::Onnxruntime { library, sessions } => (
+                Box::new(Ort::load(
+                    library,
+                    &det_path,
+                    [1, 3, DET_H, DET_W],
+                    *sessions,
+                )?),
+                Box::new(Ort::load(
+                    library,
+                    &rec_path,
+                    [1, 3, REC_H, REC_W],
+                    *sessions,
+                )?),
+            ),
+            #[cfg(not(feature = "ort"))]
+            Backend::Onnxruntime { .. } => {
+                return Err(PlateError::Model {
+                    path: det_path,
+                    reason: "this build has no onnxruntime backend (build with --features ort)"
+                        .into(),
+                })
+            }
+        };
         Ok(Self {
-            det: Box::new(Tract::load(&det_path, [1, 3, DET_H, DET_W])?),
-            rec: Box::new(Tract::load(&rec_path, [1, 3, REC_H, REC_W])?),
+            det,
+            rec,
             dict,
             region,
         })
@@ -142,24 +247,48 @@ impl PlateReader {
         let mut out: Vec<PlateRead> = Vec::new();
         for b in self.detect(img)? {
             // A plate is wider than high; skip tall boxes and slivers.
-            if b.w < b.h * 1.2 || b.h < 8.0 {
+            if b.len < b.thick * 1.2 || b.thick < 8.0 {
                 continue;
             }
-            // DB's unclip is tight at the ends of a line of text: give the first and
-            // last characters a little more room.
-            let pad = (b.h * 0.15).min(b.x);
-            let b = TextBox {
-                x: b.x - pad,
-                w: (b.w + 2.0 * pad).min(img.width as f32 - (b.x - pad)),
-                ..b
-            };
-            let (raw, conf) = self.recognise(img, &b)?;
-            let Some((text, fit)) = rules::plate(&raw, self.region) else {
+            // The recogniser's confusions depend on the crop: read three (DB's unclip
+            // is tight at the ends of a line, so each gives the first and last
+            // characters more room: a little, more, and more room above and below
+            // too) and keep the text with the most confidence summed over them.
+            let crops = [
+                b.lengthened(b.thick * 0.15, img.width, img.height),
+                b.lengthened(b.thick * 0.4, img.width, img.height),
+                b.lengthened(b.thick * 0.15, img.width, img.height)
+                    .thickened(b.thick * 0.1, img.width, img.height),
+            ];
+            let mut votes: Vec<(String, f32, f32, String, TextBox)> = Vec::new();
+            for (i, crop) in crops.into_iter().enumerate() {
+                let (raw, conf) = self.recognise(img, &crop)?;
+                // Too short to be a plate on the first crop: not worth two more.
+                if i == 0 && rules::normalize(&raw).len() < 4 {
+                    break;
+                }
+                let Some((text, fit)) = rules::plate(&raw, self.region) else {
+                    continue;
+                };
+                let c = conf * fit;
+                match votes.iter_mut().find(|v| v.0 == text) {
+                    Some(v) => {
+                        v.1 += c;
+                        if c > v.2 {
+                            (v.2, v.3, v.4) = (c, raw, crop);
+                        }
+                    }
+                    None => votes.push((text, c, c, raw, crop)),
+                }
+            }
+            let Some((text, _, confidence, raw, b)) =
+                votes.into_iter().max_by(|a, b| a.1.total_cmp(&b.1))
+            else {
                 continue;
             };
             let read = PlateRead {
                 text,
-                confidence: conf * fit,
+                confidence,
                 bbox: [b.x as u32, b.y as u32, b.w as u32, b.h as u32],
                 raw,
             };

@@ -121,7 +121,20 @@ fn looks_like_date(t: &[char]) -> bool {
 /// The best plate reading of a recognised text for a region, with a weight in
 /// (0, 1] for how well it fits the region's formats; `None` when it cannot be a plate.
 pub fn plate(text: &str, region: Region) -> Option<(String, f32)> {
-    let t: Vec<char> = normalize(text).chars().collect();
+    let mut t: Vec<char> = normalize(text).chars().collect();
+    if region == Region::Us {
+        // A text with no digit is a word (a state, a slogan, a make), not a plate.
+        if !t.iter().any(char::is_ascii_digit) {
+            return None;
+        }
+        // Most US states issue no letter O, and those that do print it like the
+        // digit: ALPR systems there read both as 0.
+        for c in &mut t {
+            if *c == 'O' {
+                *c = '0';
+            }
+        }
+    }
     let (min, max) = region.lengths();
     let mut best: Option<(String, f32)> = None;
     let mut consider = |s: String, w: f32| {
@@ -182,5 +195,10 @@ mod tests {
             "no guessed layout"
         );
         assert_eq!(plate("xyz 99", Region::Any).unwrap().0, "XYZ99");
+        assert_eq!(
+            plate("HB6LOZ", Region::Us).unwrap().0,
+            "HB6L0Z",
+            "O is 0 in the US"
+        );
     }
 }

@@ -1,0 +1,125 @@
+//! Benchmark of plate reading in the daemon: frames read per second, mean time per
+//! 1280x720 frame through the whole stage (crop, detection, recognition of every
+//! text box three ways, rules; the tracker and snapshots are outside the timing),
+//! daemon CPU and peak RSS — with one reader thread (the baseline) and with two,
+//! in the same run.
+//!
+//! `cargo bench --bench plates` draws a road scene (two vehicles with plates
+//! driving across, empty road between), loops it as the daemon's file source at
+//! 10 analytics frames/s with the motion gate off, so the readers are never idle,
+//! and measures `EDGECAM_BENCH_PLATES_SECS` seconds (default 40) per setting. The
+//! models come from `EDGECAM_TEST_MODELS` or target/models (tests/run.sh fetches
+//! them).
+
+#[path = "../common/mod.rs"]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::scene::{road_video, FPS, H, W};
+use common::*;
+
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let f: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
+        .split_whitespace()
+        .collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+struct Figures {
+    fps: f64,
+    ms: f64,
+    cpu: f64,
+    rss_peak_kib: u64,
+    vehicles: u64,
+}
+
+async fn measure(video: &Path, models: &Path, threads: usize, secs: u64) -> Figures {
+    let rig = Rig::new(
+        &format!("bench-plates-{threads}"),
+        &format!(
+            "[health]\nmetrics_interval = \"2s\"\n\
+             [video]\nenabled = true\nsource = \"file://{}\"\nwidth = {W}\nheight = {H}\nframerate = {FPS}\n\
+             analytics_width = {W}\nanalytics_height = {H}\nanalytics_fps = 10\n\
+             [plates]\nenabled = true\nmodels_dir = \"{}\"\nregion = \"br\"\nthreads = {threads}\nmotion = 0.0\n\
+             snapshots = false\n",
+            video.display(),
+            models.display()
+        ),
+    )
+    .await;
+    rig.recordings();
+    let text = std::fs::read_to_string(&rig.config).unwrap();
+    std::fs::write(&rig.config, text.replace("edgecam=debug,info", "info")).unwrap();
+    let daemon = rig.daemon(0);
+    let pid = daemon.proc.pid();
+    let read = |m: &serde_json::Value, k: &str| m["plates"][k].as_u64().unwrap_or(0);
+    wait_until("frames read", Duration::from_secs(120), || {
+        rig.observer
+            .metrics()
+            .last()
+            .is_some_and(|m| read(m, "frames_read") > 2)
+    })
+    .await;
+    let m0 = rig.observer.metrics().last().unwrap().clone();
+    let ticks0 = cpu_ticks(pid);
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let m1 = rig.observer.metrics().last().unwrap().clone();
+    let elapsed = t0.elapsed().as_secs_f64();
+    let cpu = (cpu_ticks(pid) - ticks0) as f64
+        / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+        / elapsed;
+    let span = (m1["ts"].as_i64().unwrap() - m0["ts"].as_i64().unwrap()) as f64 / 1000.0;
+    let frames = read(&m1, "frames_read") - read(&m0, "frames_read");
+    let us = read(&m1, "read_us_total") - read(&m0, "read_us_total");
+    let figures = Figures {
+        fps: frames as f64 / span,
+        ms: us as f64 / frames.max(1) as f64 / 1000.0,
+        cpu,
+        rss_peak_kib: status_kb(pid, "VmHWM:"),
+        vehicles: read(&m1, "vehicles"),
+    };
+    drop(daemon);
+    figures
+}
+
+fn main() {
+    let secs: u64 = std::env::var("EDGECAM_BENCH_PLATES_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(40);
+    let models = std::env::var_os("EDGECAM_TEST_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/models"));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let src = test_dir("bench-plates-src");
+    let video = src.path().join("road.mp4");
+    road_video(&video, ["ABC1234", "BRA2E19"]);
+    rt.block_on(async move {
+        let one = measure(&video, &models, 1, secs).await;
+        let two = measure(&video, &models, 2, secs).await;
+        println!("edgecam plate-reading benchmark: {W}x{H} frames, tract backend, {secs} s each, readers never idle");
+        println!("   threads  frames/s  ms/frame (mean, per reader)  daemon CPU  peak RSS   vehicles");
+        for (n, f) in [(1, &one), (2, &two)] {
+            println!(
+                "   {n:>7}  {:>8.2}  {:>27.0}  {:>8.0} %  {:>5} MiB  {:>8}",
+                f.fps,
+                f.ms,
+                f.cpu * 100.0,
+                f.rss_peak_kib / 1024,
+                f.vehicles
+            );
+        }
+        println!(
+            "   two threads read {:.2}x the frames of one (target: 5 frames/s)",
+            two.fps / one.fps.max(1e-9)
+        );
+    });
+}

@@ -1,0 +1,115 @@
+//! A road scene for plate reading: vehicles with drawn plates (GStreamer's text
+//! overlay) driving across a 1280x720 frame, encoded as a video the daemon's file
+//! source loops.
+
+use std::path::Path;
+
+use super::{encode_video, tool};
+
+pub const W: usize = 1280;
+pub const H: usize = 720;
+pub const FPS: usize = 10;
+/// One pass of the scene, seconds; the daemon's file source loops it.
+pub const PASS_S: usize = 16;
+pub const PLATE_W: usize = 300;
+pub const PLATE_H: usize = 80;
+
+/// `text` in dark bold letters on a white plate with a dark rim, as packed RGB.
+pub fn plate_still(dir: &Path, text: &str) -> Vec<u8> {
+    let raw = dir.join(format!("{text}.rgb"));
+    let status = std::process::Command::new(tool("gst-launch-1.0"))
+        .args([
+            "-q",
+            "videotestsrc",
+            "pattern=white",
+            "num-buffers=1",
+            "!",
+            &format!("video/x-raw,width={PLATE_W},height={PLATE_H}"),
+            "!",
+            "textoverlay",
+            &format!("text={text}"),
+            "font-desc=Sans Bold 36",
+            "valignment=center",
+            "halignment=center",
+            "color=0xff101010",
+            "shaded-background=false",
+            "!",
+            "videoconvert",
+            "!",
+            "video/x-raw,format=RGB",
+            "!",
+            "filesink",
+        ])
+        .arg(format!("location={}", raw.display()))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut rgb = std::fs::read(&raw).unwrap();
+    assert_eq!(rgb.len(), PLATE_W * PLATE_H * 3);
+    for y in 0..PLATE_H {
+        for x in 0..PLATE_W {
+            if x < 4 || y < 4 || x >= PLATE_W - 4 || y >= PLATE_H - 4 {
+                let i = (y * PLATE_W + x) * 3;
+                rgb[i..i + 3].copy_from_slice(&[30, 30, 30]);
+            }
+        }
+    }
+    rgb
+}
+
+/// Where a vehicle is at time `t` (seconds): the left edge of its body, pixels.
+/// The first drives left to right from 1 s to 6 s, the second right to left from
+/// 8 s to 13 s; the road is empty otherwise.
+pub fn vehicles_at(t: f64) -> Vec<(usize, f64)> {
+    let span = (W - 460) as f64;
+    let mut out = Vec::new();
+    if (1.0..6.0).contains(&t) {
+        out.push((0, 20.0 + span * (t - 1.0) / 5.0));
+    }
+    if (8.0..13.0).contains(&t) {
+        out.push((1, 20.0 + span * (13.0 - t) / 5.0));
+    }
+    out
+}
+
+/// A road, and the vehicles: a body with its plate.
+pub fn road_frame(t: f64, plates: &[Vec<u8>]) -> Vec<u8> {
+    let mut rgb = vec![0u8; W * H * 3];
+    for y in 0..H {
+        let v = (70 + y * 50 / H) as u8;
+        for x in 0..W {
+            let i = (y * W + x) * 3;
+            rgb[i..i + 3].copy_from_slice(&[v, v, v + 5]);
+        }
+    }
+    for (n, left) in vehicles_at(t) {
+        let (bx, by, bw, bh) = (left as usize, 260, 420, 280);
+        for y in by..by + bh {
+            let row = (y * W + bx) * 3;
+            for px in rgb[row..row + bw * 3].chunks_mut(3) {
+                px.copy_from_slice(if n == 0 {
+                    &[40, 60, 140]
+                } else {
+                    &[150, 40, 40]
+                });
+            }
+        }
+        let (px, py) = (bx + (bw - PLATE_W) / 2, by + bh - PLATE_H - 30);
+        for y in 0..PLATE_H {
+            let src = &plates[n][y * PLATE_W * 3..(y + 1) * PLATE_W * 3];
+            let at = ((py + y) * W + px) * 3;
+            rgb[at..at + PLATE_W * 3].copy_from_slice(src);
+        }
+    }
+    rgb
+}
+
+/// The scene as H.264 in MP4: the first plate left to right from 1 s to 6 s, the
+/// second right to left from 8 s to 13 s, one pass of `PASS_S` seconds.
+pub fn road_video(path: &Path, texts: [&str; 2]) {
+    let dir = path.parent().unwrap();
+    let plates = [plate_still(dir, texts[0]), plate_still(dir, texts[1])];
+    encode_video(path, (W, H, FPS), PASS_S * FPS, |i| {
+        road_frame(i as f64 / FPS as f64, &plates)
+    });
+}
