@@ -2,7 +2,9 @@
 //! 1280x720 frame through the whole stage (crop, detection, recognition of every
 //! text box three ways, rules; the tracker and snapshots are outside the timing),
 //! daemon CPU and peak RSS — with one reader thread (the baseline) and with two,
-//! in the same run.
+//! in the same run; on tract, and on ONNX Runtime too when built with
+//! `--features ort` (its library from deploy/fetch-onnxruntime.sh in the models
+//! directory).
 //!
 //! `cargo bench --bench plates` draws a road scene (two vehicles with plates
 //! driving across, empty road between), loops it as the daemon's file source at
@@ -36,14 +38,15 @@ struct Figures {
     vehicles: u64,
 }
 
-async fn measure(video: &Path, models: &Path, threads: usize, secs: u64) -> Figures {
+async fn measure(video: &Path, models: &Path, backend: &str, threads: usize, secs: u64) -> Figures {
     let rig = Rig::new(
-        &format!("bench-plates-{threads}"),
+        &format!("bench-plates-{backend}-{threads}"),
         &format!(
             "[health]\nmetrics_interval = \"2s\"\n\
              [video]\nenabled = true\nsource = \"file://{}\"\nwidth = {W}\nheight = {H}\nframerate = {FPS}\n\
              analytics_width = {W}\nanalytics_height = {H}\nanalytics_fps = 10\n\
              [plates]\nenabled = true\nmodels_dir = \"{}\"\nregion = \"br\"\nthreads = {threads}\nmotion = 0.0\n\
+             backend = \"{backend}\"\n\
              snapshots = false\n",
             video.display(),
             models.display()
@@ -102,24 +105,30 @@ fn main() {
     let src = test_dir("bench-plates-src");
     let video = src.path().join("road.mp4");
     road_video(&video, ["ABC1234", "BRA2E19"]);
+    let mut backends = vec!["tract"];
+    if cfg!(feature = "ort") && models.join("libonnxruntime.so").exists() {
+        backends.push("onnxruntime");
+    }
     rt.block_on(async move {
-        let one = measure(&video, &models, 1, secs).await;
-        let two = measure(&video, &models, 2, secs).await;
-        println!("edgecam plate-reading benchmark: {W}x{H} frames, tract backend, {secs} s each, readers never idle");
-        println!("   threads  frames/s  ms/frame (mean, per reader)  daemon CPU  peak RSS   vehicles");
-        for (n, f) in [(1, &one), (2, &two)] {
+        let mut rows = Vec::new();
+        for backend in &backends {
+            for threads in [1, 2] {
+                rows.push((*backend, threads, measure(&video, &models, backend, threads, secs).await));
+            }
+        }
+        println!("edgecam plate-reading benchmark: {W}x{H} frames, {secs} s each, readers never idle (target: 5 frames/s)");
+        println!("   backend      threads  frames/s  ms/frame (mean, per reader)  daemon CPU  peak RSS   vehicles");
+        let base = rows[0].2.fps.max(1e-9);
+        for (backend, n, f) in &rows {
             println!(
-                "   {n:>7}  {:>8.2}  {:>27.0}  {:>8.0} %  {:>5} MiB  {:>8}",
+                "   {backend:<11}  {n:>7}  {:>8.2}  {:>27.0}  {:>8.0} %  {:>5} MiB  {:>8}   {:.2}x the baseline (tract, 1 thread)",
                 f.fps,
                 f.ms,
                 f.cpu * 100.0,
                 f.rss_peak_kib / 1024,
-                f.vehicles
+                f.vehicles,
+                f.fps / base
             );
         }
-        println!(
-            "   two threads read {:.2}x the frames of one (target: 5 frames/s)",
-            two.fps / one.fps.max(1e-9)
-        );
     });
 }
