@@ -102,6 +102,10 @@ enum Command {
         /// Plate formats: br, eu, us or any.
         #[arg(long, default_value = "any")]
         region: String,
+        /// A local layout added to the region's (L letter, N digit, X either);
+        /// repeatable.
+        #[arg(long = "layout")]
+        layouts: Vec<String>,
         /// Print one JSON line per image instead of text.
         #[arg(long)]
         json: bool,
@@ -116,6 +120,10 @@ enum Command {
         models: PathBuf,
         #[command(flatten)]
         backend: tools::BackendArgs,
+        /// REGION:LAYOUT, a local layout added to a region's (L letter, N digit, X
+        /// either); repeatable.
+        #[arg(long = "layout")]
+        layouts: Vec<String>,
         /// At most this many images per region.
         #[arg(long)]
         limit: Option<usize>,
@@ -263,14 +271,16 @@ fn main() -> ExitCode {
             models,
             backend,
             region,
+            layouts,
             json,
-        } => tools::read_plates(&images, &models, &backend, &region, json),
+        } => tools::read_plates(&images, &models, &backend, &region, &layouts, json),
         Command::EvalPlates {
             data,
             models,
             backend,
+            layouts,
             limit,
-        } => tools::eval_plates(&data, &models, &backend, limit),
+        } => tools::eval_plates(&data, &models, &backend, &layouts, limit),
         Command::Emit {
             config,
             kind,

@@ -115,13 +115,12 @@ pub fn read_plates(
     models: &Path,
     backend: &BackendArgs,
     region_name: &str,
+    layouts: &[String],
     json: bool,
 ) -> anyhow::Result<()> {
-    let reader = analytics::plates::PlateReader::load(
-        models,
-        region(region_name)?,
-        &backend.backend(models)?,
-    )?;
+    let rules = analytics::plates::Rules::new(region(region_name)?, layouts)
+        .map_err(|e| anyhow::anyhow!("--layout: {e}"))?;
+    let reader = analytics::plates::PlateReader::load(models, rules, &backend.backend(models)?)?;
     for path in images {
         let started = std::time::Instant::now();
         let result = load_jpeg(path).and_then(|img| Ok(reader.read(&img)?));
@@ -152,9 +151,18 @@ pub fn eval_plates(
     data: &Path,
     models: &Path,
     backend: &BackendArgs,
+    layouts: &[String],
     limit: Option<usize>,
 ) -> anyhow::Result<()> {
     let backend = backend.backend(models)?;
+    // REGION:LAYOUT → the layouts of each region.
+    let mut extra: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+    for l in layouts {
+        let (r, layout) = l
+            .split_once(':')
+            .with_context(|| format!("--layout must be REGION:LAYOUT, found {l:?}"))?;
+        extra.entry(r).or_default().push(layout.to_owned());
+    }
     let labels = std::fs::read_to_string(data.join("labels.tsv"))
         .with_context(|| format!("no labels.tsv in {}", data.display()))?;
     let mut readers = std::collections::BTreeMap::new();
@@ -177,7 +185,15 @@ pub fn eval_plates(
         if !readers.contains_key(region_name) {
             readers.insert(
                 region_name.to_owned(),
-                analytics::plates::PlateReader::load(models, r, &backend)?,
+                analytics::plates::PlateReader::load(
+                    models,
+                    analytics::plates::Rules::new(
+                        r,
+                        extra.get(region_name).map_or(&[][..], |v| v.as_slice()),
+                    )
+                    .map_err(|e| anyhow::anyhow!("--layout: {e}"))?,
+                    &backend,
+                )?,
             );
         }
         let reader = &readers[region_name];

@@ -24,7 +24,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::plates::tracker::{Observation, Tracker, TrackerParams, Vehicle};
-use super::plates::{Image, PlateError, PlateReader};
+use super::plates::{Image, PlateError, PlateReader, Rules};
 use crate::config::PlatesConfig;
 use crate::events::NewEvent;
 use crate::metrics::Metrics;
@@ -329,9 +329,17 @@ impl PlateReading {
     pub async fn run(self, shutdown: CancellationToken) {
         let cfg = self.cfg.clone();
         let dir = cfg.models_dir.clone();
-        let (region, backend) = (cfg.region, cfg.reader_backend());
+        let backend = cfg.reader_backend();
+        let rules = match Rules::new(cfg.region, &cfg.layouts) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "plate reading is off");
+                self.frames.set_wanted(false);
+                return;
+            }
+        };
         let loaded = tokio::task::spawn_blocking(move || {
-            PlateReader::load(&dir, region, &backend).map(Arc::new)
+            PlateReader::load(&dir, rules, &backend).map(Arc::new)
         })
         .await;
         let reader = match loaded {

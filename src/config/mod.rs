@@ -109,6 +109,11 @@ pub struct PlatesConfig {
     /// Plate formats: `br`, `eu`, `us` or `any`.
     #[serde(default = "default_plates_region")]
     pub region: crate::analytics::plates::Region,
+    /// Local plate layouts added to the region's: `L` a letter, `N` a digit, `X`
+    /// either, e.g. `["LLNLNL"]`. A read that fits one has its confusions fixed by
+    /// position (`G` where a digit belongs is a `6`).
+    #[serde(default)]
+    pub layouts: Vec<String>,
     /// Part of the frame to read, `[x, y, width, height]` as fractions of the
     /// frame; empty: all of it. A smaller region is read at a larger scale (small
     /// plates read better) and leaves out signs and overlays.
@@ -806,6 +811,7 @@ impl Default for PlatesConfig {
             backend: PlatesBackend::Tract,
             onnxruntime_library: PathBuf::new(),
             region: default_plates_region(),
+            layouts: Vec::new(),
             roi: Vec::new(),
             min_confidence: default_plates_min_confidence(),
             min_reads: default_plates_min_reads(),

@@ -322,6 +322,13 @@ impl Config {
                     .to_owned()
             },
         );
+        for (i, l) in pl.layouts.iter().enumerate() {
+            c.check(
+                crate::analytics::plates::rules::valid_layout(l),
+                &format!("plates.layouts[{i}]"),
+                || format!("4 to 10 of L (letter), N (digit), X (either), found {l:?}"),
+            );
+        }
         c.range("plates.min_confidence", pl.min_confidence, 0.0, 1.0);
         c.range("plates.min_reads", pl.min_reads, 1, 100);
         c.duration(
@@ -495,8 +502,13 @@ mod tests {
     #[test]
     fn plate_settings_out_of_range_name_their_fields() {
         assert_eq!(
-            fields("[plates]\nroi = [0.5, 0.5, 0.8, 0.2]\nthreads = 9\nhash_plates = true\nhash_salt = \"short\""),
-            vec!["plates.roi", "plates.threads", "plates.hash_salt"]
+            fields("[plates]\nroi = [0.5, 0.5, 0.8, 0.2]\nlayouts = [\"LL-NN\"]\nthreads = 9\nhash_plates = true\nhash_salt = \"short\""),
+            vec![
+                "plates.roi",
+                "plates.layouts[0]",
+                "plates.threads",
+                "plates.hash_salt"
+            ]
         );
         assert!(with("[plates]\nroi = [0.0, 0.4, 1.0, 0.6]\nhash_plates = true\nhash_salt = \"0123456789abcdef\"").is_ok());
     }

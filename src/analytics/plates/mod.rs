@@ -12,4 +12,4 @@ pub mod tracker;
 
 pub use ocr::Image;
 pub use reader::{Backend, PlateError, PlateReader};
-pub use rules::Region;
+pub use rules::{Region, Rules};

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tract_onnx::prelude::*;
 
 use super::ocr::{self, Image, TextBox};
-use super::rules::{self, Region};
+use super::rules::{self, Rules};
 
 /// The detector's fixed input (one optimised plan; tract needs a fixed shape):
 /// 1280x720 frames fill it at RapidOCR's 736-pixel short side.
@@ -170,12 +170,12 @@ pub struct PlateReader {
     det: Box<dyn Inference>,
     rec: Box<dyn Inference>,
     dict: Vec<String>,
-    region: Region,
+    rules: Rules,
 }
 
 impl PlateReader {
     /// Loads the two models from `dir` for `backend`.
-    pub fn load(dir: &Path, region: Region, backend: &Backend) -> Result<Self, PlateError> {
+    pub fn load(dir: &Path, rules: Rules, backend: &Backend) -> Result<Self, PlateError> {
         let det_path = dir.join(DETECTOR_FILE);
         let rec_path = dir.join(RECOGNISER_FILE);
         let bytes = std::fs::read(&rec_path).map_err(|e| PlateError::Model {
@@ -222,7 +222,7 @@ impl PlateReader {
             det,
             rec,
             dict,
-            region,
+            rules,
         })
     }
 
@@ -267,7 +267,7 @@ impl PlateReader {
                 if i == 0 && rules::normalize(&raw).len() < 4 {
                     break;
                 }
-                let Some((text, fit)) = rules::plate(&raw, self.region) else {
+                let Some((text, fit)) = self.rules.plate(&raw) else {
                     continue;
                 };
                 let c = conf * fit;

@@ -118,9 +118,51 @@ fn looks_like_date(t: &[char]) -> bool {
         && s[4..6].parse::<u32>().is_ok_and(|m| (1..=12).contains(&m))
 }
 
-/// The best plate reading of a recognised text for a region, with a weight in
-/// (0, 1] for how well it fits the region's formats; `None` when it cannot be a plate.
-pub fn plate(text: &str, region: Region) -> Option<(String, f32)> {
+/// Whether `layout` is a plate layout: 4 to 10 of `L` (letter), `N` (digit) and `X`
+/// (either).
+pub fn valid_layout(layout: &str) -> bool {
+    (4..=10).contains(&layout.len()) && layout.chars().all(|c| matches!(c, 'L' | 'N' | 'X'))
+}
+
+/// A region's formats, and layouts added by configuration (a site's local plates:
+/// a read that fits one has its confusions fixed by position).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rules {
+    pub region: Region,
+    layouts: Vec<String>,
+}
+
+impl Rules {
+    /// The region's rules plus `layouts` (checked with [`valid_layout`]).
+    pub fn new(region: Region, layouts: &[String]) -> Result<Self, String> {
+        if let Some(bad) = layouts.iter().find(|l| !valid_layout(l)) {
+            return Err(format!(
+                "plate layout {bad:?}: expected 4 to 10 of L (letter), N (digit), X (either)"
+            ));
+        }
+        Ok(Self {
+            region,
+            layouts: layouts.to_vec(),
+        })
+    }
+
+    /// The best plate reading of a recognised text, with a weight in (0, 1] for
+    /// how well it fits the formats; `None` when it cannot be a plate.
+    pub fn plate(&self, text: &str) -> Option<(String, f32)> {
+        read_plate(text, self.region, &self.layouts)
+    }
+}
+
+/// The region's rules alone (tests).
+#[cfg(test)]
+fn plate(text: &str, region: Region) -> Option<(String, f32)> {
+    read_plate(text, region, &[])
+}
+
+/// The best plate reading of a recognised text for a region and extra layouts,
+/// with a weight in (0, 1] for how well it fits the formats; `None` when it cannot
+/// be a plate.
+fn read_plate(text: &str, region: Region, layouts: &[String]) -> Option<(String, f32)> {
     let mut t: Vec<char> = normalize(text).chars().collect();
     if region == Region::Us {
         // A text with no digit is a word (a state, a slogan, a make), not a plate.
@@ -135,7 +177,10 @@ pub fn plate(text: &str, region: Region) -> Option<(String, f32)> {
             }
         }
     }
-    let (min, max) = region.lengths();
+    let (mut min, mut max) = region.lengths();
+    for l in layouts {
+        (min, max) = (min.min(l.len()), max.max(l.len()));
+    }
     let mut best: Option<(String, f32)> = None;
     let mut consider = |s: String, w: f32| {
         if best.as_ref().is_none_or(|(_, bw)| w > *bw) {
@@ -147,7 +192,8 @@ pub fn plate(text: &str, region: Region) -> Option<(String, f32)> {
         for start in 0..=(t.len() - len) {
             let window = &t[start..start + len];
             let trimmed = (t.len() - len) as f32;
-            for p in region.patterns() {
+            let extra = layouts.iter().map(String::as_str);
+            for p in region.patterns().iter().copied().chain(extra) {
                 if let Some((s, fixes)) = fit(window, p) {
                     consider(s, 1.0 - 0.1 * fixes as f32 - 0.1 * trimmed);
                 }
@@ -178,6 +224,20 @@ mod tests {
         // Mercosur, with the country band read along.
         assert_eq!(plate("BRA2E19", Region::Br).unwrap().0, "BRA2E19");
         assert!(plate("BRASIL", Region::Br).is_none());
+    }
+
+    #[test]
+    fn configured_layouts_fix_confusions_by_position_too() {
+        assert_eq!(plate("YDGL3C", Region::Us).unwrap().0, "YDGL3C");
+        let rules = Rules::new(Region::Us, &["LLNLNL".into()]).unwrap();
+        assert_eq!(rules.plate("YDGL3C").unwrap().0, "YD6L3C");
+        assert_eq!(
+            rules.plate("7ABC123").unwrap().0,
+            "7ABC123",
+            "others as before"
+        );
+        assert!(Rules::new(Region::Us, &["LLN-LNL".into()]).is_err());
+        assert!(Rules::new(Region::Us, &["LNL".into()]).is_err());
     }
 
     #[test]
