@@ -257,7 +257,7 @@ async fn road_rig(name: &str, plates: &str) -> (Rig, Daemon, PathBuf, tempfile::
              analytics_width = {W}\nanalytics_height = {H}\nanalytics_fps = 5\n\
              [upload]\nmedia_dir = \"MEDIA\"\n\
              [plates]\nenabled = true\nmodels_dir = \"{}\"\nregion = \"br\"\n\
-             track_timeout = \"1500ms\"\nthreads = 2\n{plates}",
+             threads = 2\n{plates}",
             video.display(),
             models.display(),
         ),

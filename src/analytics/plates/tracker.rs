@@ -1,6 +1,6 @@
 //! Plate tracks across frames, without I/O: reads of the same vehicle in
 //! successive frames are gathered into one track (by text, or by position when the
-//! text wavers), their texts are voted on, and a track yields one [`Vehicle`] when it
+//! text wavers but could still be a misread of it), their texts are voted on, and a track yields one [`Vehicle`] when it
 //! ends — when the plate has not been read for `timeout` of capture time and in at
 //! least [`MIN_MISSED`] frames read since (reading may lag capture by more than
 //! `timeout` on a slow device; a missed frame is evidence, elapsed time alone is
@@ -227,7 +227,10 @@ impl<S: Clone> Tracker<S> {
                 let near = jump <= self.params.max_jump * gaps;
                 let d = tr.text_distance(&o.text);
                 let same_text = d == 0 || (d <= 2 && near);
-                let same_place = near && jump <= 0.5;
+                // Where the plate just was, a text that could be a misread of it;
+                // a plainly different plate there is the next vehicle.
+                let similar = d * 2 <= o.text.chars().count();
+                let same_place = near && jump <= 0.5 && similar;
                 (same_text || same_place).then_some((i, d, jump))
             })
             .min_by(|a, b| a.1.cmp(&b.1).then(a.2.total_cmp(&b.2)))
@@ -492,6 +495,20 @@ mod tests {
         // A misread in place of the first plate joins it.
         t.observe(400, &[read("A8C1Z34", 0.5, 10)], &());
         assert_eq!(t.active(), 2);
+    }
+
+    #[test]
+    fn the_next_vehicle_where_the_last_one_left_is_a_new_track() {
+        let mut t = Tracker::new(P);
+        t.observe(0, &[read("ABC1234", 0.9, 800)], &());
+        t.observe(500, &[read("ABC1234", 0.9, 900)], &());
+        // A second later another plate appears at the same spot.
+        t.observe(1_500, &[read("BRA2E19", 0.9, 900)], &());
+        t.observe(2_000, &[read("BRA2E19", 0.9, 800)], &());
+        assert_eq!(t.active(), 2);
+        let mut texts: Vec<_> = t.finish().vehicles.into_iter().map(|v| v.text).collect();
+        texts.sort();
+        assert_eq!(texts, ["ABC1234", "BRA2E19"]);
     }
 
     #[test]
