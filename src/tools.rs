@@ -87,9 +87,26 @@ pub struct BackendArgs {
     /// The ONNX Runtime shared library; default: libonnxruntime.so in --models.
     #[arg(long)]
     onnxruntime_library: Option<PathBuf>,
+    /// The detector's input, WIDTHxHEIGHT (multiples of 32).
+    #[arg(long, default_value = "1312x736")]
+    detector: String,
 }
 
 impl BackendArgs {
+    fn detector_size(&self) -> anyhow::Result<[usize; 2]> {
+        let parsed = self
+            .detector
+            .split_once('x')
+            .and_then(|(w, h)| Some([w.parse().ok()?, h.parse().ok()?]))
+            .filter(|[w, h]: &[usize; 2]| w % 32 == 0 && h % 32 == 0 && *w >= 320 && *h >= 192);
+        parsed.with_context(|| {
+            format!(
+                "--detector must be WIDTHxHEIGHT in multiples of 32 (at least 320x192), found {:?}",
+                self.detector
+            )
+        })
+    }
+
     fn backend(&self, models: &Path) -> anyhow::Result<analytics::plates::Backend> {
         Ok(match self.backend.as_str() {
             "tract" => analytics::plates::Backend::Tract,
@@ -120,7 +137,12 @@ pub fn read_plates(
 ) -> anyhow::Result<()> {
     let rules = analytics::plates::Rules::new(region(region_name)?, layouts)
         .map_err(|e| anyhow::anyhow!("--layout: {e}"))?;
-    let reader = analytics::plates::PlateReader::load(models, rules, &backend.backend(models)?)?;
+    let reader = analytics::plates::PlateReader::load(
+        models,
+        rules,
+        &backend.backend(models)?,
+        backend.detector_size()?,
+    )?;
     for path in images {
         let started = std::time::Instant::now();
         let result = load_jpeg(path).and_then(|img| Ok(reader.read(&img)?));
@@ -154,6 +176,7 @@ pub fn eval_plates(
     layouts: &[String],
     limit: Option<usize>,
 ) -> anyhow::Result<()> {
+    let det_size = backend.detector_size()?;
     let backend = backend.backend(models)?;
     // REGION:LAYOUT → the layouts of each region.
     let mut extra: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
@@ -193,6 +216,7 @@ pub fn eval_plates(
                     )
                     .map_err(|e| anyhow::anyhow!("--layout: {e}"))?,
                     &backend,
+                    det_size,
                 )?,
             );
         }

@@ -329,7 +329,7 @@ impl PlateReading {
     pub async fn run(self, shutdown: CancellationToken) {
         let cfg = self.cfg.clone();
         let dir = cfg.models_dir.clone();
-        let backend = cfg.reader_backend();
+        let (backend, det_size) = (cfg.reader_backend(), cfg.detector_size);
         let rules = match Rules::new(cfg.region, &cfg.layouts) {
             Ok(r) => r,
             Err(e) => {
@@ -339,7 +339,7 @@ impl PlateReading {
             }
         };
         let loaded = tokio::task::spawn_blocking(move || {
-            PlateReader::load(&dir, rules, &backend).map(Arc::new)
+            PlateReader::load(&dir, rules, &backend, det_size).map(Arc::new)
         })
         .await;
         let reader = match loaded {

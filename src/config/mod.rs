@@ -114,6 +114,11 @@ pub struct PlatesConfig {
     /// position (`G` where a digit belongs is a `6`).
     #[serde(default)]
     pub layouts: Vec<String>,
+    /// The detector's input, `[width, height]` in pixels, multiples of 32: the
+    /// frame (or `roi`) is scaled to fit it. Smaller is faster and needs less
+    /// memory but loses small plates; a 1280x720 frame fills the default.
+    #[serde(default = "default_detector_size")]
+    pub detector_size: [usize; 2],
     /// Part of the frame to read, `[x, y, width, height]` as fractions of the
     /// frame; empty: all of it. A smaller region is read at a larger scale (small
     /// plates read better) and leaves out signs and overlays.
@@ -616,6 +621,9 @@ fn default_models_dir() -> PathBuf {
 fn default_plates_region() -> crate::analytics::plates::Region {
     crate::analytics::plates::Region::Any
 }
+fn default_detector_size() -> [usize; 2] {
+    crate::analytics::plates::DET_SIZE
+}
 fn default_plates_min_confidence() -> f32 {
     0.5
 }
@@ -812,6 +820,7 @@ impl Default for PlatesConfig {
             onnxruntime_library: PathBuf::new(),
             region: default_plates_region(),
             layouts: Vec::new(),
+            detector_size: default_detector_size(),
             roi: Vec::new(),
             min_confidence: default_plates_min_confidence(),
             min_reads: default_plates_min_reads(),

@@ -11,5 +11,5 @@ pub mod rules;
 pub mod tracker;
 
 pub use ocr::Image;
-pub use reader::{Backend, PlateError, PlateReader};
+pub use reader::{Backend, PlateError, PlateReader, DET_SIZE};
 pub use rules::{Region, Rules};

@@ -9,10 +9,9 @@ use tract_onnx::prelude::*;
 use super::ocr::{self, Image, TextBox};
 use super::rules::{self, Rules};
 
-/// The detector's fixed input (one optimised plan; tract needs a fixed shape):
-/// 1280x720 frames fill it at RapidOCR's 736-pixel short side.
-pub const DET_W: usize = 1312;
-pub const DET_H: usize = 736;
+/// The detector's input by default (one optimised plan per size; tract needs a
+/// fixed shape): 1280x720 frames fill it at RapidOCR's 736-pixel short side.
+pub const DET_SIZE: [usize; 2] = [1312, 736];
 /// The recogniser's input: 48 high, at most 320 wide (RapidOCR's shape).
 pub const REC_H: usize = 48;
 pub const REC_W: usize = 320;
@@ -171,11 +170,20 @@ pub struct PlateReader {
     rec: Box<dyn Inference>,
     dict: Vec<String>,
     rules: Rules,
+    /// The detector's input, width and height.
+    det_size: [usize; 2],
 }
 
 impl PlateReader {
-    /// Loads the two models from `dir` for `backend`.
-    pub fn load(dir: &Path, rules: Rules, backend: &Backend) -> Result<Self, PlateError> {
+    /// Loads the two models from `dir` for `backend`, the detector for input of
+    /// `det_size` (width, height; multiples of 32).
+    pub fn load(
+        dir: &Path,
+        rules: Rules,
+        backend: &Backend,
+        det_size: [usize; 2],
+    ) -> Result<Self, PlateError> {
+        let [det_w, det_h] = det_size;
         let det_path = dir.join(DETECTOR_FILE);
         let rec_path = dir.join(RECOGNISER_FILE);
         let bytes = std::fs::read(&rec_path).map_err(|e| PlateError::Model {
@@ -191,7 +199,7 @@ impl PlateReader {
         dict.push(" ".into());
         let (det, rec): (Box<dyn Inference>, Box<dyn Inference>) = match backend {
             Backend::Tract => (
-                Box::new(Tract::load(&det_path, [1, 3, DET_H, DET_W])?),
+                Box::new(Tract::load(&det_path, [1, 3, det_h, det_w])?),
                 Box::new(Tract::load(&rec_path, [1, 3, REC_H, REC_W])?),
             ),
             #[cfg(feature = "ort")]
@@ -199,7 +207,7 @@ impl PlateReader {
                 Box::new(Ort::load(
                     library,
                     &det_path,
-                    [1, 3, DET_H, DET_W],
+                    [1, 3, det_h, det_w],
                     *sessions,
                 )?),
                 Box::new(Ort::load(
@@ -223,12 +231,13 @@ impl PlateReader {
             rec,
             dict,
             rules,
+            det_size,
         })
     }
 
     /// Text boxes in the image.
     pub fn detect(&self, img: &Image) -> Result<Vec<TextBox>, PlateError> {
-        let (input, scale) = ocr::detector_input(img, DET_W, DET_H);
+        let (input, scale) = ocr::detector_input(img, self.det_size[0], self.det_size[1]);
         let (shape, prob) = self.det.run(input).map_err(PlateError::Inference)?;
         let (mh, mw) = (shape[shape.len() - 2], shape[shape.len() - 1]);
         Ok(ocr::detector_boxes(&prob, (mw, mh), scale, img, DET))
