@@ -109,6 +109,25 @@ fn fit(text: &[char], pattern: &str) -> Option<(String, usize)> {
     Some((out, fixes))
 }
 
+/// A camera's clock overlay as read, before normalising: a time (`10:19:20`) or a
+/// date (`2014-06-18`, `18/06/2014`) — digit groups joined by `:`, or by `-`, `/`
+/// or `.` with a group of four digits.
+fn looks_like_clock(raw: &str) -> bool {
+    let groups: Vec<&str> = raw
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|g| !g.is_empty())
+        .collect();
+    let digits_only = raw
+        .chars()
+        .all(|c| c.is_ascii_digit() || matches!(c, ':' | '-' | '/' | '.' | ' '));
+    let time = raw.contains(':') && groups.len() >= 2 && groups.iter().all(|g| g.len() <= 2);
+    let date = digits_only
+        && groups.len() >= 3
+        && groups.iter().any(|g| g.len() == 4)
+        && raw.chars().any(|c| matches!(c, '-' | '/' | '.'));
+    digits_only && (time || date)
+}
+
 /// `YYYYMMDD…` of a camera's timestamp overlay, read as one word.
 fn looks_like_date(t: &[char]) -> bool {
     let s: String = t.iter().collect();
@@ -163,6 +182,9 @@ fn plate(text: &str, region: Region) -> Option<(String, f32)> {
 /// with a weight in (0, 1] for how well it fits the formats; `None` when it cannot
 /// be a plate.
 fn read_plate(text: &str, region: Region, layouts: &[String]) -> Option<(String, f32)> {
+    if looks_like_clock(text.trim()) {
+        return None;
+    }
     let mut t: Vec<char> = normalize(text).chars().collect();
     if region == Region::Us {
         // A text with no digit is a word (a state, a slogan, a make), not a plate.
