@@ -259,14 +259,19 @@ impl PlateReader {
             if b.len < b.thick * 1.2 || b.thick < 8.0 {
                 continue;
             }
-            // The recogniser's confusions depend on the crop: read three (DB's unclip
+            // The recogniser's confusions depend on the crop: read five (DB's unclip
             // is tight at the ends of a line, so each gives the first and last
-            // characters more room: a little, more, and more room above and below
-            // too) and keep the text with the most confidence summed over them.
+            // characters more room: a little, more, a little with more room above
+            // and below, a little with less, more with more) and keep the text with
+            // the most confidence summed over them.
             let crops = [
                 b.lengthened(b.thick * 0.15, img.width, img.height),
                 b.lengthened(b.thick * 0.4, img.width, img.height),
                 b.lengthened(b.thick * 0.15, img.width, img.height)
+                    .thickened(b.thick * 0.1, img.width, img.height),
+                b.lengthened(b.thick * 0.15, img.width, img.height)
+                    .thickened(-b.thick * 0.05, img.width, img.height),
+                b.lengthened(b.thick * 0.4, img.width, img.height)
                     .thickened(b.thick * 0.1, img.width, img.height),
             ];
             let mut votes: Vec<(String, f32, f32, String, TextBox)> = Vec::new();
