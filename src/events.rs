@@ -52,10 +52,22 @@ pub struct StoredEvent {
 
 /// Milliseconds since the Unix epoch, from the wall clock.
 pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
+    epoch_ms(SystemTime::now())
+}
+
+/// Milliseconds since the Unix epoch of `t` (0 before it).
+pub fn epoch_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// RFC 3339 UTC time with milliseconds, for payloads.
+pub fn rfc3339_ms(ms: i64) -> String {
+    humantime::format_rfc3339_millis(
+        UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64),
+    )
+    .to_string()
 }
 
 /// Bytes of `{"events":[` + `]}`.

@@ -5,7 +5,7 @@
 //! are never dropped: the stage waits for the outbox instead.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, watch};
@@ -13,25 +13,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::people::{Counter, Tally};
 use crate::config::{Config, PeopleConfig};
-use crate::events::NewEvent;
+use crate::events::{epoch_ms as ms, rfc3339_ms as rfc3339, NewEvent};
 use crate::video::FrameQueue;
 
 pub struct PeopleCounting {
     config: watch::Receiver<Arc<Config>>,
     frames: FrameQueue,
     events: mpsc::Sender<NewEvent>,
-}
-
-/// Milliseconds since the Unix epoch.
-fn ms(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-fn rfc3339(ms: i64) -> String {
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
-        .to_string()
 }
 
 /// The wall-clock interval holding `t_ms`.

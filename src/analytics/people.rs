@@ -455,8 +455,8 @@ pub(crate) fn dilate(mask: &[bool], w: usize, h: usize) -> Vec<bool> {
     out
 }
 
-/// Connected components (4-connected) of a mask.
-pub(crate) fn components(mask: &[bool], w: usize, h: usize) -> Vec<Blob> {
+/// Connected regions (4-connected) of a mask, each as its pixel indices.
+pub(crate) fn regions(mask: &[bool], w: usize, h: usize) -> Vec<Vec<usize>> {
     let mut seen = vec![false; w * h];
     let mut out = Vec::new();
     let mut stack = Vec::new();
@@ -466,44 +466,50 @@ pub(crate) fn components(mask: &[bool], w: usize, h: usize) -> Vec<Blob> {
         }
         seen[start] = true;
         stack.push(start);
-        let (mut area, mut sx, mut sy) = (0u32, 0f64, 0f64);
-        let mut bb = [u32::MAX, u32::MAX, 0, 0];
+        let mut pixels = Vec::new();
         while let Some(i) = stack.pop() {
+            pixels.push(i);
             let (x, y) = (i % w, i / w);
-            area += 1;
-            sx += x as f64;
-            sy += y as f64;
-            bb[0] = bb[0].min(x as u32);
-            bb[1] = bb[1].min(y as u32);
-            bb[2] = bb[2].max(x as u32);
-            bb[3] = bb[3].max(y as u32);
-            let mut visit = |j: usize| {
+            let neighbours = [
+                (x > 0).then(|| i - 1),
+                (x + 1 < w).then(|| i + 1),
+                (y > 0).then(|| i - w),
+                (y + 1 < h).then(|| i + w),
+            ];
+            for j in neighbours.into_iter().flatten() {
                 if mask[j] && !seen[j] {
                     seen[j] = true;
                     stack.push(j);
                 }
-            };
-            if x > 0 {
-                visit(i - 1);
-            }
-            if x + 1 < w {
-                visit(i + 1);
-            }
-            if y > 0 {
-                visit(i - w);
-            }
-            if y + 1 < h {
-                visit(i + w);
             }
         }
-        out.push(Blob {
-            x: (sx / area as f64) as f32,
-            y: (sy / area as f64) as f32,
-            area,
-            bbox: [bb[0], bb[1], bb[2] - bb[0] + 1, bb[3] - bb[1] + 1],
-        });
+        out.push(pixels);
     }
     out
+}
+
+/// Connected components (4-connected) of a mask: centroid, area, bounding box.
+fn components(mask: &[bool], w: usize, h: usize) -> Vec<Blob> {
+    regions(mask, w, h)
+        .into_iter()
+        .map(|pixels| {
+            let (mut sx, mut sy) = (0f64, 0f64);
+            let mut bb = [u32::MAX, u32::MAX, 0, 0];
+            for &i in &pixels {
+                let (x, y) = ((i % w) as u32, (i / w) as u32);
+                sx += x as f64;
+                sy += y as f64;
+                bb = [bb[0].min(x), bb[1].min(y), bb[2].max(x), bb[3].max(y)];
+            }
+            let area = pixels.len() as u32;
+            Blob {
+                x: (sx / area as f64) as f32,
+                y: (sy / area as f64) as f32,
+                area,
+                bbox: [bb[0], bb[1], bb[2] - bb[0] + 1, bb[3] - bb[1] + 1],
+            }
+        })
+        .collect()
 }
 
 /// Counts per line and occupancy per zone over one wall-clock interval.

@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use super::plates::tracker::{Observation, Tracker, TrackerParams, Vehicle};
 use super::plates::{Image, PlateError, PlateReader, Rules};
 use crate::config::PlatesConfig;
-use crate::events::NewEvent;
+use crate::events::{epoch_ms as ms, rfc3339_ms as rfc3339, NewEvent};
 use crate::metrics::Metrics;
 use crate::video::{snapshot, Frame, FrameQueue};
 
@@ -80,18 +80,6 @@ impl MotionGate {
         self.last = thumb;
         moved
     }
-}
-
-/// Milliseconds since the Unix epoch.
-fn ms(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-fn rfc3339(ms: i64) -> String {
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
-        .to_string()
 }
 
 /// `hex(sha256(salt + text))`.

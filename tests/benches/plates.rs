@@ -23,14 +23,6 @@ use std::time::{Duration, Instant};
 use common::scene::{road_video, FPS, H, W};
 use common::*;
 
-fn cpu_ticks(pid: i32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let f: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
-        .split_whitespace()
-        .collect();
-    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
-}
-
 struct Figures {
     fps: f64,
     ms: f64,

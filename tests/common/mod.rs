@@ -37,6 +37,15 @@ pub fn status_kb(pid: i32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time (user + system) of process `pid` so far, in clock ticks.
+pub fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let f: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
+        .split_whitespace()
+        .collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
 /// The UTC start of a recorded segment, from its name (`20261122T043015.123Z.mkv`).
 pub fn segment_start(name: &str) -> std::time::SystemTime {
     let s = name.trim_end_matches(".mkv");

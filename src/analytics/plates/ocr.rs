@@ -2,7 +2,7 @@
 //! runs them), without the inference itself: letterboxing and normalising, boxes
 //! from the detector's probability map, crops for the recogniser, CTC decoding.
 
-use crate::analytics::people::dilate;
+use crate::analytics::people::{dilate, regions};
 
 /// An RGB image.
 #[derive(Debug, Clone)]
@@ -121,39 +121,6 @@ impl TextBox {
             height,
         )
     }
-}
-
-/// Connected regions of `mask` (4-neighbours), each as its pixel indices.
-fn regions(mask: &[bool], w: usize, h: usize) -> Vec<Vec<usize>> {
-    let mut seen = vec![false; w * h];
-    let mut out = Vec::new();
-    let mut stack = Vec::new();
-    for start in 0..w * h {
-        if !mask[start] || seen[start] {
-            continue;
-        }
-        seen[start] = true;
-        stack.push(start);
-        let mut pixels = Vec::new();
-        while let Some(i) = stack.pop() {
-            pixels.push(i);
-            let (x, y) = (i % w, i / w);
-            let neighbours = [
-                (x > 0).then(|| i - 1),
-                (x + 1 < w).then(|| i + 1),
-                (y > 0).then(|| i - w),
-                (y + 1 < h).then(|| i + w),
-            ];
-            for j in neighbours.into_iter().flatten() {
-                if mask[j] && !seen[j] {
-                    seen[j] = true;
-                    stack.push(j);
-                }
-            }
-        }
-        out.push(pixels);
-    }
-    out
 }
 
 /// The rotated rectangle around a region's pixels: its long axis from the
