@@ -389,16 +389,19 @@ impl PlateReading {
                     next_seq += 1;
                     reading.spawn_blocking(move || {
                         let started = Instant::now();
-                        let reads = read_frame(&reader, &frame, &roi, min);
+                        // A panic in the reader loses this frame only, and keeps
+                        // the frames in order behind it.
+                        let reads = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            read_frame(&reader, &frame, &roi, min)
+                        }))
+                        .unwrap_or_else(|_| Err(PlateError::Inference("the reader panicked".into())));
                         Read { seq, frame, reads, took: started.elapsed() }
                     });
                 }
                 Some(joined) = reading.join_next() => {
                     let Ok(read) = joined else {
-                        Metrics::add(&self.metrics.plate_errors, 1);
-                        tracing::error!("a plate reader thread panicked; its frame is lost");
-                        next_out += 1;
-                        continue;
+                        // Only a runtime shutting down cancels a blocking task.
+                        break;
                     };
                     done.insert(read.seq, read);
                     while let Some(read) = done.remove(&next_out) {
