@@ -109,9 +109,10 @@ pub struct PlatesConfig {
     /// Plate formats: `br`, `eu`, `us` or `any`.
     #[serde(default = "default_plates_region")]
     pub region: crate::analytics::plates::Region,
-    /// Local plate layouts added to the region's: `L` a letter, `N` a digit, `X`
-    /// either, e.g. `["LLNLNL"]`. A read that fits one has its confusions fixed by
-    /// position (`G` where a digit belongs is a `6`).
+    /// The site's local plate layouts: `L` a letter, `N` a digit, `X` either, e.g.
+    /// `["LLNLNL"]`. With layouts set, a read that fits one is preferred tenfold
+    /// over one that does not, and a character the recogniser found likely enough
+    /// as the other kind (`6` for a `G`) is read as the layout wants it.
     #[serde(default)]
     pub layouts: Vec<String>,
     /// The detector's input, `[width, height]` in pixels, multiples of 32: the

@@ -282,13 +282,70 @@ pub fn recogniser_input(img: &Image, b: &TextBox, rh: usize, rw: usize) -> Vec<f
     t
 }
 
+/// One recognised letter or digit (upper case), how sure the recogniser was of
+/// it, and the likeliest letter and digit at the same place: what a plate layout
+/// may swap it for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Glyph {
+    pub ch: char,
+    pub p: f32,
+    pub letter: (char, f32),
+    pub digit: (char, f32),
+    /// The probability of no character (CTC's blank) at the same place.
+    pub blank: f32,
+}
+
+/// A recognised line of text.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Decoded {
+    pub text: String,
+    /// Mean probability of its characters.
+    pub confidence: f32,
+    /// Its letters and digits, in order (other characters are left out).
+    pub glyphs: Vec<Glyph>,
+}
+
 /// Greedy CTC decoding of `steps` x `classes` probabilities: the best class per
 /// step, repeats collapsed, blanks (class 0) dropped. `dict[i]` is class `i + 1`.
-/// Returns the text and the mean probability of its characters.
-pub fn ctc_decode(probs: &[f32], steps: usize, classes: usize, dict: &[String]) -> (String, f32) {
-    let mut text = String::new();
+pub fn ctc_decode(probs: &[f32], steps: usize, classes: usize, dict: &[String]) -> Decoded {
+    let mut out = Decoded::default();
     let mut confs = Vec::new();
     let mut last = 0usize;
+    // The row where the current character is likeliest.
+    let mut peak: Option<(usize, f32)> = None;
+    let alnum = |i: usize| {
+        dict.get(i.wrapping_sub(1))
+            .and_then(|s| s.chars().next().filter(|_| s.len() == 1))
+            .filter(char::is_ascii_alphanumeric)
+            .map(|c| c.to_ascii_uppercase())
+    };
+    // The classes that are letters or digits.
+    let classes_alnum: Vec<(usize, char)> =
+        (1..classes).filter_map(|i| Some((i, alnum(i)?))).collect();
+    let glyph = |row: &[f32], ch: char, p: f32| {
+        let (mut letter, mut digit) = (('?', 0f32), ('?', 0f32));
+        for &(i, c) in &classes_alnum {
+            let v = row[i];
+            if c.is_ascii_digit() && v > digit.1 {
+                digit = (c, v);
+            } else if c.is_ascii_alphabetic() && v > letter.1 {
+                letter = (c, v);
+            }
+        }
+        Glyph {
+            ch,
+            p,
+            letter,
+            digit,
+            blank: row[0],
+        }
+    };
+    let close = |peak: &mut Option<(usize, f32)>, last: usize, out: &mut Decoded| {
+        if let (Some((s, p)), Some(ch)) = (peak.take(), alnum(last)) {
+            out.glyphs
+                .push(glyph(&probs[s * classes..(s + 1) * classes], ch, p));
+        }
+    };
     for s in 0..steps {
         let row = &probs[s * classes..(s + 1) * classes];
         let (best, p) =
@@ -296,20 +353,27 @@ pub fn ctc_decode(probs: &[f32], steps: usize, classes: usize, dict: &[String]) 
                 (0, f32::MIN),
                 |acc, (i, &v)| if v > acc.1 { (i, v) } else { acc },
             );
-        if best != 0 && best != last {
-            if let Some(ch) = dict.get(best - 1) {
-                text.push_str(ch);
-                confs.push(p);
+        if best != last {
+            close(&mut peak, last, &mut out);
+            if best != 0 {
+                if let Some(ch) = dict.get(best - 1) {
+                    out.text.push_str(ch);
+                    confs.push(p);
+                }
             }
+        }
+        if best != 0 && peak.is_none_or(|(_, q)| p > q) {
+            peak = Some((s, p));
         }
         last = best;
     }
-    let conf = if confs.is_empty() {
+    close(&mut peak, last, &mut out);
+    out.confidence = if confs.is_empty() {
         0.0
     } else {
         confs.iter().sum::<f32>() / confs.len() as f32
     };
-    (text, conf)
+    out
 }
 
 #[cfg(test)]
@@ -329,9 +393,36 @@ mod tests {
             [0.1, 0.2, 0.7],
         ];
         let flat: Vec<f32> = rows.iter().flatten().copied().collect();
-        let (text, conf) = ctc_decode(&flat, 6, 3, &dict);
-        assert_eq!(text, "AAB");
-        assert!((conf - (0.8 + 0.7 + 0.8) / 3.0).abs() < 1e-5);
+        let d = ctc_decode(&flat, 6, 3, &dict);
+        assert_eq!(d.text, "AAB");
+        assert!((d.confidence - (0.8 + 0.7 + 0.8) / 3.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn each_character_keeps_its_likeliest_letter_digit_and_blank_at_its_peak() {
+        let dict: Vec<String> = ["G", "6", "-"].iter().map(|s| s.to_string()).collect();
+        // Steps: G (0.5) G (0.8, 6 at 0.15) blank "-" 6 → "G-6", glyphs G and 6.
+        let rows = [
+            [0.2, 0.5, 0.3, 0.0],
+            [0.05, 0.8, 0.15, 0.0],
+            [0.9, 0.05, 0.05, 0.0],
+            [0.1, 0.0, 0.0, 0.9],
+            [0.3, 0.1, 0.6, 0.0],
+        ];
+        let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+        let d = ctc_decode(&flat, 5, 4, &dict);
+        assert_eq!(d.text, "G-6");
+        assert_eq!(d.glyphs.len(), 2, "{d:?}");
+        let g = d.glyphs[0];
+        assert_eq!(
+            (g.ch, g.p, g.letter, g.digit, g.blank),
+            ('G', 0.8, ('G', 0.8), ('6', 0.15), 0.05)
+        );
+        let six = d.glyphs[1];
+        assert_eq!(
+            (six.ch, six.p, six.letter, six.digit, six.blank),
+            ('6', 0.6, ('G', 0.1), ('6', 0.6), 0.3)
+        );
     }
 
     #[test]

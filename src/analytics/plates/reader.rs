@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tract_onnx::prelude::*;
 
 use super::ocr::{self, Image, TextBox};
-use super::rules::{self, Rules};
+use super::rules::Rules;
 
 /// The detector's input by default (one optimised plan per size; tract needs a
 /// fixed shape): 1280x720 frames fill it at RapidOCR's 736-pixel short side.
@@ -244,7 +244,7 @@ impl PlateReader {
     }
 
     /// Reads the text in one box.
-    pub fn recognise(&self, img: &Image, b: &TextBox) -> Result<(String, f32), PlateError> {
+    pub fn recognise(&self, img: &Image, b: &TextBox) -> Result<ocr::Decoded, PlateError> {
         let input = ocr::recogniser_input(img, b, REC_H, REC_W);
         let (shape, probs) = self.rec.run(input).map_err(PlateError::Inference)?;
         let (steps, classes) = (shape[1], shape[2]);
@@ -274,25 +274,25 @@ impl PlateReader {
                 b.lengthened(b.thick * 0.4, img.width, img.height)
                     .thickened(b.thick * 0.1, img.width, img.height),
             ];
+            // Per plate text: the score summed over crops, the best confidence,
+            // the raw text and the crop that gave it.
             let mut votes: Vec<(String, f32, f32, String, TextBox)> = Vec::new();
             for (i, crop) in crops.into_iter().enumerate() {
-                let (raw, conf) = self.recognise(img, &crop)?;
-                // Too short to be a plate on the first crop: not worth two more.
-                if i == 0 && rules::normalize(&raw).len() < 4 {
+                let d = self.recognise(img, &crop)?;
+                // Too short to be a plate on the first crop: not worth more.
+                if i == 0 && d.glyphs.len() < 4 {
                     break;
                 }
-                let Some((text, fit)) = self.rules.plate(&raw) else {
-                    continue;
-                };
-                let c = conf * fit;
-                match votes.iter_mut().find(|v| v.0 == text) {
-                    Some(v) => {
-                        v.1 += c;
-                        if c > v.2 {
-                            (v.2, v.3, v.4) = (c, raw, crop);
+                for r in self.rules.readings(&d.text, &d.glyphs) {
+                    match votes.iter_mut().find(|v| v.0 == r.text) {
+                        Some(v) => {
+                            v.1 += r.score;
+                            if r.confidence > v.2 {
+                                (v.2, v.3, v.4) = (r.confidence, d.text.clone(), crop);
+                            }
                         }
+                        None => votes.push((r.text, r.score, r.confidence, d.text.clone(), crop)),
                     }
-                    None => votes.push((text, c, c, raw, crop)),
                 }
             }
             let Some((text, _, confidence, raw, b)) =

@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::ocr::Glyph;
+
 /// A region's formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -109,6 +111,9 @@ fn fit(text: &[char], pattern: &str) -> Option<(String, usize)> {
     Some((out, fixes))
 }
 
+/// With layouts configured, a read that fits none weighs this much less.
+const LAYOUT_PRIOR: f32 = 0.1;
+
 /// A camera's clock overlay as read, before normalising: a time (`10:19:20`) or a
 /// date (`2014-06-18`, `18/06/2014`) — digit groups joined by `:`, or by `-`, `/`
 /// or `.` with a group of four digits.
@@ -144,7 +149,8 @@ pub fn valid_layout(layout: &str) -> bool {
 }
 
 /// A region's formats, and layouts added by configuration (a site's local plates:
-/// a read that fits one has its confusions fixed by position).
+/// a read must fit one exactly — the recogniser's alternatives in
+/// [`Rules::readings`] supply the fixes — and is preferred over one that fits none).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rules {
     pub region: Region,
@@ -167,8 +173,120 @@ impl Rules {
 
     /// The best plate reading of a recognised text, with a weight in (0, 1] for
     /// how well it fits the formats; `None` when it cannot be a plate.
-    pub fn plate(&self, text: &str) -> Option<(String, f32)> {
+    #[cfg(test)]
+    fn plate(&self, text: &str) -> Option<(String, f32)> {
         read_plate(text, self.region, &self.layouts)
+    }
+}
+
+/// A plate reading of one recognised line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reading {
+    pub text: String,
+    /// The probability of the recogniser's path for it (the product over its
+    /// characters, and over those it leaves out of the probability of none) times
+    /// its fit to the formats: what crops vote with.
+    pub score: f32,
+    /// The geometric mean of its own characters' probabilities times its fit.
+    pub confidence: f32,
+}
+
+/// At most this many characters changed from the recogniser's best path.
+const MAX_CHANGES: usize = 2;
+/// An alternative for a character less likely than this is not tried.
+const MIN_ALT: f32 = 0.02;
+/// Lines longer than this are words, not plates: only their best path is judged.
+const MAX_GLYPHS: usize = 12;
+
+impl Rules {
+    /// The plate readings of a recognised line (`raw` as read, `glyphs` its letters
+    /// and digits with their alternatives): the recogniser's best path, and the
+    /// paths one or two likely confusions away — a character read as the likeliest
+    /// letter or digit in its place, or left out where no character was nearly as
+    /// likely — each judged by the formats. One reading per plate text, best first.
+    pub fn readings(&self, raw: &str, glyphs: &[Glyph]) -> Vec<Reading> {
+        if looks_like_clock(raw.trim()) || glyphs.is_empty() {
+            return Vec::new();
+        }
+        // Per character: (what it becomes, or none; its probability).
+        let options: Vec<Vec<(Option<char>, f32)>> = glyphs
+            .iter()
+            .map(|g| {
+                let mut o = vec![(Some(g.ch), g.p)];
+                if glyphs.len() <= MAX_GLYPHS {
+                    let alt = if g.ch.is_ascii_digit() {
+                        g.letter
+                    } else {
+                        g.digit
+                    };
+                    if alt.1 >= MIN_ALT && alt.0 != g.ch {
+                        o.push((Some(alt.0), alt.1));
+                    }
+                    if g.blank >= MIN_ALT {
+                        o.push((None, g.blank));
+                    }
+                }
+                o
+            })
+            .collect();
+        let mut out: Vec<Reading> = Vec::new();
+        let mut path = Vec::with_capacity(glyphs.len());
+        paths(&options, 0, MAX_CHANGES, &mut path, &mut |chosen| {
+            let text: String = chosen.iter().filter_map(|(c, _)| *c).collect();
+            // The path's probability: dropped characters count in it (as the
+            // probability of no character), not in the confidence.
+            let product: f32 = chosen.iter().map(|(_, p)| p.max(1e-6)).product();
+            let kept: Vec<f32> = chosen
+                .iter()
+                .filter(|(c, _)| c.is_some())
+                .map(|(_, p)| *p)
+                .collect();
+            let Some((plate, fit)) = read_plate(&text, self.region, &self.layouts) else {
+                return;
+            };
+            let r = Reading {
+                text: plate,
+                score: product * fit,
+                confidence: geometric_mean(&kept) * fit,
+            };
+            match out.iter_mut().find(|o| o.text == r.text) {
+                Some(o) if o.score < r.score => *o = r,
+                Some(_) => {}
+                None => out.push(r),
+            }
+        });
+        out.sort_by(|a, b| b.score.total_cmp(&a.score));
+        out
+    }
+}
+
+fn geometric_mean(p: &[f32]) -> f32 {
+    if p.is_empty() {
+        return 0.0;
+    }
+    (p.iter().map(|p| p.max(1e-6).ln()).sum::<f32>() / p.len() as f32).exp()
+}
+
+/// Calls `f` with every choice of one option per character that changes at most
+/// `changes` characters from the first options.
+fn paths(
+    options: &[Vec<(Option<char>, f32)>],
+    at: usize,
+    changes: usize,
+    path: &mut Vec<(Option<char>, f32)>,
+    f: &mut impl FnMut(&[(Option<char>, f32)]),
+) {
+    if at == options.len() {
+        f(path);
+        return;
+    }
+    for (k, &o) in options[at].iter().enumerate() {
+        if k > 0 && changes == 0 {
+            break;
+        }
+        path.push(o);
+        paths(options, at + 1, changes - (k > 0) as usize, path, f);
+        path.pop();
     }
 }
 
@@ -214,10 +332,14 @@ fn read_plate(text: &str, region: Region, layouts: &[String]) -> Option<(String,
         for start in 0..=(t.len() - len) {
             let window = &t[start..start + len];
             let trimmed = (t.len() - len) as f32;
-            let extra = layouts.iter().map(String::as_str);
-            for p in region.patterns().iter().copied().chain(extra) {
+            for p in region.patterns() {
                 if let Some((s, fixes)) = fit(window, p) {
                     consider(s, 1.0 - 0.1 * fixes as f32 - 0.1 * trimmed);
+                }
+            }
+            for p in layouts {
+                if let Some((s, 0)) = fit(window, p) {
+                    consider(s, 1.0 - 0.1 * trimmed);
                 }
             }
             let digits = window.iter().filter(|c| c.is_ascii_digit()).count();
@@ -225,7 +347,15 @@ fn read_plate(text: &str, region: Region, layouts: &[String]) -> Option<(String,
             let generic_ok = digits > 0 && (region != Region::Eu || letters > 0);
             if generic_ok && start == 0 && len == t.len() && !looks_like_date(window) {
                 // Plates mix letters and digits far more often than not.
-                consider(window.iter().collect(), if letters > 0 { 0.6 } else { 0.4 });
+                let w = if letters > 0 { 0.6 } else { 0.4 };
+                consider(
+                    window.iter().collect(),
+                    if layouts.is_empty() {
+                        w
+                    } else {
+                        w * LAYOUT_PRIOR
+                    },
+                );
             }
         }
     }
@@ -248,18 +378,76 @@ mod tests {
         assert!(plate("BRASIL", Region::Br).is_none());
     }
 
+    /// Glyphs read with probability `p`, with no likely alternative.
+    fn sure(text: &str, p: f32) -> Vec<Glyph> {
+        text.chars()
+            .map(|ch| Glyph {
+                ch,
+                p,
+                letter: (if ch.is_ascii_alphabetic() { ch } else { 'X' }, 0.001),
+                digit: (if ch.is_ascii_digit() { ch } else { '1' }, 0.001),
+                blank: 0.001,
+            })
+            .collect()
+    }
+
+    fn best(rules: &Rules, glyphs: &[Glyph]) -> Reading {
+        let raw: String = glyphs.iter().map(|g| g.ch).collect();
+        rules.readings(&raw, glyphs).remove(0)
+    }
+
     #[test]
-    fn configured_layouts_fix_confusions_by_position_too() {
-        assert_eq!(plate("YDGL3C", Region::Us).unwrap().0, "YDGL3C");
-        let rules = Rules::new(Region::Us, &["LLNLNL".into()]).unwrap();
-        assert_eq!(rules.plate("YDGL3C").unwrap().0, "YD6L3C");
-        assert_eq!(
-            rules.plate("7ABC123").unwrap().0,
-            "7ABC123",
-            "others as before"
-        );
+    fn configured_layouts_take_the_recognisers_likely_alternative_by_position() {
+        // MHG V4L, the G nearly as likely a 6.
+        let mut g = sure("MHGV4L", 0.95);
+        g[2].p = 0.82;
+        g[2].digit = ('6', 0.14);
+        let us = Rules::new(Region::Us, &[]).unwrap();
+        assert_eq!(best(&us, &g).text, "MHGV4L", "no layout, no guess");
+        let missouri = Rules::new(Region::Us, &["LLNLNL".into()]).unwrap();
+        let r = best(&missouri, &g);
+        assert_eq!(r.text, "MH6V4L");
+        assert!(r.confidence < 0.95, "{r:?}");
         assert!(Rules::new(Region::Us, &["LLN-LNL".into()]).is_err());
         assert!(Rules::new(Region::Us, &["LNL".into()]).is_err());
+    }
+
+    #[test]
+    fn a_layout_never_forces_a_character_the_recogniser_ruled_out() {
+        let missouri = Rules::new(Region::Us, &["LLNLNL".into()]).unwrap();
+        assert_eq!(best(&missouri, &sure("YDGL3C", 0.9)).text, "YDGL3C");
+        assert_eq!(
+            best(&missouri, &sure("7ABC123", 0.9)).text,
+            "7ABC123",
+            "other plates as before"
+        );
+        assert_eq!(missouri.plate("YD6L3C").unwrap().1, 1.0);
+        assert!(missouri.plate("YDGL3C").unwrap().1 < 0.1);
+    }
+
+    #[test]
+    fn a_character_nearly_as_likely_nothing_may_be_left_out() {
+        // AKS O 4329: the O barely there.
+        let mut g = sure("AKSO4329", 0.98);
+        g[3].p = 0.43;
+        g[3].blank = 0.40;
+        let us = Rules::new(Region::Us, &[]).unwrap();
+        let raw: String = g.iter().map(|g| g.ch).collect();
+        let r = us.readings(&raw, &g);
+        let score = |t: &str| r.iter().find(|r| r.text == t).unwrap().score;
+        assert_eq!(r[0].text, "AKS04329", "O is 0 in the US");
+        assert!((score("AKS4329") / score("AKS04329") - 0.40 / 0.43).abs() < 1e-3);
+        // A sure character is never left out.
+        assert!(r.iter().all(|r| r.text.len() >= 7), "{r:?}");
+    }
+
+    #[test]
+    fn a_clock_overlay_has_no_plate_readings_whatever_its_alternatives() {
+        let us = Rules::new(Region::Us, &[]).unwrap();
+        let mut g = sure("20140512083410", 0.99);
+        g[4].blank = 0.3;
+        assert!(us.readings("2014-05-12 08:34:10", &g).is_empty());
+        assert!(us.readings("", &[]).is_empty());
     }
 
     #[test]
