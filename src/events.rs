@@ -39,6 +39,20 @@ impl NewEvent {
             payload,
         }
     }
+
+    /// An event observed at `ts_ms` with a payload built as a JSON value.
+    pub fn observed(kind: &str, ts_ms: i64, payload: &serde_json::Value) -> Self {
+        let mut ev = Self::now(kind, RawValue::NULL.to_owned());
+        ev.ts_ms = ts_ms;
+        ev.set_payload(payload);
+        ev
+    }
+
+    /// Replaces the payload with a JSON value.
+    pub fn set_payload(&mut self, payload: &serde_json::Value) {
+        // A `serde_json::Value` has string keys only: it always serialises.
+        self.payload = serde_json::value::to_raw_value(payload).expect("a JSON value serialises");
+    }
 }
 
 /// An event read from the outbox, already encoded for the wire.

@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use serde_json::value::RawValue;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -30,7 +29,12 @@ fn bucket(t_ms: i64, interval: Duration) -> (i64, i64) {
 }
 
 /// The `people_count` payload.
-pub fn count_payload(start_ms: i64, end_ms: i64, tally: &Tally, partial: bool) -> String {
+pub fn count_payload(
+    start_ms: i64,
+    end_ms: i64,
+    tally: &Tally,
+    partial: bool,
+) -> serde_json::Value {
     serde_json::json!({
         "interval_start": rfc3339(start_ms),
         "interval_end": rfc3339(end_ms),
@@ -40,7 +44,6 @@ pub fn count_payload(start_ms: i64, end_ms: i64, tally: &Tally, partial: bool) -
         "lines": tally.lines,
         "zones": tally.zones,
     })
-    .to_string()
 }
 
 struct Run {
@@ -78,12 +81,8 @@ impl PeopleCounting {
         }
     }
 
-    async fn emit(&self, kind: &str, ts_ms: i64, payload: String) -> bool {
-        let Ok(body) = RawValue::from_string(payload) else {
-            return true;
-        };
-        let mut ev = NewEvent::now(kind, body);
-        ev.ts_ms = ts_ms;
+    async fn emit(&self, kind: &str, ts_ms: i64, payload: &serde_json::Value) -> bool {
+        let ev = NewEvent::observed(kind, ts_ms, payload);
         self.events.send(ev).await.is_ok()
     }
 
@@ -91,7 +90,7 @@ impl PeopleCounting {
     async fn close(&self, run: &mut Run, end_ms: i64, partial: bool) -> bool {
         let payload = count_payload(run.start_ms, end_ms, &run.tally, partial);
         tracing::debug!(%payload, "people count");
-        let ok = self.emit("people_count", end_ms, payload).await;
+        let ok = self.emit("people_count", end_ms, &payload).await;
         run.tally = Tally::new(&run.cfg.lines, &run.cfg.zones);
         ok
     }
@@ -140,7 +139,7 @@ impl PeopleCounting {
                                 "line": c.line, "direction": c.direction, "track": c.track,
                                 "at": rfc3339(at),
                             });
-                            if !self.emit("people_crossing", at, payload.to_string()).await {
+                            if !self.emit("people_crossing", at, &payload).await {
                                 return;
                             }
                         }

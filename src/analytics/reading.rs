@@ -17,7 +17,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -153,7 +152,10 @@ impl Snapshots {
         for entry in std::fs::read_dir(&dir)? {
             let name = entry?.file_name().to_string_lossy().into_owned();
             if name.ends_with(".partial") {
-                let _ = std::fs::remove_file(dir.join(&name));
+                // Left by a crash mid-write; one that cannot go only takes space.
+                if let Err(e) = std::fs::remove_file(dir.join(&name)) {
+                    tracing::warn!(file = %name, error = %e, "cannot delete a partly written snapshot");
+                }
             } else if name.ends_with(".jpg") {
                 names.push(name);
             }
@@ -213,7 +215,7 @@ impl PlateReading {
     }
 
     /// The event payload of a vehicle.
-    fn payload(&self, v: &Vehicle<Arc<Frame>>, snapshot: Option<&str>) -> String {
+    fn payload(&self, v: &Vehicle<Arc<Frame>>, snapshot: Option<&str>) -> serde_json::Value {
         let shown = |t: &str| {
             if self.cfg.hash_plates {
                 plate_hash(&self.cfg.hash_salt, t)
@@ -243,14 +245,12 @@ impl PlateReading {
             "track": v.track,
             "snapshot": snapshot,
         })
-        .to_string()
     }
 
     /// Commits a vehicle's event (and writes its snapshot); false when the outbox
     /// is gone.
     async fn report(&self, snapshots: &mut Option<Snapshots>, v: Vehicle<Arc<Frame>>) -> bool {
-        let mut ev = NewEvent::now("plate", RawValue::from_string("null".into()).expect("json"));
-        ev.ts_ms = v.first_seen_ms;
+        let mut ev = NewEvent::observed("plate", v.first_seen_ms, &serde_json::Value::Null);
         let mut snapshot_name = None;
         if let (Some(store), Some(frame)) = (snapshots.as_mut(), v.snapshot.clone()) {
             let name = format!("{}.jpg", ev.event_id);
@@ -278,11 +278,7 @@ impl PlateReading {
                 }
             }
         }
-        let payload = self.payload(&v, snapshot_name.as_deref());
-        let Ok(body) = RawValue::from_string(payload) else {
-            return true;
-        };
-        ev.payload = body;
+        ev.set_payload(&self.payload(&v, snapshot_name.as_deref()));
         Metrics::add(&self.metrics.plate_vehicles, 1);
         if self.cfg.hash_plates {
             tracing::info!(track = v.track, reads = v.reads, confidence = v.confidence, direction = ?v.direction, "vehicle passed");
