@@ -1,6 +1,6 @@
 //! Benchmark of plate reading in the daemon: frames read per second, mean time per
 //! 1280x720 frame through the whole stage (crop, detection, recognition of every
-//! text box three ways, rules; the tracker and snapshots are outside the timing),
+//! text box up to five ways, rules; the tracker and snapshots are outside the timing),
 //! daemon CPU and peak RSS — the video pipeline alone first (the baseline for CPU
 //! and memory), then tract with one reader thread (the baseline for speed), two,
 //! and one with a 960x544 detector input; ONNX Runtime with one and two when built

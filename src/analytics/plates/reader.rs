@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tract_onnx::prelude::*;
 
 use super::ocr::{self, Image, TextBox};
-use super::rules::Rules;
+use super::rules::{Reading, Rules};
 
 /// The detector's input by default (one optimised plan per size; tract needs a
 /// fixed shape): 1280x720 frames fill it at RapidOCR's 736-pixel short side.
@@ -158,6 +158,9 @@ pub struct PlateRead {
     pub raw: String,
 }
 
+/// A character read with at least this probability is sure.
+const SURE: f32 = 0.9;
+
 /// Detector thresholds (RapidOCR's defaults).
 const DET: ocr::DetParams = ocr::DetParams {
     thresh: 0.3,
@@ -274,29 +277,39 @@ impl PlateReader {
                 b.lengthened(b.thick * 0.4, img.width, img.height)
                     .thickened(b.thick * 0.1, img.width, img.height),
             ];
-            // Per plate text: the score summed over crops, the best confidence,
-            // the raw text and the crop that gave it.
-            let mut votes: Vec<(String, f32, f32, String, TextBox)> = Vec::new();
+            let mut votes: Vec<Vote> = Vec::new();
+            // What the first crop read, when every character was sure.
+            let mut sure_first: Option<Option<String>> = None;
             for (i, crop) in crops.into_iter().enumerate() {
                 let d = self.recognise(img, &crop)?;
                 // Too short to be a plate on the first crop: not worth more.
                 if i == 0 && d.glyphs.len() < 4 {
                     break;
                 }
-                for r in self.rules.readings(&d.text, &d.glyphs) {
-                    match votes.iter_mut().find(|v| v.0 == r.text) {
-                        Some(v) => {
-                            v.1 += r.score;
-                            if r.confidence > v.2 {
-                                (v.2, v.3, v.4) = (r.confidence, d.text.clone(), crop);
-                            }
-                        }
-                        None => votes.push((r.text, r.score, r.confidence, d.text.clone(), crop)),
-                    }
+                let readings = self.rules.readings(&d.text, &d.glyphs);
+                // The first two crops read the same, every character sure (a plate,
+                // or a word that is none): the other three would not change it.
+                let sure = d
+                    .glyphs
+                    .iter()
+                    .all(|g| g.p >= SURE)
+                    .then(|| readings.first().map(|r| r.text.clone()));
+                let agreed = i == 1 && sure.is_some() && sure == sure_first;
+                if i == 0 {
+                    sure_first = sure;
+                }
+                vote(&mut votes, readings, &d.text, crop);
+                if agreed {
+                    break;
                 }
             }
-            let Some((text, _, confidence, raw, b)) =
-                votes.into_iter().max_by(|a, b| a.1.total_cmp(&b.1))
+            let Some(Vote {
+                text,
+                confidence,
+                raw,
+                crop: b,
+                ..
+            }) = votes.into_iter().max_by(|a, b| a.score.total_cmp(&b.score))
             else {
                 continue;
             };
@@ -314,5 +327,37 @@ impl PlateReader {
         }
         out.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
         Ok(out)
+    }
+}
+
+/// One plate text's votes over the crops of a box.
+struct Vote {
+    text: String,
+    /// The readings' scores summed.
+    score: f32,
+    /// The best confidence, and the raw text and crop that gave it.
+    confidence: f32,
+    raw: String,
+    crop: TextBox,
+}
+
+/// Adds one crop's readings to the votes.
+fn vote(votes: &mut Vec<Vote>, readings: Vec<Reading>, raw: &str, crop: TextBox) {
+    for r in readings {
+        match votes.iter_mut().find(|v| v.text == r.text) {
+            Some(v) => {
+                v.score += r.score;
+                if r.confidence > v.confidence {
+                    (v.confidence, v.raw, v.crop) = (r.confidence, raw.to_owned(), crop);
+                }
+            }
+            None => votes.push(Vote {
+                text: r.text,
+                score: r.score,
+                confidence: r.confidence,
+                raw: raw.to_owned(),
+                crop,
+            }),
+        }
     }
 }

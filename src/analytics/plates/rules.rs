@@ -40,7 +40,7 @@ impl Region {
             // "fixes" more right characters than wrong ones (measured on the
             // development set), so US reads are judged generically.
             Region::Us => &[],
-            Region::Eu => &["LLNNLLL", "LLNNNLL", "LLLNNNN", "NLLLNNN"],
+            Region::Eu => &["LLNNLLL", "LLNNNLL", "LLLNNNN", "NLLLNNN", "LLNNNNN"],
             Region::Any => &[],
         }
     }
@@ -448,6 +448,17 @@ mod tests {
         g[4].blank = 0.3;
         assert!(us.readings("2014-05-12 08:34:10", &g).is_empty());
         assert!(us.readings("", &[]).is_empty());
+    }
+
+    #[test]
+    fn european_layouts_fix_confusions_by_position() {
+        // Poland: two letters, five digits.
+        assert_eq!(plate("WA56660", Region::Eu), Some(("WA56660".into(), 1.0)));
+        assert_eq!(plate("WA56G60", Region::Eu).unwrap().0, "WA56660");
+        // Germany: three letters (district and letters run together), four digits.
+        assert_eq!(plate("BAB1234", Region::Eu), Some(("BAB1234".into(), 1.0)));
+        // The United Kingdom.
+        assert_eq!(plate("AB12CDE", Region::Eu), Some(("AB12CDE".into(), 1.0)));
     }
 
     #[test]
