@@ -171,19 +171,7 @@ async fn the_daemon_counts_a_looping_scene_into_count_events() {
     let recordings = rig.recordings();
     let daemon = rig.daemon(0);
     let _ = recordings;
-    let counts = |rig: &Rig| -> Vec<Value> {
-        rig.observer
-            .batches()
-            .iter()
-            .filter(|m| m.topic.ends_with("/events/people_count"))
-            .flat_map(|m| {
-                serde_json::from_slice::<Value>(&m.payload).unwrap()["events"]
-                    .as_array()
-                    .unwrap()
-                    .clone()
-            })
-            .collect()
-    };
+    let counts = |rig: &Rig| -> Vec<Value> { rig.observer.events_in("people_count") };
     // One pass of the scene (21 s) and a little more.
     wait_until(
         "a pass of the scene counted",

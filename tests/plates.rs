@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::scene::{road_video, FPS, H, PASS_S, W};
+use common::scene::{road_video, Text, FPS, H, PASS_S, W};
 use common::*;
 use serde_json::Value;
 
@@ -28,41 +28,11 @@ fn models() -> PathBuf {
 /// A JPEG with `plate` in large dark letters, and a small timestamp in a corner
 /// like a camera's overlay.
 fn draw(path: &Path, plate: &str) {
-    let status = std::process::Command::new(tool("gst-launch-1.0"))
-        .args([
-            "-q",
-            "videotestsrc",
-            "pattern=white",
-            "num-buffers=1",
-            "!",
-            "video/x-raw,width=800,height=450",
-            "!",
-            "textoverlay",
-            &format!("text={plate}"),
-            "font-desc=Sans Bold 60",
-            "valignment=center",
-            "halignment=center",
-            "color=0xff101010",
-            "shaded-background=false",
-            "!",
-            "textoverlay",
-            "text=2014-05-01 10:00:00",
-            "font-desc=Sans 14",
-            "valignment=top",
-            "halignment=left",
-            "color=0xff101010",
-            "shaded-background=false",
-            "!",
-            "videoconvert",
-            "!",
-            "jpegenc",
-            "!",
-            "filesink",
-        ])
-        .arg(format!("location={}", path.display()))
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let texts = [
+        Text(plate, "Sans Bold 60", "center", "center"),
+        Text("2014-05-01 10:00:00", "Sans 14", "top", "left"),
+    ];
+    common::scene::draw(path, 800, 450, &texts, true);
 }
 
 #[test]
@@ -116,17 +86,7 @@ fn read_plates_reads_a_drawn_plate_and_not_the_timestamp() {
 }
 
 fn plate_events(rig: &Rig) -> Vec<Value> {
-    rig.observer
-        .batches()
-        .iter()
-        .filter(|m| m.topic.ends_with("/events/plate"))
-        .flat_map(|m| {
-            serde_json::from_slice::<Value>(&m.payload).unwrap()["events"]
-                .as_array()
-                .unwrap()
-                .clone()
-        })
-        .collect()
+    rig.observer.events_in("plate")
 }
 
 fn at(v: &Value) -> std::time::SystemTime {

@@ -725,19 +725,25 @@ impl Observer {
             .collect()
     }
 
-    /// Distinct events received on `<camera>/events/<kind>`.
-    pub fn events_of_kind(&self, kind: &str) -> usize {
+    /// Every event received on `<camera>/events/<kind>` (redeliveries included), in
+    /// arrival order.
+    pub fn events_in(&self, kind: &str) -> Vec<Value> {
         let topic = format!("{CAMERA}/events/{kind}");
         self.all()
             .into_iter()
             .filter(|m| m.topic == topic)
-            .map(|m| {
+            .flat_map(|m| {
                 serde_json::from_slice::<Value>(&m.payload).unwrap()["events"]
                     .as_array()
                     .unwrap()
-                    .len()
+                    .clone()
             })
-            .sum()
+            .collect()
+    }
+
+    /// How many events were received on `<camera>/events/<kind>`.
+    pub fn events_of_kind(&self, kind: &str) -> usize {
+        self.events_in(kind).len()
     }
 
     /// Forgets what was received so far.

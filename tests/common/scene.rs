@@ -14,36 +14,54 @@ pub const PASS_S: usize = 16;
 pub const PLATE_W: usize = 300;
 pub const PLATE_H: usize = 80;
 
-/// `text` in dark bold letters on a white plate with a dark rim, as packed RGB.
-pub fn plate_still(dir: &Path, text: &str) -> Vec<u8> {
-    let raw = dir.join(format!("{text}.rgb"));
+/// A line of text for [`draw`]: the text, its font, and its vertical and
+/// horizontal alignment (GStreamer's text overlay's names).
+pub struct Text<'a>(pub &'a str, pub &'a str, pub &'a str, pub &'a str);
+
+/// Dark `texts` on a white `width`x`height` picture, written to `out` as a JPEG
+/// or, with `jpeg` false, as packed RGB.
+pub fn draw(out: &Path, width: usize, height: usize, texts: &[Text], jpeg: bool) {
+    let mut args: Vec<String> = ["-q", "videotestsrc", "pattern=white", "num-buffers=1", "!"]
+        .map(String::from)
+        .into();
+    args.push(format!("video/x-raw,width={width},height={height}"));
+    for Text(text, font, valign, halign) in texts {
+        args.extend([
+            "!".into(),
+            "textoverlay".into(),
+            format!("text={text}"),
+            format!("font-desc={font}"),
+            format!("valignment={valign}"),
+            format!("halignment={halign}"),
+            "color=0xff101010".into(),
+            "shaded-background=false".into(),
+        ]);
+    }
+    let encode = if jpeg {
+        "jpegenc"
+    } else {
+        "video/x-raw,format=RGB"
+    };
+    args.extend(["!", "videoconvert", "!", encode, "!", "filesink"].map(String::from));
+    args.push(format!("location={}", out.display()));
     let status = std::process::Command::new(tool("gst-launch-1.0"))
-        .args([
-            "-q",
-            "videotestsrc",
-            "pattern=white",
-            "num-buffers=1",
-            "!",
-            &format!("video/x-raw,width={PLATE_W},height={PLATE_H}"),
-            "!",
-            "textoverlay",
-            &format!("text={text}"),
-            "font-desc=Sans Bold 36",
-            "valignment=center",
-            "halignment=center",
-            "color=0xff101010",
-            "shaded-background=false",
-            "!",
-            "videoconvert",
-            "!",
-            "video/x-raw,format=RGB",
-            "!",
-            "filesink",
-        ])
-        .arg(format!("location={}", raw.display()))
+        .args(&args)
         .status()
         .unwrap();
     assert!(status.success());
+}
+
+/// `text` in dark bold letters on a white plate with a dark rim, as packed RGB.
+pub fn plate_still(dir: &Path, text: &str) -> Vec<u8> {
+    let raw = dir.join(format!("{text}.rgb"));
+    let font = "Sans Bold 36";
+    draw(
+        &raw,
+        PLATE_W,
+        PLATE_H,
+        &[Text(text, font, "center", "center")],
+        false,
+    );
     let mut rgb = std::fs::read(&raw).unwrap();
     assert_eq!(rgb.len(), PLATE_W * PLATE_H * 3);
     for y in 0..PLATE_H {
