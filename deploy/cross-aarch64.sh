@@ -11,8 +11,10 @@
 #    unpacking them into a sysroot does not.
 # 2. cargo build --release for aarch64-unknown-linux-gnu, linking with
 #    aarch64-linux-gnu-gcc --sysroot, pkg-config pointed into the sysroot.
-# 3. qemu-aarch64-static -L SYSROOT runs `edgecam --version`, `check-config`, and a
-#    real outbox round trip (`emit`, `outbox stats`).
+# 3. qemu-aarch64-static -L SYSROOT runs `edgecam --version`, `check-config`, a
+#    real outbox round trip (`emit`, `outbox stats`) and, when the OCR models are in
+#    EDGECAM_MODELS (default target/models; deploy/fetch-models.sh), `read-plates`
+#    on a drawn plate with tract.
 #
 # Needs root (debootstrap, apt-get for missing tools). The mirror is the build
 # machine's own apt source unless DEBIAN_MIRROR is set.
@@ -80,4 +82,14 @@ sed -e "s|/var/lib/edgecam|$work/state|" config.example.toml > "$work/edgecam.to
 run emit --config "$work/edgecam.toml" --count 100 --payload '{"probe":true}'
 stats=$(run outbox stats --config "$work/edgecam.toml")
 grep -q "depth            100 events" <<<"$stats" || { echo "$stats"; echo "outbox round trip failed" >&2; exit 1; }
-echo "aarch64 build checked under qemu: --version, check-config, outbox round trip"
+checked="--version, check-config, outbox round trip"
+models="${EDGECAM_MODELS:-target/models}"
+if [ -f "$models/ch_PP-OCRv4_det_infer.onnx" ]; then
+  gst-launch-1.0 -q videotestsrc pattern=white num-buffers=1 ! video/x-raw,width=800,height=450 \
+    ! textoverlay text=ABC1234 "font-desc=Sans Bold 60" color=0xff101010 shaded-background=false \
+    ! videoconvert ! jpegenc ! filesink location="$work/plate.jpg"
+  read=$(run read-plates --json --models "$models" "$work/plate.jpg")
+  grep -q '"text":"ABC1234"' <<<"$read" || { echo "$read"; echo "plate reading failed" >&2; exit 1; }
+  checked="$checked, read-plates ($(sed -n 's/.*"ms":\([0-9]*\).*/\1/p' <<<"$read") ms under qemu)"
+fi
+echo "aarch64 build checked under qemu: $checked"
