@@ -149,7 +149,8 @@ impl Inference for Ort {
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct PlateRead {
     pub text: String,
-    /// Recogniser confidence times how well the text fits the region's formats.
+    /// The geometric mean of its characters' probabilities times how well the
+    /// text fits the region's formats.
     pub confidence: f32,
     /// `[x, y, width, height]` in image pixels.
     #[serde(rename = "box")]
@@ -265,8 +266,8 @@ impl PlateReader {
             // The recogniser's confusions depend on the crop: read five (DB's unclip
             // is tight at the ends of a line, so each gives the first and last
             // characters more room: a little, more, a little with more room above
-            // and below, a little with less, more with more) and keep the text with
-            // the most confidence summed over them.
+            // and below, a little with less, more with more) and keep the plate text
+            // whose readings score most summed over them.
             let crops = [
                 b.lengthened(b.thick * 0.15, img.width, img.height),
                 b.lengthened(b.thick * 0.4, img.width, img.height),
