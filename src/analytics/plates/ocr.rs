@@ -305,26 +305,52 @@ pub struct Decoded {
     pub glyphs: Vec<Glyph>,
 }
 
+/// The recogniser's characters: `chars[i]` is class `i + 1` (class 0 is CTC's
+/// blank), and which classes are letters or digits (upper case), found once.
+pub struct Dictionary {
+    chars: Vec<String>,
+    alnum: Vec<(usize, char)>,
+}
+
+impl Dictionary {
+    pub fn new(chars: Vec<String>) -> Self {
+        let alnum = (1..=chars.len())
+            .filter_map(|i| Some((i, as_alnum(&chars[i - 1])?)))
+            .collect();
+        Self { chars, alnum }
+    }
+
+    /// Class `i`'s text.
+    fn get(&self, i: usize) -> Option<&String> {
+        self.chars.get(i.wrapping_sub(1))
+    }
+
+    /// Class `i` as an upper-case letter or digit, if it is one.
+    fn alnum(&self, i: usize) -> Option<char> {
+        as_alnum(self.get(i)?)
+    }
+}
+
+fn as_alnum(s: &str) -> Option<char> {
+    let mut chars = s.chars();
+    match (chars.next(), chars.next()) {
+        (Some(c), None) if c.is_ascii_alphanumeric() => Some(c.to_ascii_uppercase()),
+        _ => None,
+    }
+}
+
 /// Greedy CTC decoding of `steps` x `classes` probabilities: the best class per
-/// step, repeats collapsed, blanks (class 0) dropped. `dict[i]` is class `i + 1`.
-pub fn ctc_decode(probs: &[f32], steps: usize, classes: usize, dict: &[String]) -> Decoded {
+/// step, repeats collapsed, blanks (class 0) dropped.
+pub fn ctc_decode(probs: &[f32], steps: usize, classes: usize, dict: &Dictionary) -> Decoded {
     let mut out = Decoded::default();
     let mut confs = Vec::new();
     let mut last = 0usize;
     // The row where the current character is likeliest.
     let mut peak: Option<(usize, f32)> = None;
-    let alnum = |i: usize| {
-        dict.get(i.wrapping_sub(1))
-            .and_then(|s| s.chars().next().filter(|_| s.len() == 1))
-            .filter(char::is_ascii_alphanumeric)
-            .map(|c| c.to_ascii_uppercase())
-    };
-    // The classes that are letters or digits.
-    let classes_alnum: Vec<(usize, char)> =
-        (1..classes).filter_map(|i| Some((i, alnum(i)?))).collect();
+    let alnum = |i: usize| dict.alnum(i);
     let glyph = |row: &[f32], ch: char, p: f32| {
         let (mut letter, mut digit) = (('?', 0f32), ('?', 0f32));
-        for &(i, c) in &classes_alnum {
+        for &(i, c) in dict.alnum.iter().filter(|(i, _)| *i < classes) {
             let v = row[i];
             if c.is_ascii_digit() && v > digit.1 {
                 digit = (c, v);
@@ -356,7 +382,7 @@ pub fn ctc_decode(probs: &[f32], steps: usize, classes: usize, dict: &[String]) 
         if best != last {
             close(&mut peak, last, &mut out);
             if best != 0 {
-                if let Some(ch) = dict.get(best - 1) {
+                if let Some(ch) = dict.get(best) {
                     out.text.push_str(ch);
                     confs.push(p);
                 }
@@ -382,7 +408,7 @@ mod tests {
 
     #[test]
     fn ctc_collapses_repeats_and_drops_blanks() {
-        let dict: Vec<String> = ["A", "B"].iter().map(|s| s.to_string()).collect();
+        let dict = Dictionary::new(["A", "B"].iter().map(|s| s.to_string()).collect());
         // Steps: A A blank A B B → "AAB".
         let rows = [
             [0.1, 0.8, 0.1],
@@ -400,7 +426,7 @@ mod tests {
 
     #[test]
     fn each_character_keeps_its_likeliest_letter_digit_and_blank_at_its_peak() {
-        let dict: Vec<String> = ["G", "6", "-"].iter().map(|s| s.to_string()).collect();
+        let dict = Dictionary::new(["G", "6", "-"].iter().map(|s| s.to_string()).collect());
         // Steps: G (0.5) G (0.8, 6 at 0.15) blank "-" 6 → "G-6", glyphs G and 6.
         let rows = [
             [0.2, 0.5, 0.3, 0.0],

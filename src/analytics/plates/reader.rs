@@ -172,7 +172,7 @@ const DET: ocr::DetParams = ocr::DetParams {
 pub struct PlateReader {
     det: Box<dyn Inference>,
     rec: Box<dyn Inference>,
-    dict: Vec<String>,
+    dict: ocr::Dictionary,
     rules: Rules,
     /// The detector's input, width and height.
     det_size: [usize; 2],
@@ -233,7 +233,7 @@ impl PlateReader {
         Ok(Self {
             det,
             rec,
-            dict,
+            dict: ocr::Dictionary::new(dict),
             rules,
             det_size,
         })
