@@ -42,6 +42,9 @@ pub fn metrics_payload(
             "batches_republished": Metrics::get(&m.batches_republished),
             "connects": Metrics::get(&m.connects),
             "connection_errors": Metrics::get(&m.connection_errors),
+            "dead_links": Metrics::get(&m.dead_links),
+            "last_dead_link_ms": Metrics::gauge(&m.last_dead_link_ms),
+            "sessions_resumed": Metrics::get(&m.sessions_resumed),
         },
         "video": {
             "frames_in": Metrics::get(&m.frames_in),

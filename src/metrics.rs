@@ -26,6 +26,14 @@ pub struct Metrics {
     pub connects: AtomicU64,
     /// Connection attempts or sessions that ended in an error.
     pub connection_errors: AtomicU64,
+    /// Connections found dead because an acknowledgement did not come within
+    /// `mqtt.ack_timeout` (a silent link), a subset of `connection_errors`.
+    pub dead_links: AtomicU64,
+    /// Gauge: for the last dead link, ms from the last packet received to noticing.
+    pub last_dead_link_ms: AtomicI64,
+    /// Connections on which the broker still had our session (queued messages
+    /// delivered, subscriptions kept).
+    pub sessions_resumed: AtomicU64,
     /// Outbox databases moved aside because they could not be opened.
     pub outbox_resets: AtomicU64,
     /// Frames or events dropped by a producer (reported by the producer).

@@ -55,12 +55,7 @@ async fn wait_subscribed(rig: &Rig) {
 }
 
 async fn request(rig: &Rig, body: Value) {
-    rig.observer
-        .publish(
-            &format!("{CAMERA}/file/request"),
-            body.to_string().as_bytes(),
-        )
-        .await;
+    rig.observer.file_request(body).await;
 }
 
 /// Waits for the final response (done, rejected, or failed without retry).

@@ -42,6 +42,26 @@ pub struct FileRequest {
     pub request_id: String,
     pub what: What,
     pub target: Where,
+    /// After this the request is refused (`expires_at`, or `sent_at` + `ttl`,
+    /// the earlier when both are given).
+    pub expires: Option<SystemTime>,
+}
+
+/// The reason given for a request that arrived after it expired; the answer's
+/// `reason` starts with it.
+pub const EXPIRED: &str = "expired";
+
+impl FileRequest {
+    /// Why the request may no longer be carried out at `now`, if it has expired.
+    pub fn expired(&self, now: SystemTime) -> Option<String> {
+        let at = self.expires?;
+        let late = now.duration_since(at).ok()?;
+        Some(format!(
+            "{EXPIRED}: the request expired at {} and reached the camera {} s later",
+            humantime::format_rfc3339_seconds(at),
+            late.as_secs()
+        ))
+    }
 }
 
 /// Why a request is refused; `request_id` when it could be read.
@@ -67,6 +87,12 @@ struct Wire {
     presigned: Option<WirePresigned>,
     #[serde(default)]
     s3: Option<WireS3>,
+    #[serde(default)]
+    expires_at: Option<String>,
+    #[serde(default)]
+    sent_at: Option<String>,
+    #[serde(default)]
+    ttl: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -271,10 +297,40 @@ pub fn parse(payload: &[u8], policy: Policy) -> Result<FileRequest, Rejection> {
         }
         _ => return Err(reject(id, "name exactly one destination: presigned or s3")),
     };
+    let time = |name: &str, v: &str| {
+        humantime::parse_rfc3339_weak(v).map_err(|_| {
+            reject(
+                id,
+                format!("{name} must be an RFC 3339 UTC time, found {v:?}"),
+            )
+        })
+    };
+    let by_time = wire
+        .expires_at
+        .as_deref()
+        .map(|v| time("expires_at", v))
+        .transpose()?;
+    let by_ttl = match (wire.ttl, wire.sent_at.as_deref()) {
+        (None, None) => None,
+        (Some(0), _) => return Err(reject(id, "ttl must be at least 1 (seconds)")),
+        (Some(ttl), Some(sent)) => Some(time("sent_at", sent)? + Duration::from_secs(ttl)),
+        (Some(_), None) => {
+            return Err(reject(
+                id,
+                "ttl needs sent_at (when the request was made): the camera cannot tell how long it waited",
+            ))
+        }
+        (None, Some(_)) => return Err(reject(id, "sent_at is only used with ttl")),
+    };
+    let expires = match (by_time, by_ttl) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     Ok(FileRequest {
         request_id: wire.request_id,
         what,
         target,
+        expires,
     })
 }
 
@@ -388,6 +444,41 @@ mod tests {
         assert!(parse(http.as_bytes(), allowed).is_ok());
         let big = format!(r#"{{"request_id":"r","file":"{}"}}"#, "a".repeat(1 << 20));
         assert!(reason(&big).contains("at most 16384"));
+    }
+
+    #[test]
+    fn a_request_expires_at_its_time_or_after_its_ttl_whichever_is_first() {
+        let at = |t: &str| humantime::parse_rfc3339(t).unwrap();
+        let dest = r#""file":"a","s3":{"bucket":"bkt","key":"k"}"#;
+        let req = |extra: &str| {
+            parse(
+                format!(r#"{{"request_id":"r",{dest}{extra}}}"#).as_bytes(),
+                POLICY,
+            )
+        };
+        assert_eq!(req("").unwrap().expires, None);
+        let r = req(r#","expires_at":"2026-11-29T10:00:00Z""#).unwrap();
+        assert_eq!(r.expires, Some(at("2026-11-29T10:00:00Z")));
+        assert_eq!(r.expired(at("2026-11-29T09:59:59Z")), None);
+        let why = r.expired(at("2026-11-29T10:00:42Z")).unwrap();
+        assert!(why.starts_with(EXPIRED), "{why}");
+        assert!(why.contains("42 s later"), "{why}");
+        let r = req(r#","sent_at":"2026-11-29T09:00:00Z","ttl":600"#).unwrap();
+        assert_eq!(r.expires, Some(at("2026-11-29T09:10:00Z")));
+        let both =
+            r#","expires_at":"2026-11-29T09:05:00Z","sent_at":"2026-11-29T09:00:00Z","ttl":600"#;
+        assert_eq!(req(both).unwrap().expires, Some(at("2026-11-29T09:05:00Z")));
+    }
+
+    #[test]
+    fn expiry_fields_that_cannot_be_read_are_refused() {
+        let dest = r#""file":"a","s3":{"bucket":"bkt","key":"k"}"#;
+        let why = |extra: &str| reason(&format!(r#"{{"request_id":"r",{dest}{extra}}}"#));
+        assert!(why(r#","expires_at":"tomorrow""#).contains("expires_at must be"));
+        assert!(why(r#","ttl":60"#).contains("needs sent_at"));
+        assert!(why(r#","ttl":0,"sent_at":"2026-11-29T09:00:00Z""#).contains("at least 1"));
+        assert!(why(r#","sent_at":"2026-11-29T09:00:00Z""#).contains("only used with ttl"));
+        assert!(why(r#","ttl":-5,"sent_at":"2026-11-29T09:00:00Z""#).contains("ttl"));
     }
 
     #[test]

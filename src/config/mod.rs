@@ -484,6 +484,18 @@ pub struct MqttConfig {
     /// TCP + TLS + MQTT CONNECT timeout.
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// Keep the MQTT session across connections (clean session off): the broker
+    /// keeps the subscriptions and queues QoS 1 messages (file requests,
+    /// configuration) sent while the camera is offline, and delivers them when it
+    /// reconnects. AWS IoT Core keeps a session 1 hour after the disconnect by default.
+    #[serde(default = "default_persistent_session")]
+    pub persistent_session: bool,
+    /// A connection with a publish, subscription or ping unacknowledged this long,
+    /// and nothing at all received from the broker meanwhile, is treated as dead
+    /// and made again (a silent link: cellular dead zone, half-open TCP). Costs no
+    /// bytes; keep it well under `keepalive`.
+    #[serde(default = "default_ack_timeout", with = "humantime_serde")]
+    pub ack_timeout: Duration,
     /// First reconnect delay ceiling; doubles per failed attempt (full jitter).
     #[serde(default = "default_backoff_min", with = "humantime_serde")]
     pub backoff_min: Duration,
@@ -745,6 +757,12 @@ fn default_keepalive() -> Duration {
 fn default_connect_timeout() -> Duration {
     Duration::from_secs(20)
 }
+fn default_persistent_session() -> bool {
+    true
+}
+fn default_ack_timeout() -> Duration {
+    Duration::from_secs(15)
+}
 fn default_backoff_min() -> Duration {
     Duration::from_secs(1)
 }
@@ -929,6 +947,8 @@ impl Default for MqttConfig {
         Self {
             keepalive: default_keepalive(),
             connect_timeout: default_connect_timeout(),
+            persistent_session: default_persistent_session(),
+            ack_timeout: default_ack_timeout(),
             backoff_min: default_backoff_min(),
             backoff_max: default_backoff_max(),
             max_message_bytes: default_max_message_bytes(),

@@ -26,6 +26,7 @@ pub const TUNABLE: &[&str] = &[
     "mqtt.max_publishes_per_sec",
     "mqtt.max_bytes_per_sec",
     "mqtt.billing_step_bytes",
+    "mqtt.ack_timeout",
     "mqtt.backoff_min",
     "mqtt.backoff_max",
     "mqtt.shutdown_drain",

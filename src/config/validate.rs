@@ -133,6 +133,13 @@ impl Config {
             Duration::from_secs(300),
         );
         c.duration(
+            "mqtt.ack_timeout",
+            m.ack_timeout,
+            Duration::from_secs(1),
+            // At most the keepalive (its lowest valid value when it is itself wrong).
+            m.keepalive.max(Duration::from_secs(30)),
+        );
+        c.duration(
             "mqtt.backoff_min",
             m.backoff_min,
             Duration::from_millis(10),
@@ -517,6 +524,19 @@ mod tests {
             ]
         );
         assert!(with("[plates]\nroi = [0.0, 0.4, 1.0, 0.6]\nhash_plates = true\nhash_salt = \"0123456789abcdef\"").is_ok());
+    }
+
+    #[test]
+    fn ack_timeout_above_the_keepalive_names_the_field() {
+        assert_eq!(
+            fields("[mqtt]\nkeepalive = \"30s\"\nack_timeout = \"31s\""),
+            vec!["mqtt.ack_timeout"]
+        );
+        assert!(with("[mqtt]\nkeepalive = \"60s\"\nack_timeout = \"60s\"").is_ok());
+        assert_eq!(
+            fields("[mqtt]\nack_timeout = \"0s\""),
+            vec!["mqtt.ack_timeout"]
+        );
     }
 
     #[test]

@@ -6,11 +6,20 @@
 //! (so no new request can slip in), then drops everything rumqttc still holds
 //! (pending requests and in-flight state): the outbox re-sends those events, and
 //! rumqttc must not send stale publishes whose PUBACKs we could not match.
+//!
+//! A link can also die silently (a cellular dead zone, half-open TCP): nothing
+//! closes, writes still succeed into the socket buffer, and only the next
+//! keepalive would tell. [`AckWatch`] notices it sooner, for free: when a
+//! publish, subscription or ping has waited `mqtt.ack_timeout` for its
+//! acknowledgement and nothing at all arrived meanwhile, the connection is
+//! treated as lost.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use rumqttc::{ConnectReturnCode, Event, EventLoop, MqttState, Outgoing, Packet};
+use rumqttc::{ConnectReturnCode, Event, EventLoop, MqttState, Outgoing, Packet, Publish};
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
 
 use super::limits::Backoff;
 use crate::config::Config;
@@ -19,8 +28,9 @@ use crate::metrics::Metrics;
 /// What the event loop reports to the publisher.
 #[derive(Debug)]
 pub enum LinkEvent {
-    /// CONNACK accepted: a new clean session.
-    Connected,
+    /// CONNACK accepted. `session_present`: the broker kept our session
+    /// (subscriptions, and QoS 1 messages queued while we were away, which follow).
+    Connected { session_present: bool },
     /// The connection failed or was lost. Reply on `quiesced` once no more
     /// requests will be made until the next `Connected`.
     Lost {
@@ -31,10 +41,62 @@ pub enum LinkEvent {
     Outgoing(u16),
     /// The broker acknowledged this packet id.
     PubAck(u16),
-    /// A message arrived on a subscribed topic.
-    Message { topic: String, payload: Vec<u8> },
+    /// A message arrived on a subscribed topic. QoS 1 ones are acknowledged to the
+    /// broker only once their stage has handled them (manual acks).
+    Message(Publish),
     /// Our DISCONNECT was written; the session is over.
     Disconnected,
+}
+
+/// Whether the broker is still answering, without I/O: counts what waits for an
+/// acknowledgement and since when nothing has been heard.
+#[derive(Debug)]
+pub struct AckWatch {
+    outstanding: u32,
+    /// Since when something has waited with nothing received; `None` when nothing waits.
+    waiting_since: Option<Instant>,
+    last_incoming: Instant,
+}
+
+impl AckWatch {
+    pub fn new(now: Instant) -> Self {
+        Self {
+            outstanding: 0,
+            waiting_since: None,
+            last_incoming: now,
+        }
+    }
+
+    /// We wrote a packet the broker must acknowledge (QoS 1 publish, subscribe, ping).
+    pub fn sent(&mut self, now: Instant) {
+        self.outstanding += 1;
+        self.waiting_since.get_or_insert(now);
+    }
+
+    /// A packet arrived; `is_ack` when it acknowledges one we wrote. Anything
+    /// received shows the link is alive, so the wait starts again.
+    pub fn received(&mut self, now: Instant, is_ack: bool) {
+        if is_ack {
+            self.outstanding = self.outstanding.saturating_sub(1);
+        }
+        self.last_incoming = now;
+        self.waiting_since = (self.outstanding > 0).then_some(now);
+    }
+
+    /// When the link is to be declared dead if nothing arrives before.
+    pub fn deadline(&self, timeout: Duration) -> Option<Instant> {
+        self.waiting_since.map(|t| t + timeout)
+    }
+
+    /// How long nothing has been heard from the broker.
+    pub fn silence(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.last_incoming)
+    }
+
+    /// A new connection: nothing waits.
+    pub fn reset(&mut self, now: Instant) {
+        *self = Self::new(now);
+    }
 }
 
 pub struct Connection {
@@ -68,64 +130,96 @@ impl Connection {
     /// Runs until the publisher drops its receiver or our DISCONNECT is written.
     pub async fn run(mut self) {
         let mut connected = false;
+        let mut watch = AckWatch::new(Instant::now());
         loop {
+            let ack_timeout = self.config.borrow().mqtt.ack_timeout;
+            let deadline = if connected {
+                watch.deadline(ack_timeout)
+            } else {
+                None
+            };
             let polled = tokio::select! {
-                r = self.eventloop.poll() => r,
+                r = self.eventloop.poll() => Some(r),
+                _ = sleep_until(deadline), if deadline.is_some() => None,
                 _ = self.tx.closed() => return,
             };
-            let report = match polled {
-                Ok(Event::Incoming(Packet::ConnAck(ack)))
-                    if ack.code == ConnectReturnCode::Success =>
-                {
-                    connected = true;
-                    self.backoff.reset();
-                    Metrics::add(&self.metrics.connects, 1);
-                    tracing::info!(
-                        broker = %self.eventloop.mqtt_options.broker_address().0,
-                        port = self.eventloop.mqtt_options.broker_address().1,
-                        "connected to the broker"
+            let now = Instant::now();
+            let polled = match polled {
+                Some(polled) => polled,
+                None => {
+                    let silence = watch.silence(now);
+                    Metrics::add(&self.metrics.dead_links, 1);
+                    Metrics::set(&self.metrics.last_dead_link_ms, silence.as_millis() as i64);
+                    tracing::warn!(
+                        ack_timeout = ?ack_timeout,
+                        silent_for = ?silence,
+                        "no acknowledgement from the broker in time; treating the connection as dead"
                     );
-                    Some(LinkEvent::Connected)
-                }
-                Ok(Event::Incoming(Packet::PubAck(ack))) => Some(LinkEvent::PubAck(ack.pkid)),
-                Ok(Event::Incoming(Packet::Publish(p))) => Some(LinkEvent::Message {
-                    topic: p.topic,
-                    payload: p.payload.to_vec(),
-                }),
-                Ok(Event::Outgoing(Outgoing::Publish(pkid))) => Some(LinkEvent::Outgoing(pkid)),
-                Ok(Event::Outgoing(Outgoing::Disconnect)) => {
-                    // Best effort: the publisher may already be gone.
-                    drop(self.tx.send(LinkEvent::Disconnected).await);
-                    return;
-                }
-                Ok(_) => None,
-                Err(e) => {
-                    Metrics::add(&self.metrics.connection_errors, 1);
-                    {
-                        let m = &self.config.borrow().mqtt;
-                        self.backoff.set_bounds(m.backoff_min, m.backoff_max);
-                    }
-                    let delay = self.backoff.next_delay(rand::random::<f64>());
-                    if connected {
-                        tracing::warn!(error = %e, retry_in = ?delay, "connection to the broker lost; unacknowledged events will be sent again");
-                    } else {
-                        tracing::warn!(error = %e, retry_in = ?delay, "cannot connect to the broker");
-                    }
-                    connected = false;
-                    let (quiesced, wait) = oneshot::channel();
-                    let lost = LinkEvent::Lost {
-                        error: e.to_string(),
-                        quiesced,
-                    };
-                    if self.tx.send(lost).await.is_err() || wait.await.is_err() {
+                    let error = format!(
+                        "no acknowledgement from the broker for {} ms (mqtt.ack_timeout)",
+                        ack_timeout.as_millis()
+                    );
+                    if !self.lost(error, &mut connected).await {
                         return;
                     }
-                    self.eventloop.clean();
-                    self.eventloop.pending.clear();
-                    self.eventloop.state = MqttState::new(self.max_inflight, false);
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = self.tx.closed() => return,
+                    continue;
+                }
+            };
+            let report = match polled {
+                Ok(Event::Incoming(packet)) => {
+                    let is_ack = matches!(
+                        packet,
+                        Packet::PubAck(_)
+                            | Packet::SubAck(_)
+                            | Packet::UnsubAck(_)
+                            | Packet::PingResp
+                    );
+                    watch.received(now, is_ack);
+                    match packet {
+                        Packet::ConnAck(ack) if ack.code == ConnectReturnCode::Success => {
+                            connected = true;
+                            watch.reset(now);
+                            self.backoff.reset();
+                            Metrics::add(&self.metrics.connects, 1);
+                            if ack.session_present {
+                                Metrics::add(&self.metrics.sessions_resumed, 1);
+                            }
+                            tracing::info!(
+                                broker = %self.eventloop.mqtt_options.broker_address().0,
+                                port = self.eventloop.mqtt_options.broker_address().1,
+                                session_present = ack.session_present,
+                                "connected to the broker"
+                            );
+                            Some(LinkEvent::Connected {
+                                session_present: ack.session_present,
+                            })
+                        }
+                        Packet::PubAck(ack) => Some(LinkEvent::PubAck(ack.pkid)),
+                        Packet::Publish(p) => Some(LinkEvent::Message(p)),
+                        _ => None,
+                    }
+                }
+                Ok(Event::Outgoing(out)) => match out {
+                    Outgoing::Publish(pkid) => {
+                        if pkid != 0 {
+                            watch.sent(now);
+                        }
+                        Some(LinkEvent::Outgoing(pkid))
+                    }
+                    Outgoing::Subscribe(_) | Outgoing::Unsubscribe(_) | Outgoing::PingReq => {
+                        watch.sent(now);
+                        None
+                    }
+                    Outgoing::Disconnect => {
+                        // Best effort: the publisher may already be gone.
+                        drop(self.tx.send(LinkEvent::Disconnected).await);
+                        return;
+                    }
+                    _ => None,
+                },
+                Err(e) => {
+                    if !self.lost(e.to_string(), &mut connected).await {
+                        return;
                     }
                     None
                 }
@@ -136,5 +230,100 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// The connection failed or died: tells the publisher, forgets what rumqttc
+    /// holds, waits the backoff. False when the publisher is gone.
+    async fn lost(&mut self, error: String, connected: &mut bool) -> bool {
+        Metrics::add(&self.metrics.connection_errors, 1);
+        {
+            let m = &self.config.borrow().mqtt;
+            self.backoff.set_bounds(m.backoff_min, m.backoff_max);
+        }
+        let delay = self.backoff.next_delay(rand::random::<f64>());
+        if *connected {
+            tracing::warn!(%error, retry_in = ?delay, "connection to the broker lost; unacknowledged events will be sent again");
+        } else {
+            tracing::warn!(%error, retry_in = ?delay, "cannot connect to the broker");
+        }
+        *connected = false;
+        let (quiesced, wait) = oneshot::channel();
+        let lost = LinkEvent::Lost { error, quiesced };
+        if self.tx.send(lost).await.is_err() || wait.await.is_err() {
+            return false;
+        }
+        // Drops the network connection too.
+        self.eventloop.clean();
+        self.eventloop.pending.clear();
+        self.eventloop.state = MqttState::new(self.max_inflight, true);
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => true,
+            _ = self.tx.closed() => false,
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    if let Some(at) = at {
+        tokio::time::sleep_until(at).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn nothing_waiting_means_no_deadline() {
+        let t0 = Instant::now();
+        let mut w = AckWatch::new(t0);
+        assert_eq!(w.deadline(T), None);
+        w.sent(t0);
+        w.received(t0 + Duration::from_secs(1), true);
+        assert_eq!(w.deadline(T), None);
+    }
+
+    #[test]
+    fn an_unanswered_publish_sets_the_deadline_from_when_it_was_sent() {
+        let t0 = Instant::now();
+        let mut w = AckWatch::new(t0);
+        w.sent(t0 + Duration::from_secs(2));
+        // A second one later does not push the deadline away.
+        w.sent(t0 + Duration::from_secs(5));
+        assert_eq!(w.deadline(T), Some(t0 + Duration::from_secs(12)));
+        assert_eq!(
+            w.silence(t0 + Duration::from_secs(12)),
+            Duration::from_secs(12)
+        );
+    }
+
+    #[test]
+    fn anything_received_restarts_the_wait_while_acks_are_outstanding() {
+        let t0 = Instant::now();
+        let mut w = AckWatch::new(t0);
+        w.sent(t0);
+        w.sent(t0);
+        w.received(t0 + Duration::from_secs(4), true);
+        assert_eq!(w.deadline(T), Some(t0 + Duration::from_secs(14)));
+        // An incoming publish is not an ack, but shows the link is alive.
+        w.received(t0 + Duration::from_secs(8), false);
+        assert_eq!(w.deadline(T), Some(t0 + Duration::from_secs(18)));
+        w.received(t0 + Duration::from_secs(9), true);
+        assert_eq!(w.deadline(T), None);
+    }
+
+    #[test]
+    fn a_new_connection_forgets_what_waited_on_the_old_one() {
+        let t0 = Instant::now();
+        let mut w = AckWatch::new(t0);
+        w.sent(t0);
+        w.reset(t0 + Duration::from_secs(30));
+        assert_eq!(w.deadline(T), None);
+        // A stray ack never underflows.
+        w.received(t0 + Duration::from_secs(31), true);
+        w.sent(t0 + Duration::from_secs(32));
+        assert_eq!(w.deadline(T), Some(t0 + Duration::from_secs(42)));
     }
 }

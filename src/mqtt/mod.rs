@@ -42,11 +42,51 @@ const PACKET_OVERHEAD: usize = 1024;
 /// oversized configuration is received and rejected with a status, not looped on.
 const MAX_INCOMING_PACKET: usize = 2 * 1024 * 1024;
 
-/// A message that arrived on a subscribed topic.
-#[derive(Debug, Clone)]
+/// A message that arrived on a subscribed topic. The broker gets its
+/// acknowledgement (PUBACK) when this is dropped, that is once its stage has
+/// handled it: a message the daemon dies holding is delivered again by the broker
+/// on the next connection (with `mqtt.persistent_session`).
+#[derive(Debug)]
 pub struct InboundMessage {
     pub topic: String,
     pub payload: Vec<u8>,
+    pub(crate) ack: Option<InboundAck>,
+}
+
+impl InboundMessage {
+    /// Leaves the message unacknowledged (its stage failed to take it): the
+    /// broker delivers it again on the next connection.
+    pub fn leave_unacked(&mut self) {
+        if let Some(ack) = &mut self.ack {
+            ack.armed = false;
+        }
+    }
+}
+
+/// Acknowledges one QoS 1 message to the broker when dropped, unless disarmed.
+pub(crate) struct InboundAck {
+    pub(crate) client: AsyncClient,
+    pub(crate) publish: rumqttc::Publish,
+    pub(crate) armed: bool,
+}
+
+impl std::fmt::Debug for InboundAck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "InboundAck({})", self.publish.pkid)
+    }
+}
+
+impl Drop for InboundAck {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        // Fails only when the connection task is gone; the broker then delivers
+        // the message again on the next connection.
+        if let Err(e) = self.client.try_ack(&self.publish) {
+            tracing::warn!(error = %e, pkid = self.publish.pkid, "cannot acknowledge an incoming message; the broker will deliver it again");
+        }
+    }
 }
 
 /// A QoS 1 message a stage asks the publisher to send when connected. Retained
@@ -84,7 +124,8 @@ pub fn build(config: &Config, wiring: Wiring) -> Result<(Connection, Publisher),
     let mut options = MqttOptions::new(&id.camera_id, &id.broker_host, id.broker_port);
     options
         .set_keep_alive(m.keepalive)
-        .set_clean_session(true)
+        .set_clean_session(!m.persistent_session)
+        .set_manual_acks(true)
         .set_inflight(m.max_inflight)
         .set_max_packet_size(MAX_INCOMING_PACKET, m.max_message_bytes + PACKET_OVERHEAD)
         .set_request_channel_capacity(m.max_inflight as usize + 16)

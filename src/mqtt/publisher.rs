@@ -12,7 +12,7 @@ use super::connection::LinkEvent;
 use super::limits::{pack_limit, RateLimiter};
 use super::session::{Batch, Packer, Plan, Sent, Session};
 use super::topics::Topics;
-use super::{ControlPublish, InboundMessage, MqttError, Wiring};
+use super::{ControlPublish, InboundAck, InboundMessage, MqttError, Wiring};
 use crate::config::{Config, MqttConfig};
 use crate::events::{encode_batch, now_ms};
 use crate::metrics::Metrics;
@@ -36,6 +36,10 @@ pub struct Publisher {
     limiter: RateLimiter,
     pack_limit: usize,
     connected: bool,
+    /// Subscriptions were made on a connection of this process. A broker that
+    /// kept our session keeps them; before the first, the session may be an
+    /// older build's, so they are made again.
+    subscribed: bool,
     /// Highest seq fetched into the packer in this session.
     cursor: i64,
     /// Highest seq ever published (across sessions): lower ones are re-sends.
@@ -95,6 +99,7 @@ impl Publisher {
             session: Session::default(),
             packer: Packer::default(),
             connected: false,
+            subscribed: false,
             cursor: 0,
             max_published: 0,
             drained: false,
@@ -175,16 +180,23 @@ impl Publisher {
 
     async fn on_link(&mut self, ev: LinkEvent) -> Result<(), MqttError> {
         match ev {
-            LinkEvent::Connected => {
+            LinkEvent::Connected { session_present } => {
+                // Our own publishes are never resumed from a kept session: the
+                // outbox sends every unacknowledged event again, as after a new one.
                 self.forget_session();
                 self.connected = true;
                 let birth = birth_payload(&self.camera_id, self.started_ms);
                 self.send_status(birth);
-                // A clean session forgets subscriptions: make them again.
-                for (topic, _) in &self.routes {
-                    if let Err(e) = self.client.try_subscribe(topic.clone(), QoS::AtLeastOnce) {
-                        tracing::error!(%topic, error = %e, "cannot subscribe");
+                // A new session has no subscriptions: make them. A kept one has
+                // them (and re-subscribing would make the broker send every
+                // retained message again).
+                if !session_present || !self.subscribed {
+                    for (topic, _) in &self.routes {
+                        if let Err(e) = self.client.try_subscribe(topic.clone(), QoS::AtLeastOnce) {
+                            tracing::error!(%topic, error = %e, "cannot subscribe");
+                        }
                     }
+                    self.subscribed = true;
                 }
                 self.flush_retained();
                 self.publish_metrics().await;
@@ -209,19 +221,38 @@ impl Publisher {
                 Ok(None) => {}
                 Err(e) => tracing::warn!(error = %e, "ignoring an acknowledgement"),
             },
-            LinkEvent::Message { topic, payload } => self.route(topic, payload),
+            LinkEvent::Message(publish) => self.route(publish),
             LinkEvent::Disconnected => self.connected = false,
         }
         Ok(())
     }
 
     /// Hands an incoming message to the stage that subscribed to its topic.
-    fn route(&mut self, topic: String, payload: Vec<u8>) {
+    /// The broker gets its acknowledgement once the stage has handled it (or
+    /// here, when nobody can).
+    fn route(&mut self, mut publish: rumqttc::Publish) {
+        let payload = std::mem::take(&mut publish.payload).to_vec();
+        let topic = publish.topic.clone();
+        let redelivered = publish.dup;
+        let pkid = publish.pkid;
+        let ack = Some(InboundAck {
+            client: self.client.clone(),
+            publish,
+            armed: true,
+        });
         let Some((_, tx)) = self.routes.iter().find(|(t, _)| *t == topic) else {
             tracing::warn!(%topic, "message on a topic nobody subscribed to; ignored");
             return;
         };
-        if let Err(e) = tx.try_send(InboundMessage { topic, payload }) {
+        if redelivered {
+            tracing::info!(%topic, pkid, "message delivered again by the broker (it may have been handled already)");
+        }
+        let message = InboundMessage {
+            topic,
+            payload,
+            ack,
+        };
+        if let Err(e) = tx.try_send(message) {
             // A retained message comes again on the next connection; a live one is lost.
             Metrics::add(&self.metrics.inbound_dropped, 1);
             tracing::warn!(error = %e, "inbound message dropped: its stage is busy or gone");

@@ -171,14 +171,19 @@ impl Uploads {
                     break;
                 }
                 msg = self.requests.recv(), if requests_open => match msg {
-                    Some(m) => {
-                        if let Some((id, at)) = self.on_request(&m.payload).await? {
-                            match at {
-                                Some(at) => delayed.push((at, id)),
-                                None => waiting.push_back(id),
-                            }
+                    // The broker gets its acknowledgement when `m` is dropped: once
+                    // the job is recorded (or the request answered), not before.
+                    Some(mut m) => match self.on_request(&m.payload).await {
+                        Ok(Some((id, at))) => match at {
+                            Some(at) => delayed.push((at, id)),
+                            None => waiting.push_back(id),
+                        },
+                        Ok(None) => {}
+                        Err(e) => {
+                            m.leave_unacked();
+                            return Err(e);
                         }
-                    }
+                    },
                     None => requests_open = false,
                 },
                 Some((id, report)) = report_rx.recv() => self.on_report(&id, report).await?,
@@ -261,7 +266,12 @@ impl Uploads {
             self.respond(repeat_answer(&existing)).await;
             return Ok(None);
         }
-        if let Err(reason) = self.check_source(&request) {
+        // A repeated request is answered from its job above, even once expired.
+        let refused = match request.expired(SystemTime::now()) {
+            Some(reason) => Err(reason),
+            None => self.check_source(&request),
+        };
+        if let Err(reason) = refused {
             Metrics::add(&self.metrics.uploads_rejected, 1);
             tracing::warn!(request_id = %id, %reason, "file request rejected");
             self.respond(Response::rejected(&commands::Rejection {

@@ -673,6 +673,15 @@ impl Observer {
             .unwrap();
     }
 
+    /// Publishes a file request (QoS 1) to `<camera>/file/request`.
+    pub async fn file_request(&self, body: Value) {
+        self.publish(
+            &format!("{CAMERA}/file/request"),
+            body.to_string().as_bytes(),
+        )
+        .await;
+    }
+
     /// File responses (`<camera>/file/response`), parsed, in order.
     pub fn file_responses(&self) -> Vec<Value> {
         self.all()

@@ -129,11 +129,13 @@ impl Drop for S3Server {
 }
 
 /// A TCP proxy to `target` on 127.0.0.1 that counts the bytes clients send, and can
-/// be cut (every connection dropped, new ones refused) and restored.
+/// be cut (every connection dropped, new ones refused) and restored, or held
+/// (nothing forwarded either way and nothing closed: a silent link) and released.
 pub struct Proxy {
     pub port: u16,
     pub sent: Arc<AtomicU64>,
     cut: Arc<AtomicBool>,
+    held: Arc<AtomicBool>,
     generation: Arc<AtomicU64>,
     _thread: std::thread::JoinHandle<()>,
 }
@@ -146,7 +148,8 @@ impl Proxy {
         let sent = Arc::new(AtomicU64::new(0));
         let cut = Arc::new(AtomicBool::new(false));
         let generation = Arc::new(AtomicU64::new(0));
-        let (s, c, g) = (sent.clone(), cut.clone(), generation.clone());
+        let held = Arc::new(AtomicBool::new(false));
+        let (s, c, g, h) = (sent.clone(), cut.clone(), generation.clone(), held.clone());
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -162,7 +165,7 @@ impl Proxy {
                     if c.load(Ordering::SeqCst) {
                         continue; // dropped at once
                     }
-                    let (s, c, g) = (s.clone(), c.clone(), g.clone());
+                    let (s, c, g, h) = (s.clone(), c.clone(), g.clone(), h.clone());
                     tokio::spawn(async move {
                         let born = g.load(Ordering::SeqCst);
                         let Ok(mut server) =
@@ -174,6 +177,12 @@ impl Proxy {
                         let (mut sr, mut sw) = server.split();
                         let alive =
                             || !c.load(Ordering::SeqCst) && g.load(Ordering::SeqCst) == born;
+                        // While held, what was read waits here, unsent.
+                        let hold = || async {
+                            while h.load(Ordering::SeqCst) && alive() {
+                                tokio::time::sleep(Duration::from_millis(10)).await;
+                            }
+                        };
                         let up = async {
                             let mut buf = vec![0u8; 64 * 1024];
                             loop {
@@ -181,6 +190,7 @@ impl Proxy {
                                     Ok(0) | Err(_) => break,
                                     Ok(n) => n,
                                 };
+                                hold().await;
                                 if !alive() {
                                     break;
                                 }
@@ -198,6 +208,7 @@ impl Proxy {
                                     Ok(0) | Err(_) => break,
                                     Ok(n) => n,
                                 };
+                                hold().await;
                                 if !alive() {
                                     break;
                                 }
@@ -224,6 +235,7 @@ impl Proxy {
             port,
             sent,
             cut,
+            held,
             generation,
             _thread: thread,
         }
@@ -237,6 +249,19 @@ impl Proxy {
 
     pub fn restore(&self) {
         self.cut.store(false, Ordering::SeqCst);
+    }
+
+    /// Stops forwarding in both directions without closing anything, for
+    /// connections open now and made later, until [`Self::release`].
+    pub fn hold(&self) {
+        self.held.store(true, Ordering::SeqCst);
+    }
+
+    /// Forwards again; connections held until now are dropped (their peers gave
+    /// them up), later ones work.
+    pub fn release(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.held.store(false, Ordering::SeqCst);
     }
 
     pub fn sent(&self) -> u64 {
