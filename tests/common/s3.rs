@@ -128,12 +128,14 @@ impl Drop for S3Server {
     }
 }
 
-/// A TCP proxy to `target` on 127.0.0.1 that counts the bytes clients send, and can
+/// A TCP proxy to `target` on 127.0.0.1 that counts the bytes each way, and can
 /// be cut (every connection dropped, new ones refused) and restored, or held
 /// (nothing forwarded either way and nothing closed: a silent link) and released.
 pub struct Proxy {
     pub port: u16,
     pub sent: Arc<AtomicU64>,
+    /// Bytes the server sent to clients.
+    pub received: Arc<AtomicU64>,
     cut: Arc<AtomicBool>,
     held: Arc<AtomicBool>,
     generation: Arc<AtomicU64>,
@@ -146,6 +148,8 @@ impl Proxy {
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
         let sent = Arc::new(AtomicU64::new(0));
+        let received = Arc::new(AtomicU64::new(0));
+        let r = received.clone();
         let cut = Arc::new(AtomicBool::new(false));
         let generation = Arc::new(AtomicU64::new(0));
         let held = Arc::new(AtomicBool::new(false));
@@ -165,7 +169,7 @@ impl Proxy {
                     if c.load(Ordering::SeqCst) {
                         continue; // dropped at once
                     }
-                    let (s, c, g, h) = (s.clone(), c.clone(), g.clone(), h.clone());
+                    let (s, r, c, g, h) = (s.clone(), r.clone(), c.clone(), g.clone(), h.clone());
                     tokio::spawn(async move {
                         let born = g.load(Ordering::SeqCst);
                         let Ok(mut server) =
@@ -212,6 +216,7 @@ impl Proxy {
                                 if !alive() {
                                     break;
                                 }
+                                r.fetch_add(n as u64, Ordering::SeqCst);
                                 if cw.write_all(&buf[..n]).await.is_err() {
                                     break;
                                 }
@@ -234,6 +239,7 @@ impl Proxy {
         Self {
             port,
             sent,
+            received,
             cut,
             held,
             generation,
