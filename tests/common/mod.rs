@@ -10,6 +10,7 @@
 //! - [`Observer`]: an MQTT client that records everything edgecam publishes.
 #![allow(dead_code)]
 
+pub mod demo;
 pub mod s3;
 pub mod scene;
 pub use s3::*;
@@ -453,7 +454,22 @@ impl DaemonConfig {
 }
 
 pub fn edgecam() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_edgecam"))
+    Command::new(edgecam_bin())
+}
+
+/// The daemon's binary: cargo's for tests and benches; for an example
+/// (`target/<profile>/examples/<name>`), the one built beside it.
+pub fn edgecam_bin() -> PathBuf {
+    if let Some(bin) = option_env!("CARGO_BIN_EXE_edgecam") {
+        return bin.into();
+    }
+    let exe = std::env::current_exe().expect("the running executable's path");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("edgecam"))
+        .filter(|b| b.is_file());
+    bin.expect("the edgecam binary beside the example's directory: cargo build --bins first")
 }
 
 /// The edgecam daemon.

@@ -1,0 +1,43 @@
+//! The camera's real job on built-in defaults, with no cloud account (see
+//! `tests/common/demo.rs`): `deploy/demo.sh` runs this after installing what it
+//! needs and fetching the models.
+//!
+//!   cargo run --example demo -- MODELS_DIR [--raw]
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+#[tokio::main]
+async fn main() {
+    let mut args = std::env::args().skip(1);
+    let Some(models) = args.next() else {
+        eprintln!("usage: demo MODELS_DIR [--raw]");
+        std::process::exit(2);
+    };
+    let raw = args.any(|a| a == "--raw");
+    let outcome = common::demo::run(std::path::Path::new(&models), raw, &mut |l: &str| {
+        println!("{l}")
+    })
+    .await;
+    let ok = !outcome.plates.is_empty()
+        && outcome.people_in + outcome.people_out > 0
+        && outcome.uploads.len() == 2
+        && outcome.uploads.iter().all(|(_, a, b)| a == b)
+        && outcome.config_state.as_deref() == Some("applied");
+    println!(
+        "\nsummary: {} plate events, people in {} out {}, {} uploads verified, configuration {}",
+        outcome.plates.len(),
+        outcome.people_in,
+        outcome.people_out,
+        outcome.uploads.iter().filter(|(_, a, b)| a == b).count(),
+        outcome
+            .config_state
+            .as_deref()
+            .unwrap_or("not acknowledged")
+    );
+    println!(
+        "next: README.md (configuration, pointing it at AWS IoT Core), docs/protocol.md (topics and payloads), \
+         docs/uploads.md, docs/plates.md, docs/people-counting.md, docs/deploy.md (on a camera)"
+    );
+    std::process::exit(if ok { 0 } else { 1 });
+}
