@@ -82,6 +82,8 @@ echo
 echo "=== test summary ==="
 suites "$log"
 suites "$log.ort" | sed 's/^/(ort) /'
+# A suite that crashed has no result line; cargo names it here.
+sed -n '/targets\{0,1\} failed:/,/^$/p' "$log" "$log.ort"
 printf '%s\n' "${summary[@]}"
 if [ "$failed" -ne 0 ]; then
   echo "some suites FAILED (full output in $log)"
