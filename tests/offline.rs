@@ -120,6 +120,15 @@ async fn a_request_sent_while_the_camera_is_stopped_killed_or_cut_off_is_answere
         }
         wait_offline(&rig, offline_before).await;
         request(&rig, file_request(&id, &format!("cam/{id}.txt"))).await;
+        if *how == "stopped" {
+            // A retained configuration, published while the camera is away.
+            rig.observer
+                .publish_retained(
+                    &format!("{CAMERA}/config"),
+                    br#"{"version":7,"health":{"metrics_interval":"1s"}}"#,
+                )
+                .await;
+        }
         // The request waits at the broker; give a live camera time to answer.
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(states(&rig, &id).is_empty(), "answered while offline?");
@@ -151,6 +160,13 @@ async fn a_request_sent_while_the_camera_is_stopped_killed_or_cut_off_is_answere
             b"a file asked for while offline\n"
         );
     }
+    let configs = rig.observer.config_statuses();
+    assert!(
+        configs
+            .iter()
+            .any(|c| c["version"] == 7 && c["state"] == "applied"),
+        "{configs:?}"
+    );
     // Each was answered exactly once: one accepted, one done.
     for how in ["stopped", "killed", "cut"] {
         let s = states(&rig, &format!("while-{how}"));
