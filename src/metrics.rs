@@ -40,7 +40,8 @@ pub struct Metrics {
     pub producer_drops: AtomicU64,
     /// Responses (non-retained control messages) dropped after queueing too long offline.
     pub responses_dropped: AtomicU64,
-    /// Incoming MQTT messages dropped because their stage's channel was full.
+    /// Incoming MQTT messages not taken by their stage (busy beyond the waiting
+    /// room, or stopped): left unacknowledged for the broker to deliver again.
     pub inbound_dropped: AtomicU64,
     /// Remote configurations applied (or reverted) and rejected.
     pub configs_applied: AtomicU64,

@@ -121,6 +121,11 @@ async fn a_request_sent_while_the_camera_is_stopped_killed_or_cut_off_is_answere
         wait_offline(&rig, offline_before).await;
         request(&rig, file_request(&id, &format!("cam/{id}.txt"))).await;
         if *how == "stopped" {
+            // More requests than the upload stage's queue holds: none is lost.
+            for k in 0..40 {
+                let id = format!("burst-{k}");
+                request(&rig, file_request(&id, &format!("cam/{id}.txt"))).await;
+            }
             // A retained configuration, published while the camera is away.
             rig.observer
                 .publish_retained(
@@ -158,6 +163,22 @@ async fn a_request_sent_while_the_camera_is_stopped_killed_or_cut_off_is_answere
         assert_eq!(
             std::fs::read(&object).unwrap(),
             b"a file asked for while offline\n"
+        );
+    }
+    for k in 0..40 {
+        wait_state(
+            &rig,
+            &format!("burst-{k}"),
+            "accepted",
+            Duration::from_secs(30),
+        )
+        .await;
+        assert_eq!(
+            states(&rig, &format!("burst-{k}"))
+                .iter()
+                .filter(|s| *s == "accepted")
+                .count(),
+            1
         );
     }
     let configs = rig.observer.config_statuses();

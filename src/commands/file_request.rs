@@ -313,7 +313,11 @@ pub fn parse(payload: &[u8], policy: Policy) -> Result<FileRequest, Rejection> {
     let by_ttl = match (wire.ttl, wire.sent_at.as_deref()) {
         (None, None) => None,
         (Some(0), _) => return Err(reject(id, "ttl must be at least 1 (seconds)")),
-        (Some(ttl), Some(sent)) => Some(time("sent_at", sent)? + Duration::from_secs(ttl)),
+        (Some(ttl), Some(sent)) => Some(
+            time("sent_at", sent)?
+                .checked_add(Duration::from_secs(ttl))
+                .ok_or_else(|| reject(id, "ttl is too large"))?,
+        ),
         (Some(_), None) => {
             return Err(reject(
                 id,
@@ -479,6 +483,10 @@ mod tests {
         assert!(why(r#","ttl":0,"sent_at":"2026-11-29T09:00:00Z""#).contains("at least 1"));
         assert!(why(r#","sent_at":"2026-11-29T09:00:00Z""#).contains("only used with ttl"));
         assert!(why(r#","ttl":-5,"sent_at":"2026-11-29T09:00:00Z""#).contains("ttl"));
+        assert!(
+            why(r#","ttl":18446744073709551615,"sent_at":"2026-11-29T09:00:00Z""#)
+                .contains("too large")
+        );
     }
 
     #[test]

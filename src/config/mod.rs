@@ -493,7 +493,8 @@ pub struct MqttConfig {
     /// A connection with a publish, subscription or ping unacknowledged this long,
     /// and nothing at all received from the broker meanwhile, is treated as dead
     /// and made again (a silent link: cellular dead zone, half-open TCP). Costs no
-    /// bytes; keep it well under `keepalive`.
+    /// bytes; keep it well under `keepalive`. Each dead link in a row doubles it
+    /// (up to 16 times) until everything sent on a connection is acknowledged.
     #[serde(default = "default_ack_timeout", with = "humantime_serde")]
     pub ack_timeout: Duration,
     /// First reconnect delay ceiling; doubles per failed attempt (full jitter).

@@ -21,7 +21,7 @@ use super::Config;
 use crate::events::now_ms;
 use crate::metrics::Metrics;
 use crate::mqtt::topics::Topics;
-use crate::mqtt::{ControlPublish, InboundMessage};
+use crate::mqtt::{ControlPublish, InboundMessage, Inbox};
 
 /// Where the applied overlays are kept.
 pub fn persisted_path(state_dir: &Path) -> PathBuf {
@@ -78,7 +78,7 @@ pub fn topics(config: &Config) -> (String, Option<String>) {
 pub struct RemoteStage {
     state: RemoteState,
     metrics: Arc<Metrics>,
-    inbound: mpsc::Receiver<InboundMessage>,
+    inbound: Inbox,
     config_tx: watch::Sender<Arc<Config>>,
     status_tx: mpsc::Sender<ControlPublish>,
     persist_path: PathBuf,
@@ -106,7 +106,7 @@ impl RemoteStage {
             group_topic,
             state,
             metrics,
-            inbound,
+            inbound: inbound.into(),
             config_tx,
             status_tx,
         }

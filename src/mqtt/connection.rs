@@ -41,6 +41,8 @@ pub enum LinkEvent {
     Outgoing(u16),
     /// The broker acknowledged this packet id.
     PubAck(u16),
+    /// The broker answered a subscription: `granted` unless it refused a topic.
+    SubAck { granted: bool },
     /// A message arrived on a subscribed topic. QoS 1 ones are acknowledged to the
     /// broker only once their stage has handled them (manual acks).
     Message(Publish),
@@ -48,14 +50,24 @@ pub enum LinkEvent {
     Disconnected,
 }
 
+/// Most doublings of the acknowledgement wait after dead links in a row.
+const MAX_STREAK: u32 = 4;
+
 /// Whether the broker is still answering, without I/O: counts what waits for an
 /// acknowledgement and since when nothing has been heard.
+///
+/// A slow uplink draining large batches can take longer than the wait to get an
+/// acknowledgement back, and would then be dropped again and again with nothing
+/// drained. So each dead link in a row doubles the wait (at most 16 times the
+/// configured one), until a connection has everything it sent acknowledged.
 #[derive(Debug)]
 pub struct AckWatch {
     outstanding: u32,
     /// Since when something has waited with nothing received; `None` when nothing waits.
     waiting_since: Option<Instant>,
     last_incoming: Instant,
+    /// Dead links declared since everything was last acknowledged.
+    streak: u32,
 }
 
 impl AckWatch {
@@ -64,7 +76,18 @@ impl AckWatch {
             outstanding: 0,
             waiting_since: None,
             last_incoming: now,
+            streak: 0,
         }
+    }
+
+    /// The wait in force: `base`, doubled per dead link in a row.
+    pub fn timeout(&self, base: Duration) -> Duration {
+        base * (1 << self.streak.min(MAX_STREAK))
+    }
+
+    /// The link was declared dead.
+    pub fn dead(&mut self) {
+        self.streak = (self.streak + 1).min(MAX_STREAK);
     }
 
     /// We wrote a packet the broker must acknowledge (QoS 1 publish, subscribe, ping).
@@ -81,6 +104,10 @@ impl AckWatch {
         }
         self.last_incoming = now;
         self.waiting_since = (self.outstanding > 0).then_some(now);
+        if is_ack && self.outstanding == 0 {
+            // Everything sent was acknowledged: the link keeps up.
+            self.streak = 0;
+        }
     }
 
     /// When the link is to be declared dead if nothing arrives before.
@@ -93,9 +120,12 @@ impl AckWatch {
         now.saturating_duration_since(self.last_incoming)
     }
 
-    /// A new connection: nothing waits.
+    /// A new connection: nothing waits (the streak stays).
     pub fn reset(&mut self, now: Instant) {
-        *self = Self::new(now);
+        *self = Self {
+            streak: self.streak,
+            ..Self::new(now)
+        };
     }
 }
 
@@ -132,7 +162,7 @@ impl Connection {
         let mut connected = false;
         let mut watch = AckWatch::new(Instant::now());
         loop {
-            let ack_timeout = self.config.borrow().mqtt.ack_timeout;
+            let ack_timeout = watch.timeout(self.config.borrow().mqtt.ack_timeout);
             let deadline = if connected {
                 watch.deadline(ack_timeout)
             } else {
@@ -148,6 +178,7 @@ impl Connection {
                 Some(polled) => polled,
                 None => {
                     let silence = watch.silence(now);
+                    watch.dead();
                     Metrics::add(&self.metrics.dead_links, 1);
                     Metrics::set(&self.metrics.last_dead_link_ms, silence.as_millis() as i64);
                     tracing::warn!(
@@ -195,6 +226,12 @@ impl Connection {
                             })
                         }
                         Packet::PubAck(ack) => Some(LinkEvent::PubAck(ack.pkid)),
+                        Packet::SubAck(ack) => Some(LinkEvent::SubAck {
+                            granted: ack
+                                .return_codes
+                                .iter()
+                                .all(|c| !matches!(c, rumqttc::SubscribeReasonCode::Failure)),
+                        }),
                         Packet::Publish(p) => Some(LinkEvent::Message(p)),
                         _ => None,
                     }
@@ -312,6 +349,27 @@ mod tests {
         assert_eq!(w.deadline(T), Some(t0 + Duration::from_secs(18)));
         w.received(t0 + Duration::from_secs(9), true);
         assert_eq!(w.deadline(T), None);
+    }
+
+    #[test]
+    fn dead_links_in_a_row_double_the_wait_until_everything_is_acknowledged() {
+        let t0 = Instant::now();
+        let mut w = AckWatch::new(t0);
+        assert_eq!(w.timeout(T), T);
+        w.dead();
+        w.reset(t0);
+        assert_eq!(w.timeout(T), 2 * T);
+        for _ in 0..10 {
+            w.dead();
+        }
+        assert_eq!(w.timeout(T), 16 * T);
+        // Some acknowledged, not all: the wait stays long.
+        w.sent(t0);
+        w.sent(t0);
+        w.received(t0, true);
+        assert_eq!(w.timeout(T), 16 * T);
+        w.received(t0, true);
+        assert_eq!(w.timeout(T), T);
     }
 
     #[test]

@@ -63,11 +63,43 @@ impl InboundMessage {
     }
 }
 
-/// Acknowledges one QoS 1 message to the broker when dropped, unless disarmed.
+/// Acknowledges one QoS 1 message to the broker when dropped, unless disarmed or
+/// the connection it came on is gone (its packet id means nothing on another;
+/// a broker that kept the session delivers it again).
 pub(crate) struct InboundAck {
     pub(crate) client: AsyncClient,
     pub(crate) publish: rumqttc::Publish,
     pub(crate) armed: bool,
+    /// The connection it came on, and the current one.
+    pub(crate) connection: u64,
+    pub(crate) current: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// A stage's end of its inbound channel. When the stage drops it, the messages
+/// still queued are left unacknowledged (the broker delivers them again), not
+/// acknowledged unhandled.
+#[derive(Debug)]
+pub struct Inbox(mpsc::Receiver<InboundMessage>);
+
+impl From<mpsc::Receiver<InboundMessage>> for Inbox {
+    fn from(rx: mpsc::Receiver<InboundMessage>) -> Self {
+        Self(rx)
+    }
+}
+
+impl Inbox {
+    pub async fn recv(&mut self) -> Option<InboundMessage> {
+        self.0.recv().await
+    }
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        self.0.close();
+        while let Ok(mut m) = self.0.try_recv() {
+            m.leave_unacked();
+        }
+    }
 }
 
 impl std::fmt::Debug for InboundAck {
@@ -78,7 +110,8 @@ impl std::fmt::Debug for InboundAck {
 
 impl Drop for InboundAck {
     fn drop(&mut self) {
-        if !self.armed {
+        if !self.armed || self.current.load(std::sync::atomic::Ordering::SeqCst) != self.connection
+        {
             return;
         }
         // Fails only when the connection task is gone; the broker then delivers

@@ -1,6 +1,8 @@
 //! The publisher: moves events from the outbox to the broker within the ceilings,
 //! and deletes them from the outbox when the broker acknowledges them.
 
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,6 +23,9 @@ use crate::outbox::OutboxHandle;
 /// Events fetched from the outbox at once.
 const FETCH_EVENTS: usize = 4096;
 
+/// Incoming messages kept while their stage is busy.
+const MAX_WAITING_INBOUND: usize = 256;
+
 pub struct Publisher {
     client: AsyncClient,
     link: mpsc::Receiver<LinkEvent>,
@@ -36,10 +41,19 @@ pub struct Publisher {
     limiter: RateLimiter,
     pack_limit: usize,
     connected: bool,
-    /// Subscriptions were made on a connection of this process. A broker that
-    /// kept our session keeps them; before the first, the session may be an
-    /// older build's, so they are made again.
+    /// The broker granted our subscriptions on a connection of this process. A
+    /// broker that kept our session keeps them; until then (a first connection,
+    /// or one lost before the SUBACK, the session maybe an older build's) they are
+    /// made on every connection.
     subscribed: bool,
+    /// SUBACKs still awaited on this connection.
+    subacks_awaited: usize,
+    /// Counts connections lost: an incoming message's acknowledgement goes out
+    /// only on the connection it came on.
+    connection: Arc<AtomicU64>,
+    /// Incoming messages waiting for room in their stage's channel (route index),
+    /// in arrival order; acknowledged once their stage has taken and handled them.
+    waiting_inbound: VecDeque<(usize, InboundMessage)>,
     /// Highest seq fetched into the packer in this session.
     cursor: i64,
     /// Highest seq ever published (across sessions): lower ones are re-sends.
@@ -100,6 +114,9 @@ impl Publisher {
             packer: Packer::default(),
             connected: false,
             subscribed: false,
+            subacks_awaited: 0,
+            connection: Arc::new(AtomicU64::new(0)),
+            waiting_inbound: VecDeque::new(),
             cursor: 0,
             max_published: 0,
             drained: false,
@@ -128,8 +145,27 @@ impl Publisher {
         let mut wake: Option<Instant> = None;
         let mut retained_open = true;
         loop {
+            // The oldest incoming message waiting for room, and its stage's sender.
+            let waiting = self
+                .waiting_inbound
+                .front()
+                .map(|(i, _)| self.routes[*i].1.clone());
             tokio::select! {
                 _ = shutdown.cancelled() => break,
+                permit = reserve(waiting.clone()), if waiting.is_some() => {
+                    if let Some((_, mut message)) = self.waiting_inbound.pop_front() {
+                        match permit {
+                            Ok(permit) => {
+                                permit.send(message);
+                            }
+                            Err(_) => {
+                                message.leave_unacked();
+                                Metrics::add(&self.metrics.inbound_dropped, 1);
+                                tracing::error!(topic = %message.topic, "inbound message not handled: its stage has stopped; the broker will deliver it again");
+                            }
+                        }
+                    }
+                }
                 ev = self.link.recv() => match ev {
                     Some(ev) => self.on_link(ev).await?,
                     None => return Err(MqttError::LinkGone),
@@ -191,17 +227,20 @@ impl Publisher {
                 // them (and re-subscribing would make the broker send every
                 // retained message again).
                 if !session_present || !self.subscribed {
+                    self.subacks_awaited = self.routes.len();
+                    self.subscribed = self.routes.is_empty();
                     for (topic, _) in &self.routes {
                         if let Err(e) = self.client.try_subscribe(topic.clone(), QoS::AtLeastOnce) {
                             tracing::error!(%topic, error = %e, "cannot subscribe");
                         }
                     }
-                    self.subscribed = true;
                 }
                 self.flush_retained();
                 self.publish_metrics().await;
             }
             LinkEvent::Lost { error, quiesced } => {
+                // Acknowledgements of what came on that connection are void now.
+                self.connection.fetch_add(1, Ordering::SeqCst);
                 let unacked = self.forget_session();
                 if unacked > 0 {
                     tracing::info!(unacked_batches = unacked, %error, "will re-send unacknowledged batches after reconnecting");
@@ -221,15 +260,24 @@ impl Publisher {
                 Ok(None) => {}
                 Err(e) => tracing::warn!(error = %e, "ignoring an acknowledgement"),
             },
+            LinkEvent::SubAck { granted: true } => {
+                self.subacks_awaited = self.subacks_awaited.saturating_sub(1);
+                self.subscribed = self.subacks_awaited == 0;
+            }
+            LinkEvent::SubAck { granted: false } => {
+                tracing::error!("the broker refused a subscription: commands and remote configuration on that topic will not arrive (check the policy)");
+            }
             LinkEvent::Message(publish) => self.route(publish),
             LinkEvent::Disconnected => self.connected = false,
         }
         Ok(())
     }
 
-    /// Hands an incoming message to the stage that subscribed to its topic.
-    /// The broker gets its acknowledgement once the stage has handled it (or
-    /// here, when nobody can).
+    /// Hands an incoming message to the stage that subscribed to its topic. The
+    /// broker gets its acknowledgement once the stage has handled it; a message
+    /// whose stage is busy waits here (at most [`MAX_WAITING_INBOUND`]), one no
+    /// stage can take is left unacknowledged, for the broker to deliver again on
+    /// the next connection.
     fn route(&mut self, mut publish: rumqttc::Publish) {
         let payload = std::mem::take(&mut publish.payload).to_vec();
         let topic = publish.topic.clone();
@@ -239,24 +287,43 @@ impl Publisher {
             client: self.client.clone(),
             publish,
             armed: true,
+            connection: self.connection.load(Ordering::SeqCst),
+            current: self.connection.clone(),
         });
-        let Some((_, tx)) = self.routes.iter().find(|(t, _)| *t == topic) else {
-            tracing::warn!(%topic, "message on a topic nobody subscribed to; ignored");
-            return;
-        };
-        if redelivered {
-            tracing::info!(%topic, pkid, "message delivered again by the broker (it may have been handled already)");
-        }
         let message = InboundMessage {
             topic,
             payload,
             ack,
         };
-        if let Err(e) = tx.try_send(message) {
-            // A retained message comes again on the next connection; a live one is lost.
-            Metrics::add(&self.metrics.inbound_dropped, 1);
-            tracing::warn!(error = %e, "inbound message dropped: its stage is busy or gone");
+        let Some(route) = self.routes.iter().position(|(t, _)| *t == message.topic) else {
+            tracing::warn!(topic = %message.topic, "message on a topic nobody subscribed to; ignored");
+            return;
+        };
+        if redelivered {
+            tracing::info!(topic = %message.topic, pkid, "message delivered again by the broker (it may have been handled already)");
         }
+        if !self.waiting_inbound.is_empty() {
+            return self.wait_for_room(route, message);
+        }
+        match self.routes[route].1.try_send(message) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(message)) => self.wait_for_room(route, message),
+            Err(mpsc::error::TrySendError::Closed(mut m)) => {
+                m.leave_unacked();
+                Metrics::add(&self.metrics.inbound_dropped, 1);
+                tracing::error!(topic = %m.topic, "inbound message not handled: its stage has stopped; the broker will deliver it again");
+            }
+        }
+    }
+
+    fn wait_for_room(&mut self, route: usize, mut message: InboundMessage) {
+        if self.waiting_inbound.len() >= MAX_WAITING_INBOUND {
+            message.leave_unacked();
+            Metrics::add(&self.metrics.inbound_dropped, 1);
+            tracing::warn!(topic = %message.topic, "inbound message not taken now: its stage is busy and {MAX_WAITING_INBOUND} wait already; the broker will deliver it again on the next connection");
+            return;
+        }
+        self.waiting_inbound.push_back((route, message));
     }
 
     /// Publishes the retained messages other stages asked for, when connected.
@@ -502,6 +569,16 @@ async fn metrics_ticker(interval: Duration) -> tokio::time::Interval {
     let mut tick = tokio::time::interval(period);
     tick.tick().await;
     tick
+}
+
+/// Room in a stage's channel, or never when nothing waits.
+async fn reserve(
+    tx: Option<mpsc::Sender<InboundMessage>>,
+) -> Result<mpsc::OwnedPermit<InboundMessage>, mpsc::error::SendError<()>> {
+    match tx {
+        Some(tx) => tx.reserve_owned().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until(at: Option<Instant>) {

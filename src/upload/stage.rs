@@ -24,7 +24,7 @@ use crate::config::Config;
 use crate::events::now_ms;
 use crate::metrics::Metrics;
 use crate::mqtt::topics::Topics;
-use crate::mqtt::{ControlPublish, InboundMessage};
+use crate::mqtt::{ControlPublish, InboundMessage, Inbox};
 use crate::video::{clips, Pin, Pins};
 
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +63,7 @@ struct Attempt {
 
 pub struct Uploads {
     config: Arc<Config>,
-    requests: mpsc::Receiver<InboundMessage>,
+    requests: Inbox,
     responses: mpsc::Sender<ControlPublish>,
     pins: Pins,
     metrics: Arc<Metrics>,
@@ -117,7 +117,7 @@ impl Uploads {
             http: clients::presigned()?,
             work_dir,
             config,
-            requests,
+            requests: requests.into(),
             responses,
             pins,
             metrics,
