@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::analytics::{PeopleCounting, PlateReading};
+use crate::analytics::{DetectedQueue, ObjectDetection, PeopleCounting, PeopleInput, PlateReading};
 use crate::config::{self, stage::RemoteStage, Config};
 use crate::health::{self, Health};
 use crate::metrics::Metrics;
@@ -139,16 +139,45 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
     });
     // Video: each analytic reads its own drop-oldest queue of the same frames.
     let video_task = config.video.enabled.then(|| {
+        let mut queues = Vec::new();
         // People counting idles while `[people]` is off (it can be switched on
-        // remotely) and takes no frames then.
-        let people = FrameQueue::new(config.video.frame_queue, metrics.clone(), |m| {
-            &m.frames_dropped
-        });
+        // remotely) and takes nothing then. With the detector it reads tracked
+        // persons from the detection stage, else moving blobs from the frames.
+        let (input, detection) = if config.detector.enabled {
+            let frames = FrameQueue::new(config.detector.frame_queue, metrics.clone(), |m| {
+                &m.detector_frames_dropped
+            });
+            queues.push(frames.clone());
+            let people = DetectedQueue::new(config.video.frame_queue, metrics.clone(), |m| {
+                &m.frames_dropped
+            });
+            let stage = ObjectDetection::new(
+                config.detector.clone(),
+                frames,
+                vec![people.clone()],
+                metrics.clone(),
+            );
+            let shutdown = shutdown.clone();
+            let task = tokio::spawn(async move {
+                if let Err(e) = stage.run(shutdown).await {
+                    tracing::error!(error = %e, "object detection stopped; people are not counted");
+                }
+            });
+            let input = PeopleInput::Detections {
+                queue: people,
+                tracking: config.detector.tracking(),
+            };
+            (input, Some(task))
+        } else {
+            let people = FrameQueue::new(config.video.frame_queue, metrics.clone(), |m| {
+                &m.frames_dropped
+            });
+            queues.push(people.clone());
+            (PeopleInput::Frames(people), None)
+        };
         let counting = tokio::spawn(
-            PeopleCounting::new(config_rx.clone(), people.clone(), events_tx.clone())
-                .run(shutdown.clone()),
+            PeopleCounting::new(config_rx.clone(), input, events_tx.clone()).run(shutdown.clone()),
         );
-        let mut queues = vec![people];
         // Plate reading: set at start-up.
         let plates = config.plates.enabled.then(|| {
             let q = FrameQueue::new(config.plates.frame_queue, metrics.clone(), |m| {
@@ -170,8 +199,11 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
             Video::new(config.video.clone(), queues, pins.clone(), metrics.clone())
                 .run(shutdown.clone()),
         );
-        (video, counting, plates)
+        (video, counting, plates, detection)
     });
+    if config.detector.enabled && !config.video.enabled {
+        tracing::warn!("[detector] is on but [video] is off: nothing to detect in");
+    }
     if (config.people.enabled || config.plates.enabled) && !config.video.enabled {
         tracing::warn!("analytics are on but [video] is off: nothing to analyse");
     }
@@ -192,8 +224,11 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
 
     let drain = async {
         join_logged("synthetic", synthetic_task).await;
-        if let Some((video, counting, plates)) = video_task {
+        if let Some((video, counting, plates, detection)) = video_task {
             join_logged("video", video).await;
+            if let Some(detection) = detection {
+                join_logged("object detection", detection).await;
+            }
             join_logged("people counting", counting).await;
             if let Some(plates) = plates {
                 join_logged("plate reading", plates).await;

@@ -87,6 +87,13 @@ pub fn metrics_payload(
             "snapshots_deleted": Metrics::get(&m.plate_snapshots_deleted),
             "snapshot_errors": Metrics::get(&m.plate_snapshot_errors),
         },
+        "detector": {
+            "frames": Metrics::get(&m.detector_frames),
+            "us_total": Metrics::get(&m.detector_us_total),
+            "frames_dropped": Metrics::get(&m.detector_frames_dropped),
+            "errors": Metrics::get(&m.detector_errors),
+            "last_error": Metrics::text(&m.detector_last_error),
+        },
         "config": {
             "applied": Metrics::get(&m.configs_applied),
             "rejected": Metrics::get(&m.configs_rejected),

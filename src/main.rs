@@ -83,12 +83,47 @@ enum Command {
         /// Width of the analysed frames (the daemon's `video.analytics_width`).
         #[arg(long, default_value_t = 640)]
         width: u32,
-        /// Take the counting parameters from this configuration's `[people]`.
+        /// Take the counting parameters from this configuration's `[people]` and
+        /// `[detector]`.
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// How people are found: tracked persons from the detector, or moving
+        /// blobs (the fallback without a model).
+        #[arg(long, value_enum, default_value = "detector")]
+        method: tools::CountMethod,
+        /// Directory of the detector model (deploy/fetch-detector.sh).
+        #[arg(long, default_value = "/var/lib/edgecam/models")]
+        models: PathBuf,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// Score people detection, tracking and line counting on clips with
+    /// ground-truth tracks (MOT `gt.txt` beside each video, as in people-dev).
+    EvalPeople {
+        /// The data set's folder (or one clip's folder).
+        data: PathBuf,
+        /// Directory of the detector model (deploy/fetch-detector.sh).
+        #[arg(long, default_value = "/var/lib/edgecam/models")]
+        models: PathBuf,
+        /// Frames per second analysed (the daemon's `video.analytics_fps`).
+        #[arg(long, default_value_t = 5)]
+        fps: u32,
+        /// Counting lines, `x1,y1,x2,y2` as fractions (repeatable); default three
+        /// vertical lines at a quarter, half and three quarters of the width.
+        #[arg(long = "line")]
+        lines: Vec<String>,
+        /// A crossing matches a true one on the same line and direction within
+        /// this many seconds.
+        #[arg(long, default_value_t = 1.5)]
+        tolerance: f64,
+        /// Take the tracking and counting parameters from this configuration.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The detector's input, WIDTHxHEIGHT (multiples of 32), instead of
+        /// `detector.input_size`.
+        #[arg(long)]
+        input: Option<String>,
     },
     /// Find persons and vehicles (COCO objects) in JPEG images, or in the frames of
     /// a video file: one line per image or frame.
@@ -289,6 +324,8 @@ fn main() -> ExitCode {
             fps,
             width,
             config,
+            method,
+            models,
             json,
         } => tools::count_people(
             &video,
@@ -297,7 +334,26 @@ fn main() -> ExitCode {
             fps,
             width,
             config.as_deref(),
+            method,
+            &models,
             json,
+        ),
+        Command::EvalPeople {
+            data,
+            models,
+            fps,
+            lines,
+            tolerance,
+            config,
+            input,
+        } => tools::eval_people(
+            &data,
+            &models,
+            fps,
+            &lines,
+            tolerance,
+            config.as_deref(),
+            input.as_deref(),
         ),
         Command::Detect {
             inputs,

@@ -106,6 +106,13 @@ pub struct Metrics {
     pub plate_snapshots: AtomicU64,
     pub plate_snapshots_deleted: AtomicU64,
     pub plate_snapshot_errors: AtomicU64,
+    /// Detector: frames analysed, time spent on them (µs), frames dropped while it
+    /// was busy (oldest first), errors (model load, inference), the last error.
+    pub detector_frames: AtomicU64,
+    pub detector_us_total: AtomicU64,
+    pub detector_frames_dropped: AtomicU64,
+    pub detector_errors: AtomicU64,
+    pub detector_last_error: std::sync::Mutex<String>,
     /// Video: the last error that stopped the pipeline (empty: none yet).
     pub video_last_error: std::sync::Mutex<String>,
 }

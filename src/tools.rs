@@ -1,6 +1,7 @@
 //! One-shot commands that look at the camera's data without the daemon: the
 //! recordings, people counting on a file, plate reading on stills.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -264,6 +265,16 @@ pub fn eval_plates(
     Ok(())
 }
 
+/// How `count-people` finds people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CountMethod {
+    /// Tracked persons from the object detector (the daemon with `[detector] enabled`).
+    Detector,
+    /// Moving blobs over a learnt background (the daemon without a detector).
+    Blobs,
+}
+
+#[allow(clippy::too_many_arguments)]
 pub fn count_people(
     video: &Path,
     line: &str,
@@ -271,15 +282,11 @@ pub fn count_people(
     fps: u32,
     width: u32,
     config: Option<&Path>,
+    method: CountMethod,
+    models: &Path,
     json: bool,
 ) -> anyhow::Result<()> {
-    let v: Vec<f32> = line
-        .split(',')
-        .map(|x| x.trim().parse::<f32>())
-        .collect::<Result<_, _>>()
-        .ok()
-        .filter(|v: &Vec<f32>| v.len() == 4 && v.iter().all(|x| (0.0..=1.0).contains(x)))
-        .with_context(|| format!("--line must be x1,y1,x2,y2 as fractions 0..1, found {line:?}"))?;
+    let v = parse_line(line, "--line")?;
     let in_direction = in_direction
         .map(|d| {
             serde_json::from_value::<analytics::InDirection>(serde_json::Value::String(d.into()))
@@ -288,10 +295,7 @@ pub fn count_people(
         .transpose()?;
     anyhow::ensure!((1..=60).contains(&fps), "--fps must be 1-60");
     anyhow::ensure!((16..=7680).contains(&width), "--width must be 16-7680");
-    let mut people = match config {
-        Some(path) => load(path)?.people,
-        None => config::PeopleConfig::default(),
-    };
+    let (mut people, detector_cfg) = counting_sections(config)?;
     people.lines = vec![analytics::LineConfig {
         name: "line".into(),
         a: [v[0], v[1]],
@@ -299,12 +303,41 @@ pub fn count_people(
         in_direction,
     }];
     people.zones.clear();
-    let mut counter = analytics::Counter::new(people.params(), people.lines.clone(), vec![]);
+    let mut blobs = analytics::Counter::new(people.params(), people.lines.clone(), vec![]);
+    let mut tracks = analytics::PersonCounter::new(
+        detector_cfg.tracking(),
+        people.hysteresis,
+        people.lines.clone(),
+        vec![],
+    );
+    let detector = match method {
+        CountMethod::Detector => Some(Planned::new(models, detector_cfg.input_size)?),
+        CountMethod::Blobs => None,
+    };
     let mut tally = analytics::Tally::new(&people.lines, &[]);
     let mut crossings = Vec::new();
+    let mut failure = None;
     let started = std::time::Instant::now();
+    let mut detector = detector;
     let frames = video::decode::file_frames(video, width, fps, |frame, at| {
-        let found = counter.process(&frame.rgb, frame.width, frame.height);
+        let found = match &mut detector {
+            None => blobs.process(&frame.rgb, frame.width, frame.height),
+            Some(d) => {
+                let (w, h) = (frame.width, frame.height);
+                let img = analytics::plates::Image {
+                    width: w,
+                    height: h,
+                    rgb: frame.rgb,
+                };
+                match d.detect(&img, &detector_cfg) {
+                    Ok(objects) => tracks.process(at.as_secs_f64(), w, h, &objects),
+                    Err(e) => {
+                        failure.get_or_insert(e);
+                        Vec::new()
+                    }
+                }
+            }
+        };
         tally.add(&found, &[]);
         for c in found {
             if !json {
@@ -320,6 +353,9 @@ pub fn count_people(
         }
     })
     .map_err(|e| anyhow::anyhow!(e))?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
     let secs = started.elapsed().as_secs_f64();
     let totals = &tally.lines["line"];
     if json {
@@ -339,7 +375,54 @@ pub fn count_people(
     Ok(())
 }
 
-fn load_detector(models: &Path) -> anyhow::Result<analytics::detector::Detector> {
+fn load_detector_sized(
+    models: &Path,
+    size: [usize; 2],
+) -> anyhow::Result<analytics::detector::Detector> {
+    Ok(analytics::detector::Detector::load_sized(
+        &models.join(analytics::detector::MODEL_FILE),
+        size,
+    )?)
+}
+
+/// The detector planned for the size of the frames it is given (as the
+/// detection stage does), loaded at the first frame and again if it changes.
+struct Planned<'a> {
+    models: &'a Path,
+    size: [usize; 2],
+    detector: Option<analytics::detector::Detector>,
+}
+
+impl<'a> Planned<'a> {
+    /// Checks the model at once.
+    fn new(models: &'a Path, size: [usize; 2]) -> anyhow::Result<Self> {
+        let square = analytics::input_size_for(size, 0, 0);
+        Ok(Self {
+            models,
+            size,
+            detector: Some(load_detector_sized(models, square)?),
+        })
+    }
+
+    fn detect(
+        &mut self,
+        img: &analytics::plates::Image,
+        cfg: &analytics::DetectorConfig,
+    ) -> anyhow::Result<Vec<analytics::detector::Detection>> {
+        let size = analytics::input_size_for(self.size, img.width, img.height);
+        if self.detector.as_ref().is_none_or(|d| d.size() != size) {
+            self.detector = Some(load_detector_sized(self.models, size)?);
+        }
+        let Some(d) = &self.detector else {
+            unreachable!("planned just above")
+        };
+        let mut found = d.detect(img, cfg.lowest_score())?;
+        found.retain(|o| cfg.keeps(o));
+        Ok(found)
+    }
+}
+
+pub fn load_detector(models: &Path) -> anyhow::Result<analytics::detector::Detector> {
     Ok(analytics::detector::Detector::load(
         &models.join(analytics::detector::MODEL_FILE),
     )?)
@@ -423,85 +506,36 @@ pub fn detect(
 
 /// A video's width as `seqinfo.ini` beside it says, else 640.
 fn video_width(path: &Path) -> anyhow::Result<u32> {
-    let ini = path.with_file_name("seqinfo.ini");
-    Ok(std::fs::read_to_string(ini)
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("imWidth=").map(|v| v.trim().parse().ok()))
-                .flatten()
-        })
+    Ok(path
+        .parent()
+        .and_then(|clip| seqinfo(clip, "imWidth="))
         .unwrap_or(640))
 }
 
 /// Ground-truth boxes of a MOT `gt.txt`: frame (from 1) → left, top, right, bottom.
-fn read_gt(path: &Path) -> anyhow::Result<std::collections::BTreeMap<u64, Vec<[f32; 4]>>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut gt = std::collections::BTreeMap::new();
-    for (n, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let f: Vec<f32> = line
-            .split(',')
-            .map(|v| v.trim().parse::<f32>())
-            .collect::<Result<_, _>>()
-            .ok()
-            .filter(|f: &Vec<f32>| f.len() >= 6)
-            .with_context(|| format!("{}:{}: not a MOT line", path.display(), n + 1))?;
-        gt.entry(f[0] as u64)
-            .or_insert_with(Vec::new)
-            .push([f[2], f[3], f[2] + f[4], f[3] + f[5]]);
-    }
-    Ok(gt)
+fn read_gt(path: &Path) -> anyhow::Result<BTreeMap<u64, Vec<[f32; 4]>>> {
+    Ok(read_gt_tracks(path)?
+        .into_iter()
+        .map(|(frame, boxes)| (frame, boxes.into_iter().map(|b| b.1).collect()))
+        .collect())
 }
 
 pub fn eval_detector(data: &Path, models: &Path, min_scores: &[f32]) -> anyhow::Result<()> {
     use analytics::detector::iou;
     let detector = load_detector(models)?;
-    let mut clips: Vec<PathBuf> = if data.join("gt.txt").is_file() {
-        vec![data.to_owned()]
-    } else {
-        std::fs::read_dir(data)
-            .with_context(|| format!("cannot read {}", data.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.join("gt.txt").is_file())
-            .collect()
-    };
-    clips.sort();
-    anyhow::ensure!(
-        !clips.is_empty(),
-        "no clip folder with a gt.txt in {}",
-        data.display()
-    );
+    let clips = clips_of(data)?;
     let lowest = min_scores.iter().copied().fold(1.0f32, f32::min);
     // Per threshold: true positives, false positives, false negatives.
     let mut totals = vec![[0u64; 3]; min_scores.len()];
     let mut ms = 0.0;
     let mut frames_seen = 0u64;
-    for clip in &clips {
+    for (clip, video) in &clips {
         let gt = read_gt(&clip.join("gt.txt"))?;
-        let video = std::fs::read_dir(clip)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .find(|p| {
-                p.extension()
-                    .is_some_and(|e| e == "mp4" || e == "avi" || e == "mkv")
-            })
-            .with_context(|| format!("no video in {}", clip.display()))?;
-        let ini = std::fs::read_to_string(clip.join("seqinfo.ini")).unwrap_or_default();
-        let rate = ini
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("frameRate=")
-                    .and_then(|v| v.trim().parse().ok())
-            })
-            .unwrap_or(25);
+        let rate = seqinfo(clip, "frameRate=").unwrap_or(25);
         let mut clip_totals = vec![[0u64; 3]; min_scores.len()];
         let mut frame_no = 0u64;
         let mut failure = None;
-        video::decode::file_frames(&video, video_width(&video)?, rate, |frame, _| {
+        video::decode::file_frames(video, video_width(video)?, rate, |frame, _| {
             frame_no += 1;
             let img = analytics::plates::Image {
                 width: frame.width,
@@ -597,6 +631,426 @@ pub fn recordings_clip(config: &Config, from: &str, to: &str, out: &Path) -> any
         rfc3339(clip.to),
         clip.segments.len(),
         clip.bytes
+    );
+    Ok(())
+}
+
+/// `[people]` and `[detector]` of a configuration file, or their defaults.
+fn counting_sections(
+    config: Option<&Path>,
+) -> anyhow::Result<(config::PeopleConfig, analytics::DetectorConfig)> {
+    Ok(match config {
+        Some(path) => {
+            let c = load(path)?;
+            (c.people, c.detector)
+        }
+        None => Default::default(),
+    })
+}
+
+/// `x1,y1,x2,y2` as fractions of the frame.
+fn parse_line(line: &str, flag: &str) -> anyhow::Result<[f32; 4]> {
+    let v: Vec<f32> = line
+        .split(',')
+        .map(|x| x.trim().parse::<f32>())
+        .collect::<Result<_, _>>()
+        .ok()
+        .filter(|v: &Vec<f32>| v.len() == 4 && v.iter().all(|x| (0.0..=1.0).contains(x)))
+        .with_context(|| format!("{flag} must be x1,y1,x2,y2 as fractions 0..1, found {line:?}"))?;
+    Ok([v[0], v[1], v[2], v[3]])
+}
+
+/// The clip folders of a data set (or the one clip given), and each one's video.
+fn clips_of(data: &Path) -> anyhow::Result<Vec<(PathBuf, PathBuf)>> {
+    let mut clips: Vec<PathBuf> = if data.join("gt.txt").is_file() {
+        vec![data.to_owned()]
+    } else {
+        std::fs::read_dir(data)
+            .with_context(|| format!("cannot read {}", data.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.join("gt.txt").is_file())
+            .collect()
+    };
+    clips.sort();
+    anyhow::ensure!(
+        !clips.is_empty(),
+        "no clip folder with a gt.txt in {}",
+        data.display()
+    );
+    clips
+        .into_iter()
+        .map(|clip| {
+            let video = std::fs::read_dir(&clip)?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .find(|p| {
+                    p.extension()
+                        .is_some_and(|e| e == "mp4" || e == "avi" || e == "mkv")
+                })
+                .with_context(|| format!("no video in {}", clip.display()))?;
+            Ok((clip, video))
+        })
+        .collect()
+}
+
+/// `seqinfo.ini`'s `key=` value in a clip folder.
+fn seqinfo(clip: &Path, key: &str) -> Option<u32> {
+    std::fs::read_to_string(clip.join("seqinfo.ini"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(key).and_then(|v| v.trim().parse().ok()))
+}
+
+/// Per frame (from 1): each true track's id and box (left, top, right, bottom).
+type GtTracks = BTreeMap<u64, Vec<(u64, [f32; 4])>>;
+
+/// Ground truth as tracks.
+fn read_gt_tracks(path: &Path) -> anyhow::Result<GtTracks> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut gt = GtTracks::new();
+    for (n, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let f: Vec<f32> = line
+            .split(',')
+            .map(|v| v.trim().parse::<f32>())
+            .collect::<Result<_, _>>()
+            .ok()
+            .filter(|f: &Vec<f32>| f.len() >= 6)
+            .with_context(|| format!("{}:{}: not a MOT line", path.display(), n + 1))?;
+        gt.entry(f[0] as u64)
+            .or_default()
+            .push((f[1] as u64, [f[2], f[3], f[2] + f[4], f[3] + f[5]]));
+    }
+    Ok(gt)
+}
+
+/// A crossing with its time, for matching.
+#[derive(Debug, Clone)]
+struct TimedCrossing {
+    t: f64,
+    line: String,
+    direction: &'static str,
+}
+
+/// Matches predicted crossings to true ones one-to-one (same line and direction,
+/// nearest in time within `tolerance`): true positives.
+fn match_crossings(pred: &[TimedCrossing], truth: &[TimedCrossing], tolerance: f64) -> u64 {
+    let mut pairs = Vec::new();
+    for (i, p) in pred.iter().enumerate() {
+        for (j, t) in truth.iter().enumerate() {
+            let dt = (p.t - t.t).abs();
+            if p.line == t.line && p.direction == t.direction && dt <= tolerance {
+                pairs.push((dt, i, j));
+            }
+        }
+    }
+    pairs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (mut pu, mut tu) = (vec![false; pred.len()], vec![false; truth.len()]);
+    let mut tp = 0;
+    for (_, i, j) in pairs {
+        if !pu[i] && !tu[j] {
+            pu[i] = true;
+            tu[j] = true;
+            tp += 1;
+        }
+    }
+    tp
+}
+
+/// Scores of one clip or of all.
+#[derive(Debug, Default, Clone)]
+struct PeopleScore {
+    /// Tracked boxes: true and false positives, misses (IoU 0.5).
+    track: [u64; 3],
+    /// Raw detections at the start score.
+    det: [u64; 3],
+    id_switches: u64,
+    /// Ground-truth tracks seen, and predicted ids that covered them.
+    gt_tracks: u64,
+    fragments: u64,
+    /// Crossings: matched, predicted, true.
+    crossings: [u64; 3],
+    /// The same by moving blobs (the counter without a detector), for comparison.
+    blob_crossings: [u64; 3],
+    /// Per line and direction: predicted and true counts.
+    counts: BTreeMap<(String, &'static str), (u64, u64)>,
+    frames: u64,
+    ms: f64,
+}
+
+impl PeopleScore {
+    fn add(&mut self, o: &PeopleScore) {
+        for i in 0..3 {
+            self.track[i] += o.track[i];
+            self.det[i] += o.det[i];
+            self.crossings[i] += o.crossings[i];
+            self.blob_crossings[i] += o.blob_crossings[i];
+        }
+        self.id_switches += o.id_switches;
+        self.gt_tracks += o.gt_tracks;
+        self.fragments += o.fragments;
+        for (k, v) in &o.counts {
+            let e = self.counts.entry(k.clone()).or_default();
+            e.0 += v.0;
+            e.1 += v.1;
+        }
+        self.frames += o.frames;
+        self.ms += o.ms;
+    }
+
+    fn print(&self, name: &str) {
+        let pr = |[tp, fp, fal]: [u64; 3]| {
+            (
+                tp as f64 / (tp + fp).max(1) as f64,
+                tp as f64 / (tp + fal).max(1) as f64,
+            )
+        };
+        let (tp_, tr_) = pr(self.track);
+        let (dp, dr) = pr(self.det);
+        let f1 = |[m, np, nt]: [u64; 3]| {
+            let (cp, cr) = (m as f64 / np.max(1) as f64, m as f64 / nt.max(1) as f64);
+            if m == 0 {
+                0.0
+            } else {
+                2.0 * cp * cr / (cp + cr)
+            }
+        };
+        let [m, np, nt] = self.crossings;
+        let [bm, bp, _] = self.blob_crossings;
+        let (f1, bf1) = (f1(self.crossings), f1(self.blob_crossings));
+        println!(
+            "{name:<16} tracks P {tp_:.3} R {tr_:.3} | detections P {dp:.3} R {dr:.3} | \
+             id switches {} over {} true tracks, {} extra ids | crossings F1 {f1:.3} \
+             (matched {m}, predicted {np}, true {nt}; moving blobs: F1 {bf1:.3}, matched {bm}, \
+             predicted {bp}) | {} frames, {:.1} ms/frame",
+            self.id_switches,
+            self.gt_tracks,
+            self.fragments,
+            self.frames,
+            self.ms / self.frames.max(1) as f64
+        );
+        for ((line, dir), (p, t)) in &self.counts {
+            println!("{name:<16}   {line} {dir:<3}: counted {p}, true {t}");
+        }
+    }
+}
+
+/// Greedy one-to-one matching of boxes at IoU 0.5: pairs (predicted, true).
+fn match_boxes(pred: &[[f32; 4]], truth: &[[f32; 4]]) -> Vec<(usize, usize)> {
+    let mut pairs = Vec::new();
+    for (i, p) in pred.iter().enumerate() {
+        for (j, t) in truth.iter().enumerate() {
+            let v = analytics::detector::iou(p, t);
+            if v >= 0.5 {
+                pairs.push((v, i, j));
+            }
+        }
+    }
+    pairs.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let (mut pu, mut tu) = (vec![false; pred.len()], vec![false; truth.len()]);
+    let mut out = Vec::new();
+    for (_, i, j) in pairs {
+        if !pu[i] && !tu[j] {
+            pu[i] = true;
+            tu[j] = true;
+            out.push((i, j));
+        }
+    }
+    out
+}
+
+pub fn eval_people(
+    data: &Path,
+    models: &Path,
+    fps: u32,
+    lines: &[String],
+    tolerance: f64,
+    config: Option<&Path>,
+    input: Option<&str>,
+) -> anyhow::Result<()> {
+    use analytics::people::Lines;
+    anyhow::ensure!((1..=60).contains(&fps), "--fps must be 1-60");
+    let (people, mut det_cfg) = counting_sections(config)?;
+    let lines: Vec<analytics::LineConfig> = if lines.is_empty() {
+        [0.25, 0.5, 0.75]
+            .iter()
+            .map(|x| analytics::LineConfig {
+                name: format!("x{x}"),
+                a: [*x, 0.0],
+                b: [*x, 1.0],
+                in_direction: None,
+            })
+            .collect()
+    } else {
+        lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let v = parse_line(l, "--line")?;
+                Ok(analytics::LineConfig {
+                    name: format!("line{}", i + 1),
+                    a: [v[0], v[1]],
+                    b: [v[2], v[3]],
+                    in_direction: None,
+                })
+            })
+            .collect::<anyhow::Result<_>>()?
+    };
+    if let Some(input) = input {
+        det_cfg.input_size = input
+            .split_once('x')
+            .and_then(|(w, h)| Some([w.parse().ok()?, h.parse().ok()?]))
+            .filter(|s: &[usize; 2]| s.iter().all(|v| v % 32 == 0))
+            .with_context(|| {
+                format!("--input must be WIDTHxHEIGHT in multiples of 32, found {input:?}")
+            })?;
+    }
+    let mut detector = Planned::new(models, det_cfg.input_size)?;
+    let mut total = PeopleScore::default();
+    for (clip, video) in clips_of(data)? {
+        let gt = read_gt_tracks(&clip.join("gt.txt"))?;
+        let rate = seqinfo(&clip, "frameRate=").unwrap_or(25) as f64;
+        let width = seqinfo(&clip, "imWidth=").unwrap_or(640);
+        let height = seqinfo(&clip, "imHeight=").unwrap_or(480);
+        let mut score = PeopleScore::default();
+        // True crossings: the same line logic on the true tracks' foot points,
+        // at every annotated frame.
+        let mut truth_lines =
+            Lines::new(&lines, &[], width as f32, height as f32, people.hysteresis);
+        let mut truth = Vec::new();
+        for (frame, boxes) in &gt {
+            let seen: Vec<(u64, f32, f32)> = boxes
+                .iter()
+                .map(|(id, b)| (*id, (b[0] + b[2]) / 2.0, b[3]))
+                .collect();
+            for c in truth_lines.cross(&seen) {
+                truth.push(TimedCrossing {
+                    t: (*frame - 1) as f64 / rate,
+                    line: c.line,
+                    direction: c.direction,
+                });
+            }
+        }
+        let mut counter = analytics::PersonCounter::new(
+            det_cfg.tracking(),
+            people.hysteresis,
+            lines.clone(),
+            vec![],
+        );
+        let mut pred = Vec::new();
+        let mut blobs = analytics::Counter::new(people.params(), lines.clone(), vec![]);
+        let mut blob_pred = Vec::new();
+        // Per true track: the predicted id it was last matched to.
+        let mut last_id: BTreeMap<u64, u64> = BTreeMap::new();
+        let mut ids_per_track: BTreeMap<u64, std::collections::BTreeSet<u64>> = BTreeMap::new();
+        let mut failure = None;
+        video::decode::file_frames(&video, width, fps, |frame, at| {
+            let t = at.as_secs_f64();
+            let gt_frame = (t * rate).round() as u64 + 1;
+            let (w, h) = (frame.width, frame.height);
+            for c in blobs.process(&frame.rgb, w, h) {
+                blob_pred.push(TimedCrossing {
+                    t,
+                    line: c.line,
+                    direction: c.direction,
+                });
+            }
+            let img = analytics::plates::Image {
+                width: w,
+                height: h,
+                rgb: frame.rgb,
+            };
+            let started = std::time::Instant::now();
+            let objects = match detector.detect(&img, &det_cfg) {
+                Ok(o) => o,
+                Err(e) => {
+                    failure.get_or_insert(e);
+                    return;
+                }
+            };
+            score.ms += started.elapsed().as_secs_f64() * 1000.0;
+            score.frames += 1;
+            for c in counter.process(t, w, h, &objects) {
+                pred.push(TimedCrossing {
+                    t,
+                    line: c.line,
+                    direction: c.direction,
+                });
+            }
+            let truth_here = gt.get(&gt_frame).cloned().unwrap_or_default();
+            let truth_boxes: Vec<[f32; 4]> = truth_here.iter().map(|t| t.1).collect();
+            let tracks: Vec<(u64, [f32; 4])> = counter.tracks().map(|t| (t.id, t.bbox)).collect();
+            let boxes: Vec<[f32; 4]> = tracks.iter().map(|t| t.1).collect();
+            let matched = match_boxes(&boxes, &truth_boxes);
+            let tp = matched.len() as u64;
+            score.track[0] += tp;
+            score.track[1] += boxes.len() as u64 - tp;
+            score.track[2] += truth_boxes.len() as u64 - tp;
+            for (i, j) in matched {
+                let (gid, pid) = (truth_here[j].0, tracks[i].0);
+                if let Some(prev) = last_id.insert(gid, pid) {
+                    if prev != pid {
+                        score.id_switches += 1;
+                    }
+                }
+                ids_per_track.entry(gid).or_default().insert(pid);
+            }
+            let persons: Vec<[f32; 4]> = objects
+                .iter()
+                .filter(|d| d.class == "person" && d.score >= det_cfg.start_score)
+                .map(|d| d.bbox)
+                .collect();
+            let tp = match_boxes(&persons, &truth_boxes).len() as u64;
+            score.det[0] += tp;
+            score.det[1] += persons.len() as u64 - tp;
+            score.det[2] += truth_boxes.len() as u64 - tp;
+        })
+        .map_err(|e| anyhow::anyhow!("{}: {e}", video.display()))?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        score.gt_tracks = ids_per_track.len() as u64;
+        score.fragments = ids_per_track.values().map(|ids| ids.len() as u64 - 1).sum();
+        score.crossings = [
+            match_crossings(&pred, &truth, tolerance),
+            pred.len() as u64,
+            truth.len() as u64,
+        ];
+        score.blob_crossings = [
+            match_crossings(&blob_pred, &truth, tolerance),
+            blob_pred.len() as u64,
+            truth.len() as u64,
+        ];
+        for l in &lines {
+            for dir in ["in", "out"] {
+                let n = |v: &[TimedCrossing]| {
+                    v.iter()
+                        .filter(|c| c.line == l.name && c.direction == dir)
+                        .count() as u64
+                };
+                score
+                    .counts
+                    .insert((l.name.clone(), dir), (n(&pred), n(&truth)));
+            }
+        }
+        let name = clip.file_name().unwrap_or_default().to_string_lossy();
+        score.print(&name);
+        total.add(&score);
+    }
+    total.print("all");
+    let [iw, ih] = det_cfg.input_size;
+    let ih = if ih == 0 {
+        "frame aspect".to_owned()
+    } else {
+        ih.to_string()
+    };
+    println!(
+        "(input {iw}x{ih}; at {fps} analysed frames/s; tracks and detections scored at IoU 0.5 on the analysed frames; \
+         detections at start_score {}; crossings within {tolerance} s)",
+        det_cfg.start_score
     );
     Ok(())
 }

@@ -19,15 +19,11 @@ fn stderr(o: &Output) -> String {
 
 fn offline_config(dir: &Path, pki: &Pki, extra: &str) -> std::path::PathBuf {
     // Nothing listens on this port: the daemon keeps everything in the outbox.
-    let cfg = DaemonConfig {
-        port: free_port(),
-        alpn: vec!["x-amzn-mqtt-ca".into()],
-        ca: pki.path("ca.pem"),
-        cert: pki.path("client.pem"),
-        key: pki.path("client.key"),
-        state_dir: dir.join("state"),
-        extra: format!("[mqtt]\nbackoff_min = \"100ms\"\nbackoff_max = \"1s\"\n{extra}"),
-    };
+    let cfg = DaemonConfig::offline(
+        dir,
+        pki,
+        &format!("[mqtt]\nbackoff_min = \"100ms\"\nbackoff_max = \"1s\"\n{extra}"),
+    );
     let path = dir.join("edgecam.toml");
     cfg.write(&path);
     path

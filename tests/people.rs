@@ -92,6 +92,8 @@ fn count_people_gives_the_exact_counts_of_the_synthetic_scene() {
     let out = edgecam()
         .args([
             "count-people",
+            "--method",
+            "blobs",
             "--json",
             "--line",
             "0,0.5,1,0.5",
@@ -131,6 +133,8 @@ fn count_people_gives_the_exact_counts_of_the_synthetic_scene() {
     let out = edgecam()
         .args([
             "count-people",
+            "--method",
+            "blobs",
             "--json",
             "--line",
             "0,0.5,1,0.5",

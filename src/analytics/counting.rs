@@ -1,4 +1,6 @@
-//! The people-counting stage: takes frames from the video stage's queue, counts
+//! The people-counting stage: takes the detector's person boxes (with
+//! `[detector] enabled`; tracked, foot points counted) or else frames from the
+//! video stage's queue (moving blobs, the fallback without a model), counts
 //! crossings and occupancy, and commits a `people_count` event per wall-clock
 //! interval (and a `people_crossing` event per crossing when asked) to the outbox.
 //! Frames are dropped upstream (oldest first, counted) when counting lags; events
@@ -10,15 +12,56 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::people::{Counter, Tally};
+use super::detection::{Detected, DetectedQueue};
+use super::people::{Counter, Crossing, PersonCounter, Tally};
+use super::tracking;
 use crate::config::{Config, PeopleConfig};
 use crate::events::{epoch_ms as ms, rfc3339_ms as rfc3339, NewEvent};
-use crate::video::FrameQueue;
+use crate::video::{Frame, FrameQueue};
+
+/// What people counting reads.
+pub enum PeopleInput {
+    /// Frames: moving blobs over a learnt background.
+    Frames(FrameQueue),
+    /// The detector's output: tracked persons.
+    Detections {
+        queue: DetectedQueue,
+        tracking: tracking::Params,
+    },
+}
+
+/// One item of the input.
+enum Item {
+    Frame(Arc<Frame>),
+    Detected(Arc<Detected>),
+}
+
+impl PeopleInput {
+    fn set_wanted(&self, wanted: bool) {
+        match self {
+            PeopleInput::Frames(q) => q.set_wanted(wanted),
+            PeopleInput::Detections { queue, .. } => queue.set_wanted(wanted),
+        }
+    }
+
+    async fn next(&self) -> Item {
+        match self {
+            PeopleInput::Frames(q) => Item::Frame(q.pop().await),
+            PeopleInput::Detections { queue, .. } => Item::Detected(queue.pop().await),
+        }
+    }
+}
 
 pub struct PeopleCounting {
     config: watch::Receiver<Arc<Config>>,
-    frames: FrameQueue,
+    input: PeopleInput,
     events: mpsc::Sender<NewEvent>,
+}
+
+/// How people are found.
+enum Method {
+    Blobs(Counter),
+    Tracks(PersonCounter),
 }
 
 /// The wall-clock interval holding `t_ms`.
@@ -48,7 +91,7 @@ pub fn count_payload(
 
 struct Run {
     cfg: PeopleConfig,
-    counter: Counter,
+    counter: Method,
     tally: Tally,
     /// The open interval.
     start_ms: i64,
@@ -56,10 +99,23 @@ struct Run {
 }
 
 impl Run {
-    fn new(cfg: PeopleConfig, now: SystemTime) -> Self {
+    fn new(cfg: PeopleConfig, input: &PeopleInput, now: SystemTime) -> Self {
         let (start_ms, end_ms) = bucket(ms(now), cfg.interval);
+        let counter = match input {
+            PeopleInput::Frames(_) => Method::Blobs(Counter::new(
+                cfg.params(),
+                cfg.lines.clone(),
+                cfg.zones.clone(),
+            )),
+            PeopleInput::Detections { tracking, .. } => Method::Tracks(PersonCounter::new(
+                *tracking,
+                cfg.hysteresis,
+                cfg.lines.clone(),
+                cfg.zones.clone(),
+            )),
+        };
         Self {
-            counter: Counter::new(cfg.params(), cfg.lines.clone(), cfg.zones.clone()),
+            counter,
             tally: Tally::new(&cfg.lines, &cfg.zones),
             cfg,
             start_ms,
@@ -71,12 +127,12 @@ impl Run {
 impl PeopleCounting {
     pub fn new(
         config: watch::Receiver<Arc<Config>>,
-        frames: FrameQueue,
+        input: PeopleInput,
         events: mpsc::Sender<NewEvent>,
     ) -> Self {
         Self {
             config,
-            frames,
+            input,
             events,
         }
     }
@@ -106,14 +162,18 @@ impl PeopleCounting {
                     // The old lines' counts up to now, then the new set-up.
                     self.close(r, ms(SystemTime::now()), true).await;
                 }
-                self.frames.set_wanted(cfg.enabled);
+                self.input.set_wanted(cfg.enabled);
                 run = cfg.enabled.then(|| {
                     tracing::info!(
                         lines = cfg.lines.len(),
                         zones = cfg.zones.len(),
+                        method = match self.input {
+                            PeopleInput::Frames(_) => "moving blobs",
+                            PeopleInput::Detections { .. } => "tracked persons",
+                        },
                         "people counting on"
                     );
-                    Run::new(cfg, SystemTime::now())
+                    Run::new(cfg, &self.input, SystemTime::now())
                 });
             }
             tokio::select! {
@@ -124,14 +184,11 @@ impl PeopleCounting {
                     return;
                 }
                 changed = self.config.changed() => if changed.is_err() { return },
-                frame = self.frames.pop(), if run.is_some() => {
+                item = self.input.next(), if run.is_some() => {
                     let Some(r) = run.as_mut() else { continue };
-                    let crossings = tokio::task::block_in_place(|| {
-                        r.counter.process(&frame.rgb, frame.width, frame.height)
-                    });
-                    let occupancy = r.counter.occupancy();
+                    let (crossings, occupancy, captured_at) = count(&mut r.counter, item);
                     r.tally.add(&crossings, &occupancy);
-                    let at = ms(frame.captured_at);
+                    let at = ms(captured_at);
                     for c in &crossings {
                         tracing::info!(line = %c.line, direction = c.direction, track = c.track, "person crossed");
                         if r.cfg.crossing_events {
@@ -159,6 +216,30 @@ impl PeopleCounting {
                 }
             }
         }
+    }
+}
+
+/// Counts one input item: crossings, occupancy, and when it was captured.
+fn count(counter: &mut Method, item: Item) -> (Vec<Crossing>, Vec<(String, u32)>, SystemTime) {
+    match (counter, item) {
+        (Method::Blobs(c), Item::Frame(frame)) => {
+            let crossings =
+                tokio::task::block_in_place(|| c.process(&frame.rgb, frame.width, frame.height));
+            (crossings, c.occupancy(), frame.captured_at)
+        }
+        (Method::Tracks(c), Item::Detected(d)) => {
+            let f = &d.frame;
+            let t = f
+                .captured_at
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64();
+            let crossings = c.process(t, f.width, f.height, &d.objects);
+            (crossings, c.occupancy(), f.captured_at)
+        }
+        // The method follows the input, set together in `Run::new`.
+        (_, Item::Frame(f)) => (Vec::new(), Vec::new(), f.captured_at),
+        (_, Item::Detected(d)) => (Vec::new(), Vec::new(), d.frame.captured_at),
     }
 }
 

@@ -136,37 +136,59 @@ pub struct Detection {
     pub bbox: [f32; 4],
 }
 
-/// The detector: one optimised tract plan.
+/// The detector: one optimised tract plan for one input size.
 pub struct Detector {
     plan: Arc<TypedRunnableModel>,
+    /// Input width and height.
+    size: [usize; 2],
 }
 
 impl Detector {
-    /// Loads and checks the model: it must take 1x3x416x416 and give the six
-    /// outputs described in the module header.
+    /// Loads and checks the model at its native 416x416.
     pub fn load(path: &Path) -> Result<Self, DetectorError> {
+        Self::load_sized(path, [SIZE, SIZE])
+    }
+
+    /// Loads and checks the model for a `[width, height]` input (multiples of
+    /// 32): it must give the six outputs described in the module header.
+    pub fn load_sized(path: &Path, size: [usize; 2]) -> Result<Self, DetectorError> {
         let err = |reason: String| DetectorError::Model {
             path: path.to_owned(),
             reason,
         };
+        if size
+            .iter()
+            .any(|s| *s % 32 != 0 || !(64..=2048).contains(s))
+        {
+            return Err(err(format!(
+                "input size {size:?}: multiples of 32 from 64 to 2048 wanted"
+            )));
+        }
+        let [w, h] = size;
         let plan = tract_onnx::onnx()
             .model_for_path(path)
-            .and_then(|m| m.with_input_fact(0, f32::fact([1, 3, SIZE, SIZE]).into()))
+            .and_then(|m| m.with_input_fact(0, f32::fact([1, 3, h, w]).into()))
             .and_then(|m| m.into_optimized())
             .and_then(|m| m.into_runnable())
             .map_err(|e| err(format!("{e:#}")))?;
-        let detector = Self { plan };
+        let detector = Self { plan, size };
         // A blank image checks the outputs' shapes once, at load.
         let outputs = detector
-            .infer(vec![0.0; 3 * SIZE * SIZE])
+            .infer(vec![0.0; 3 * w * h])
             .map_err(|e| err(e.to_string()))?;
-        Heads::find(&outputs).map_err(err)?;
+        Heads::find(&outputs, size).map_err(err)?;
         Ok(detector)
+    }
+
+    /// The input size, `[width, height]`.
+    pub fn size(&self) -> [usize; 2] {
+        self.size
     }
 
     fn infer(&self, input: Vec<f32>) -> Result<Outputs, DetectorError> {
         let fail = |e: TractError| DetectorError::Inference(format!("{e:#}"));
-        let t = Tensor::from_shape(&[1, 3, SIZE, SIZE], &input).map_err(fail)?;
+        let [w, h] = self.size;
+        let t = Tensor::from_shape(&[1, 3, h, w], &input).map_err(fail)?;
         let out = self.plan.run(tvec!(t.into())).map_err(fail)?;
         out.iter()
             .map(|o| {
@@ -179,29 +201,29 @@ impl Detector {
     /// Objects in `img` scoring at least `min_score`, best first, after
     /// non-maximum suppression per class.
     pub fn detect(&self, img: &Image, min_score: f32) -> Result<Vec<Detection>, DetectorError> {
-        let outputs = self.infer(input(img))?;
-        let heads = Heads::find(&outputs).map_err(DetectorError::Inference)?;
+        let [w, h] = self.size;
+        let outputs = self.infer(input(img, self.size))?;
+        let heads = Heads::find(&outputs, self.size).map_err(DetectorError::Inference)?;
         let found = heads.decode(
             min_score,
-            img.width as f32 / SIZE as f32,
-            img.height as f32 / SIZE as f32,
+            self.size,
+            img.width as f32 / w as f32,
+            img.height as f32 / h as f32,
         );
         Ok(nms(found, NMS_IOU))
     }
 }
 
-/// The model's input: `img` squashed to 416x416 (bilinear), BGR, normalised, NCHW.
-pub fn input(img: &Image) -> Vec<f32> {
-    let plane = SIZE * SIZE;
+/// The model's input: `img` squashed to `[width, height]` (bilinear), BGR,
+/// normalised, NCHW.
+pub fn input(img: &Image, [w, h]: [usize; 2]) -> Vec<f32> {
+    let plane = w * h;
     let mut t = vec![0f32; 3 * plane];
-    let (sx, sy) = (
-        img.width as f32 / SIZE as f32,
-        img.height as f32 / SIZE as f32,
-    );
-    for y in 0..SIZE {
-        for x in 0..SIZE {
+    let (sx, sy) = (img.width as f32 / w as f32, img.height as f32 / h as f32);
+    for y in 0..h {
+        for x in 0..w {
             let [r, g, b] = img.sample((x as f32 + 0.5) * sx - 0.5, (y as f32 + 0.5) * sy - 0.5);
-            let i = y * SIZE + x;
+            let i = y * w + x;
             for (c, v) in [b, g, r].into_iter().enumerate() {
                 t[c * plane + i] = (v - MEAN_BGR[c]) / STD_BGR[c];
             }
@@ -219,11 +241,11 @@ struct Heads<'a> {
 impl<'a> Heads<'a> {
     /// Finds each stride's two outputs by their shapes (their order and names
     /// depend on the conversion).
-    fn find(outputs: &'a [(Vec<usize>, Vec<f32>)]) -> Result<Self, String> {
+    fn find(outputs: &'a [(Vec<usize>, Vec<f32>)], [w, h]: [usize; 2]) -> Result<Self, String> {
         let mut scores = [&[][..]; 3];
         let mut distances = [&[][..]; 3];
         for (k, stride) in STRIDES.iter().enumerate() {
-            let cells = (SIZE / stride) * (SIZE / stride);
+            let cells = (w / stride) * (h / stride);
             let with = |width: usize| {
                 outputs
                     .iter()
@@ -242,10 +264,10 @@ impl<'a> Heads<'a> {
 
     /// Every cell and class scoring at least `min_score`, as boxes scaled by
     /// (`sx`, `sy`) from the model's input to the image.
-    fn decode(&self, min_score: f32, sx: f32, sy: f32) -> Vec<Detection> {
+    fn decode(&self, min_score: f32, [w, _]: [usize; 2], sx: f32, sy: f32) -> Vec<Detection> {
         let mut out = Vec::new();
         for (k, stride) in STRIDES.iter().enumerate() {
-            let side = SIZE / stride;
+            let side = w / stride;
             let s = *stride as f32;
             for (cell, scores) in self.scores[k].chunks_exact(CLASSES.len()).enumerate() {
                 for (class, &score) in scores.iter().enumerate() {
@@ -353,8 +375,12 @@ mod tests {
         assert!((expected_bin(&logits) - 4.0).abs() < 1e-4);
     }
 
-    /// Outputs where only `cell` of stride 16 scores `score` for `class`, with
-    /// sides at `bins` (left, top, right, bottom) bins from its centre.
+    /// A non-square input (rows are `width / stride` cells long).
+    const WH: [usize; 2] = [416, 320];
+
+    /// Outputs for a [`WH`] input where only `cell` of stride 16 scores `score`
+    /// for `class`, with sides at `bins` (left, top, right, bottom) bins from its
+    /// centre.
     fn outputs(
         cell: usize,
         class: usize,
@@ -363,7 +389,7 @@ mod tests {
     ) -> Vec<(Vec<usize>, Vec<f32>)> {
         let mut out = Vec::new();
         for stride in STRIDES {
-            let cells = (SIZE / stride) * (SIZE / stride);
+            let cells = (WH[0] / stride) * (WH[1] / stride);
             let mut scores = vec![0.01; cells * CLASSES.len()];
             let mut dist = vec![0.0; cells * 4 * BINS];
             if stride == 16 {
@@ -383,8 +409,8 @@ mod tests {
     fn a_cell_decodes_to_a_box_around_its_centre_scaled_to_the_image() {
         // Stride 16: 26 cells a row; cell 2 * 26 + 3 has its centre at (56, 40).
         let outs = outputs(2 * 26 + 3, 2, 0.8, [1, 2, 3, 4]);
-        let heads = Heads::find(&outs).unwrap();
-        let found = heads.decode(0.5, 2.0, 1.0);
+        let heads = Heads::find(&outs, WH).unwrap();
+        let found = heads.decode(0.5, WH, 2.0, 1.0);
         assert_eq!(found.len(), 1);
         let d = &found[0];
         assert_eq!(d.class, "car");
@@ -399,15 +425,18 @@ mod tests {
             assert!((got - want).abs() < 1e-2, "{:?} vs {want:?}", d.bbox);
         }
         // Below the threshold: nothing.
-        assert!(heads.decode(0.9, 1.0, 1.0).is_empty());
+        assert!(heads.decode(0.9, WH, 1.0, 1.0).is_empty());
     }
 
     #[test]
     fn outputs_of_the_wrong_shape_are_named() {
         let mut outs = outputs(0, 0, 0.9, [1, 1, 1, 1]);
         outs.remove(0);
-        let err = Heads::find(&outs).err().unwrap();
-        assert!(err.contains("[1, 2704, 44]"), "{err}");
+        let err = Heads::find(&outs, WH).err().unwrap();
+        assert!(err.contains("[1, 2080, 44]"), "{err}");
+        // Outputs for another input size do not fit.
+        let outs = outputs(0, 0, 0.9, [1, 1, 1, 1]);
+        assert!(Heads::find(&outs, [SIZE, SIZE]).is_err());
     }
 
     #[test]
@@ -417,7 +446,7 @@ mod tests {
             height: 2,
             rgb: [[200u8, 100, 50]; 4].concat(),
         };
-        let t = input(&img);
+        let t = input(&img, [SIZE, SIZE]);
         assert_eq!(t.len(), 3 * SIZE * SIZE);
         let plane = SIZE * SIZE;
         assert!((t[0] - (50.0 - MEAN_BGR[0]) / STD_BGR[0]).abs() < 1e-4);

@@ -1,14 +1,18 @@
 //! On-device analytics on the frames the video stage hands over. Object detection
-//! (persons, vehicles): [`detector`] (so far on stills and files). People counting:
+//! (persons, vehicles): the model in [`detector`], its stage in [`detection`],
+//! shared by the analytics; tracking of its boxes in [`tracking`]. People counting:
 //! the algorithm in [`people`] (pure), its stage in [`counting`]. Plate reading:
 //! the reader and tracker in [`plates`], the stage in [`reading`].
 
 mod counting;
+mod detection;
 pub mod detector;
 pub mod people;
 pub mod plates;
 mod reading;
+pub mod tracking;
 
-pub use counting::PeopleCounting;
-pub use people::{Counter, InDirection, LineConfig, Params, Tally, ZoneConfig};
+pub use counting::{PeopleCounting, PeopleInput};
+pub use detection::{input_size_for, DetectedQueue, DetectorConfig, ObjectDetection};
+pub use people::{Counter, InDirection, LineConfig, Params, PersonCounter, Tally, ZoneConfig};
 pub use reading::PlateReading;

@@ -1,19 +1,27 @@
-//! People counting by background subtraction and blob tracking, the method of many
-//! overhead counters. No trained model: nothing to download, nothing to licence, and
-//! it works out of the box on an elevated, mostly static view.
+//! People counting, two ways over the same lines and zones ([`Lines`]):
+//! [`PersonCounter`] follows the object detector's person boxes with the tracker
+//! and counts their foot points; [`Counter`], the fallback when no detector model
+//! is installed, finds moving blobs by background subtraction, the method of many
+//! overhead counters, with no model at all.
 //!
-//! Per frame: grey at a working width (at most [`WORK_WIDTH`] pixels), difference
-//! from a running-average background, a 3x3 majority filter and one dilation, then
-//! connected components; blobs of at least `min_area` become detections. Tracks
-//! follow detections by greedy nearest matching. A track crosses a line when its
-//! side of the line, outside a dead band of `hysteresis` on each side, flips: a
-//! person lingering on the line is counted once, one who turns back on it is not
-//! counted, one who crosses and comes back is counted in and then out.
+//! Blobs, per frame: grey at a working width (at most [`WORK_WIDTH`] pixels),
+//! difference from a running-average background, a 3x3 majority filter and one
+//! dilation, then connected components; blobs of at least `min_area` become
+//! detections, followed by greedy nearest matching.
 //!
-//! Pure: frames in, crossings and occupancy out; no I/O. Coordinates in the
-//! configuration are fractions of the frame (0..1), so they hold at any size.
+//! Lines, for both: an object crosses a line when its side of the line, outside a
+//! dead band of `hysteresis` on each side, flips: a person lingering on the line is
+//! counted once, one who turns back on it is not counted, one who crosses and
+//! comes back is counted in and then out.
+//!
+//! Pure: frames or detections in, crossings and occupancy out; no I/O.
+//! Coordinates in the configuration are fractions of the frame (0..1), so they
+//! hold at any size.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+
+use super::detector::Detection;
+use super::tracking::{self, Tracker};
 
 use serde::{Deserialize, Serialize};
 
@@ -130,8 +138,6 @@ struct Track {
     y: f32,
     missed: u32,
     age: u32,
-    /// Per line: the last side outside the dead band (+1 / -1).
-    sides: Vec<i8>,
 }
 
 struct Line {
@@ -142,51 +148,29 @@ struct Line {
     in_sign: f32,
 }
 
-/// The counter: background, tracks, lines and zones of one camera.
-pub struct Counter {
-    params: Params,
-    lines_cfg: Vec<LineConfig>,
-    zones_cfg: Vec<ZoneConfig>,
-    /// Working size.
-    w: u32,
-    h: u32,
-    background: Vec<f32>,
+/// Lines and zones at one frame size, and the side of every line each tracked
+/// object was last seen on outside the dead band. Shared by both counters: the
+/// blob tracks' centres and the detector tracks' foot points go through it.
+pub struct Lines {
     lines: Vec<Line>,
     zones: Vec<(String, Vec<(f32, f32)>)>,
-    tracks: Vec<Track>,
-    next_id: u64,
+    /// Half-width of the dead band, pixels.
+    band: f32,
+    /// Per object: per line, the last side outside the band (+1 / -1, 0 unknown).
+    sides: HashMap<u64, Vec<i8>>,
 }
 
-impl Counter {
-    pub fn new(params: Params, lines: Vec<LineConfig>, zones: Vec<ZoneConfig>) -> Self {
-        Self {
-            params,
-            lines_cfg: lines,
-            zones_cfg: zones,
-            w: 0,
-            h: 0,
-            background: Vec::new(),
-            lines: Vec::new(),
-            zones: Vec::new(),
-            tracks: Vec::new(),
-            next_id: 1,
-        }
-    }
-
-    /// Sets up for a frame size (again when it changes: tracks and background go).
-    fn size_for(&mut self, width: u32, height: u32) {
-        let factor = width.div_ceil(WORK_WIDTH).max(1);
-        let (w, h) = (width / factor, height / factor);
-        if (w, h) == (self.w, self.h) {
-            return;
-        }
-        self.w = w;
-        self.h = h;
-        self.background.clear();
-        self.tracks.clear();
-        let (fw, fh) = (w as f32, h as f32);
-        self.lines = self
-            .lines_cfg
+impl Lines {
+    /// `hysteresis` is the dead band's half-width as a fraction of the diagonal.
+    pub fn new(
+        lines: &[LineConfig],
+        zones: &[ZoneConfig],
+        width: f32,
+        height: f32,
+        hysteresis: f32,
+    ) -> Self {
+        let (fw, fh) = (width, height);
+        let lines = lines
             .iter()
             .map(|l| {
                 let a = (l.a[0] * fw, l.a[1] * fh);
@@ -208,8 +192,7 @@ impl Counter {
                 }
             })
             .collect();
-        self.zones = self
-            .zones_cfg
+        let zones = zones
             .iter()
             .map(|z| {
                 (
@@ -218,6 +201,107 @@ impl Counter {
                 )
             })
             .collect();
+        Self {
+            lines,
+            zones,
+            band: hysteresis * (fw * fw + fh * fh).sqrt(),
+            sides: HashMap::new(),
+        }
+    }
+
+    /// The objects seen in this frame, `(id, x, y)` in pixels: the crossings they
+    /// completed. An object seen for the first time crosses nothing.
+    pub fn cross(&mut self, seen: &[(u64, f32, f32)]) -> Vec<Crossing> {
+        let mut out = Vec::new();
+        for &(id, x, y) in seen {
+            let sides = self
+                .sides
+                .entry(id)
+                .or_insert_with(|| vec![0; self.lines.len()]);
+            for (li, line) in self.lines.iter().enumerate() {
+                let s = side(line, x, y, self.band);
+                if s == 0 {
+                    continue;
+                }
+                let before = sides[li];
+                sides[li] = s;
+                if before != 0 && before != s {
+                    let into = s as f32 * line.in_sign > 0.0;
+                    out.push(Crossing {
+                        line: line.name.clone(),
+                        direction: if into { "in" } else { "out" },
+                        track: id,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Forgets the objects for which `alive` is false.
+    pub fn retain(&mut self, alive: impl Fn(u64) -> bool) {
+        self.sides.retain(|id, _| alive(*id));
+    }
+
+    /// How many of `seen` are inside each zone.
+    pub fn occupancy(&self, seen: &[(u64, f32, f32)]) -> Vec<(String, u32)> {
+        self.zones
+            .iter()
+            .map(|(name, poly)| {
+                let n = seen.iter().filter(|p| inside(poly, p.1, p.2)).count() as u32;
+                (name.clone(), n)
+            })
+            .collect()
+    }
+}
+
+/// The counter: background, tracks, lines and zones of one camera.
+pub struct Counter {
+    params: Params,
+    lines_cfg: Vec<LineConfig>,
+    zones_cfg: Vec<ZoneConfig>,
+    /// Working size.
+    w: u32,
+    h: u32,
+    background: Vec<f32>,
+    lines: Lines,
+    tracks: Vec<Track>,
+    next_id: u64,
+}
+
+impl Counter {
+    pub fn new(params: Params, lines: Vec<LineConfig>, zones: Vec<ZoneConfig>) -> Self {
+        Self {
+            params,
+            lines: Lines::new(&[], &[], 0.0, 0.0, 0.0),
+            lines_cfg: lines,
+            zones_cfg: zones,
+            w: 0,
+            h: 0,
+            background: Vec::new(),
+            tracks: Vec::new(),
+            next_id: 1,
+        }
+    }
+
+    /// Sets up for a frame size (again when it changes: tracks and background go).
+    fn size_for(&mut self, width: u32, height: u32) {
+        let factor = width.div_ceil(WORK_WIDTH).max(1);
+        let (w, h) = (width / factor, height / factor);
+        if (w, h) == (self.w, self.h) {
+            return;
+        }
+        self.w = w;
+        self.h = h;
+        self.background.clear();
+        self.tracks.clear();
+        self.lines = Lines::new(
+            &self.lines_cfg,
+            &self.zones_cfg,
+            w as f32,
+            h as f32,
+            self.params.hysteresis,
+        );
     }
 
     /// Reduces an RGB frame to grey at the working size (box average).
@@ -323,61 +407,120 @@ impl Counter {
         self.tracks.retain(|t| t.missed <= max_missed);
         for (bi, b) in blobs.iter().enumerate() {
             if !blob_taken[bi] {
-                let sides = self
-                    .lines
-                    .iter()
-                    .map(|l| side(l, b.x, b.y, self.params.hysteresis * diag))
-                    .collect();
                 self.tracks.push(Track {
                     id: self.next_id,
                     x: b.x,
                     y: b.y,
                     missed: 0,
                     age: 1,
-                    sides,
                 });
                 self.next_id += 1;
             }
         }
-        let band = self.params.hysteresis * diag;
-        let mut out = Vec::new();
-        for t in &mut self.tracks {
-            if t.missed > 0 {
-                continue;
-            }
-            for (li, line) in self.lines.iter().enumerate() {
-                let s = side(line, t.x, t.y, band);
-                if s == 0 {
-                    continue;
-                }
-                let before = t.sides[li];
-                t.sides[li] = s;
-                if before != 0 && before != s {
-                    let into = s as f32 * line.in_sign > 0.0;
-                    out.push(Crossing {
-                        line: line.name.clone(),
-                        direction: if into { "in" } else { "out" },
-                        track: t.id,
-                    });
-                }
-            }
-        }
-        out
+        let ids: std::collections::HashSet<u64> = self.tracks.iter().map(|t| t.id).collect();
+        self.lines.retain(|id| ids.contains(&id));
+        let seen = self.seen();
+        self.lines.cross(&seen)
+    }
+
+    /// The tracks seen in this frame.
+    fn seen(&self) -> Vec<(u64, f32, f32)> {
+        self.tracks
+            .iter()
+            .filter(|t| t.missed == 0)
+            .map(|t| (t.id, t.x, t.y))
+            .collect()
     }
 
     /// People in each zone now (tracks seen in this frame).
     pub fn occupancy(&self) -> Vec<(String, u32)> {
-        self.zones
+        self.lines.occupancy(&self.seen())
+    }
+}
+
+/// People counting from the detector's person tracks: the tracker follows the
+/// boxes, each confirmed track's foot point (bottom centre) crosses lines and
+/// stands in zones. Frames of another size start afresh.
+pub struct PersonCounter {
+    tracking: tracking::Params,
+    hysteresis: f32,
+    lines_cfg: Vec<LineConfig>,
+    zones_cfg: Vec<ZoneConfig>,
+    size: (u32, u32),
+    tracker: Tracker,
+    lines: Lines,
+    seen: Vec<(u64, f32, f32)>,
+}
+
+impl PersonCounter {
+    pub fn new(
+        tracking: tracking::Params,
+        hysteresis: f32,
+        lines: Vec<LineConfig>,
+        zones: Vec<ZoneConfig>,
+    ) -> Self {
+        Self {
+            tracking,
+            hysteresis,
+            lines_cfg: lines,
+            zones_cfg: zones,
+            size: (0, 0),
+            tracker: Tracker::new(tracking),
+            lines: Lines::new(&[], &[], 0.0, 0.0, 0.0),
+            seen: Vec::new(),
+        }
+    }
+
+    /// One frame's detections (any class; persons are taken) at time `t` seconds:
+    /// the crossings completed.
+    pub fn process(
+        &mut self,
+        t: f64,
+        width: u32,
+        height: u32,
+        detections: &[Detection],
+    ) -> Vec<Crossing> {
+        if self.size != (width, height) {
+            self.size = (width, height);
+            self.tracker = Tracker::new(self.tracking);
+            self.lines = Lines::new(
+                &self.lines_cfg,
+                &self.zones_cfg,
+                width as f32,
+                height as f32,
+                self.hysteresis,
+            );
+        }
+        let persons: Vec<Detection> = detections
             .iter()
-            .map(|(name, poly)| {
-                let n = self
-                    .tracks
-                    .iter()
-                    .filter(|t| t.missed == 0 && inside(poly, t.x, t.y))
-                    .count() as u32;
-                (name.clone(), n)
+            .filter(|d| d.class == "person")
+            .cloned()
+            .collect();
+        self.tracker.update(t, &persons);
+        let tracker = &self.tracker;
+        self.lines
+            .retain(|id| tracker.tracks().iter().any(|t| t.id == id));
+        self.seen = tracker
+            .seen_at(t)
+            .map(|tr| {
+                let (x, y) = tr.foot();
+                (tr.id, x, y)
             })
-            .collect()
+            .collect();
+        self.lines.cross(&self.seen)
+    }
+
+    /// The person tracks seen in the last frame.
+    pub fn tracks(&self) -> impl Iterator<Item = &tracking::Track> {
+        self.tracker
+            .tracks()
+            .iter()
+            .filter(|t| t.confirmed && self.seen.iter().any(|s| s.0 == t.id))
+    }
+
+    /// People in each zone now (foot points of the tracks seen in the last frame).
+    pub fn occupancy(&self) -> Vec<(String, u32)> {
+        self.lines.occupancy(&self.seen)
     }
 }
 
@@ -703,5 +846,74 @@ mod tests {
         c.size_for(100, 100);
         c.track(&[at(20.0, 20.0), at(30.0, 80.0), at(80.0, 50.0)]);
         assert_eq!(c.occupancy(), vec![("left".to_owned(), 2)]);
+    }
+
+    /// A person track counter on a 200x200 frame with a horizontal line across
+    /// the middle, fed one person box per frame whose foot point is at `(x, y)`.
+    fn person_counter() -> PersonCounter {
+        PersonCounter::new(tracking::Params::default(), 0.03, vec![line()], vec![])
+    }
+
+    fn feet(c: &mut PersonCounter, steps: &[(f32, f32)]) -> Vec<Crossing> {
+        let mut out = Vec::new();
+        for (k, &(x, y)) in steps.iter().enumerate() {
+            let d = Detection {
+                class: "person",
+                score: 0.8,
+                bbox: [x - 10.0, y - 60.0, x + 10.0, y],
+            };
+            out.extend(c.process(k as f64 * 0.2, 200, 200, &[d]));
+        }
+        out
+    }
+
+    #[test]
+    fn a_person_walking_down_across_the_line_is_counted_in_by_the_foot_point() {
+        let mut c = person_counter();
+        let ys = [60.0, 72.0, 84.0, 96.0, 108.0, 120.0, 132.0];
+        let out = feet(&mut c, &ys.map(|y| (100.0, y)));
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].direction, "in");
+    }
+
+    #[test]
+    fn a_person_who_stops_on_the_line_and_turns_back_is_not_counted() {
+        let mut c = person_counter();
+        let ys = [
+            60.0, 75.0, 90.0, 98.0, 101.0, 101.0, 101.0, 99.0, 90.0, 75.0, 60.0,
+        ];
+        assert!(feet(&mut c, &ys.map(|y| (100.0, y))).is_empty());
+    }
+
+    #[test]
+    fn other_classes_are_not_people() {
+        let mut c = person_counter();
+        for (k, y) in [60.0f32, 80.0, 100.0, 120.0, 140.0].iter().enumerate() {
+            let car = Detection {
+                class: "car",
+                score: 0.9,
+                bbox: [50.0, y - 40.0, 150.0, *y],
+            };
+            assert!(c.process(k as f64 * 0.2, 200, 200, &[car]).is_empty());
+        }
+    }
+
+    #[test]
+    fn two_people_crossing_side_by_side_are_two_counts() {
+        let mut c = person_counter();
+        let mut out = Vec::new();
+        for (k, y) in [60.0f32, 75.0, 90.0, 105.0, 120.0, 135.0]
+            .iter()
+            .enumerate()
+        {
+            let at = |x: f32| Detection {
+                class: "person",
+                score: 0.8,
+                bbox: [x - 10.0, y - 60.0, x + 10.0, *y],
+            };
+            out.extend(c.process(k as f64 * 0.2, 200, 200, &[at(80.0), at(104.0)]));
+        }
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert_ne!(out[0].track, out[1].track);
     }
 }

@@ -73,6 +73,10 @@ pub struct Config {
     /// Licence-plate reading on the analytics frames: one `plate` event per vehicle.
     #[serde(default)]
     pub plates: PlatesConfig,
+    /// Object detection (persons, vehicles) on the analytics frames, shared by
+    /// the analytics.
+    #[serde(default)]
+    pub detector: crate::analytics::DetectorConfig,
 }
 
 /// The runtime that runs the plate models.

@@ -367,6 +367,9 @@ impl Config {
             "plates.hash_salt",
             || "at least 16 characters when hash_plates is on".to_owned(),
         );
+        for (field, expected) in self.detector.problems() {
+            c.check(false, &field, || expected);
+        }
         let u = &self.upload;
         c.range("upload.concurrency", u.concurrency, 1, 8);
         c.range(

@@ -41,22 +41,36 @@ pub fn packed_rgb(data: &[u8], width: u32, height: u32) -> Vec<u8> {
 /// Which counter a queue's drops go to.
 pub type DropCounter = fn(&Metrics) -> &AtomicU64;
 
-struct Inner {
-    queue: Mutex<VecDeque<Arc<Frame>>>,
+struct Inner<T> {
+    queue: Mutex<VecDeque<Arc<T>>>,
     notify: Notify,
     wanted: AtomicBool,
 }
 
-/// A bounded queue from the GStreamer streaming thread to one analytics stage.
-#[derive(Clone)]
-pub struct FrameQueue {
-    inner: Arc<Inner>,
+/// A bounded queue of shared items (frames, or frames with what was detected in
+/// them) from one stage to another: never blocks the sender, drops the oldest.
+pub struct Queue<T> {
+    inner: Arc<Inner<T>>,
     capacity: usize,
     metrics: Arc<Metrics>,
     dropped: DropCounter,
 }
 
-impl FrameQueue {
+impl<T> Clone for Queue<T> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            capacity: self.capacity,
+            metrics: self.metrics.clone(),
+            dropped: self.dropped,
+        }
+    }
+}
+
+/// A bounded queue from the GStreamer streaming thread to one analytics stage.
+pub type FrameQueue = Queue<Frame>;
+
+impl<T> Queue<T> {
     /// A queue of `capacity` frames whose drops count in `dropped`; it takes
     /// frames until [`FrameQueue::set_wanted`] says otherwise.
     pub fn new(capacity: usize, metrics: Arc<Metrics>, dropped: DropCounter) -> Self {
@@ -72,6 +86,11 @@ impl FrameQueue {
         }
     }
 
+    /// Whether the stage reading this queue wants anything now.
+    pub fn wanted(&self) -> bool {
+        self.inner.wanted.load(Relaxed)
+    }
+
     /// Whether the analytic reading this queue is on; while off, frames are not
     /// queued (and the waiting ones are let go).
     pub fn set_wanted(&self, wanted: bool) {
@@ -81,12 +100,12 @@ impl FrameQueue {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Arc<Frame>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Arc<T>>> {
         self.inner.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Adds a frame, dropping (and counting) the oldest when full. Never blocks.
-    pub fn push(&self, frame: Arc<Frame>) {
+    pub fn push(&self, frame: Arc<T>) {
         if !self.inner.wanted.load(Relaxed) {
             return;
         }
@@ -101,7 +120,7 @@ impl FrameQueue {
     }
 
     /// The oldest waiting frame, waiting for one if needed.
-    pub async fn pop(&self) -> Arc<Frame> {
+    pub async fn pop(&self) -> Arc<T> {
         loop {
             let notified = self.inner.notify.notified();
             if let Some(f) = self.lock().pop_front() {

@@ -26,7 +26,7 @@ pub mod segments;
 pub mod snapshot;
 mod stage;
 
-pub use frames::{Frame, FrameQueue};
+pub use frames::{Frame, FrameQueue, Queue};
 pub use pins::{Pin, Pins};
 pub use pipeline::Source;
 pub use stage::Video;

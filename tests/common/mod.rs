@@ -427,6 +427,19 @@ impl DaemonConfig {
         }
     }
 
+    /// To a port nothing listens on: the daemon keeps everything in its outbox.
+    pub fn offline(dir: &Path, pki: &Pki, extra: &str) -> Self {
+        Self {
+            port: free_port(),
+            alpn: vec!["x-amzn-mqtt-ca".into()],
+            ca: pki.path("ca.pem"),
+            cert: pki.path("client.pem"),
+            key: pki.path("client.key"),
+            state_dir: dir.join("state"),
+            extra: extra.to_owned(),
+        }
+    }
+
     pub fn write(&self, path: &Path) {
         let alpn: Vec<String> = self.alpn.iter().map(|a| format!("{a:?}")).collect();
         let text = format!(

@@ -1,0 +1,441 @@
+//! The detection stage: analytics frames from its queue → the object detector on
+//! one blocking thread at a time → the frame with its persons and vehicles, handed
+//! to every analytic that wants them (people counting today), each through its
+//! own drop-oldest queue. One inference per analysed frame, whoever uses it.
+//!
+//! Frames are dropped upstream (oldest first, counted in `detector.frames_dropped`)
+//! while the detector is busy; a frame no analytic wants is not run through the
+//! model. A model that cannot be loaded stops this stage only (logged, counted in
+//! `detector.errors`, its error in the metrics): the rest of the daemon runs on.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use super::detector::{Detection, Detector, DetectorError, CLASSES};
+use super::plates::Image;
+use super::tracking;
+use crate::metrics::Metrics;
+use crate::video::{Frame, FrameQueue, Queue};
+
+/// Object detection shared by the analytics (NanoDet-m; see `docs/detector.md`).
+/// Read at start-up: changes need a restart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectorConfig {
+    /// Run the detector on the analytics frames; people counting then follows
+    /// tracked persons instead of moving blobs (needs `[video] enabled` and the
+    /// model from `deploy/fetch-detector.sh`).
+    #[serde(default)]
+    pub enabled: bool,
+    /// The ONNX model (`nanodet-m-416.onnx`).
+    #[serde(default = "default_model")]
+    pub model: PathBuf,
+    /// The model's input, `[width, height]` in pixels, multiples of 32; a height
+    /// of 0 follows the frame's aspect ratio (rounded to 32), which measured
+    /// better than squashing to a square and costs less. Larger finds smaller
+    /// (farther) objects and costs more: the time grows with the area.
+    #[serde(default = "default_input_size")]
+    pub input_size: [usize; 2],
+    /// COCO classes kept; others are dropped right after the model.
+    #[serde(default = "default_classes")]
+    pub classes: Vec<String>,
+    /// A detection at or above this score (0-1) starts a track and is matched
+    /// first. Fixed background spots (a bin, a pole) score 0.30-0.35.
+    #[serde(default = "default_start_score")]
+    pub start_score: f32,
+    /// A detection at or above this score (0-1) can continue a confirmed track
+    /// (a person half hidden scores low); below it, detections are ignored.
+    #[serde(default = "default_keep_score")]
+    pub keep_score: f32,
+    /// Per class, the least score kept, overriding `keep_score`, e.g.
+    /// `{ car = 0.3 }`.
+    #[serde(default)]
+    pub min_scores: BTreeMap<String, f32>,
+    /// Least overlap (IoU, 0-1) between a track's predicted box and a detection
+    /// for them to match.
+    #[serde(default = "default_match_iou")]
+    pub match_iou: f32,
+    /// Detections matched before a track counts (1-10).
+    #[serde(default = "default_confirm_hits")]
+    pub confirm_hits: u32,
+    /// A track unseen for this long is forgotten; shorter occlusions keep its id.
+    #[serde(default = "default_max_lost", with = "humantime_serde")]
+    pub max_lost: Duration,
+    /// A lost track is re-found by a detection of its size this far from where it
+    /// was predicted, in the track's heights (0-5).
+    #[serde(default = "default_refind")]
+    pub refind: f32,
+    /// Frames waiting for the detector; when full the oldest is dropped (counted
+    /// in `detector.frames_dropped`).
+    #[serde(default = "default_frame_queue")]
+    pub frame_queue: usize,
+}
+
+fn default_model() -> PathBuf {
+    PathBuf::from("/var/lib/edgecam/models").join(super::detector::MODEL_FILE)
+}
+fn default_input_size() -> [usize; 2] {
+    [super::detector::SIZE, 0]
+}
+
+/// The model's input size for a frame: `size`, its height taken from the frame's
+/// aspect ratio when 0 (rounded to a multiple of 32, at least 64).
+pub fn input_size_for(size: [usize; 2], width: u32, height: u32) -> [usize; 2] {
+    let [w, h] = size;
+    if h != 0 || width == 0 {
+        return [w, h.max(if h == 0 { w } else { h })];
+    }
+    let exact = w as f64 * height as f64 / width as f64;
+    let h = ((exact / 32.0).round() as usize * 32).clamp(64, 2048);
+    [w, h]
+}
+fn default_classes() -> Vec<String> {
+    ["person", "car", "bus", "truck", "motorcycle"]
+        .map(String::from)
+        .to_vec()
+}
+fn default_start_score() -> f32 {
+    0.5
+}
+fn default_keep_score() -> f32 {
+    0.2
+}
+fn default_match_iou() -> f32 {
+    0.3
+}
+fn default_confirm_hits() -> u32 {
+    2
+}
+fn default_max_lost() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_refind() -> f32 {
+    0.75
+}
+fn default_frame_queue() -> usize {
+    2
+}
+
+impl Default for DetectorConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            model: default_model(),
+            input_size: default_input_size(),
+            classes: default_classes(),
+            start_score: default_start_score(),
+            keep_score: default_keep_score(),
+            min_scores: BTreeMap::new(),
+            match_iou: default_match_iou(),
+            confirm_hits: default_confirm_hits(),
+            max_lost: default_max_lost(),
+            refind: default_refind(),
+            frame_queue: default_frame_queue(),
+        }
+    }
+}
+
+impl DetectorConfig {
+    /// The tracker's settings.
+    pub fn tracking(&self) -> tracking::Params {
+        tracking::Params {
+            high: self.start_score,
+            low: self.keep_score,
+            match_iou: self.match_iou,
+            confirm_hits: self.confirm_hits,
+            max_lost: self.max_lost.as_secs_f64(),
+            refind: self.refind,
+        }
+    }
+
+    /// The lowest score any class keeps: what the model is asked for.
+    pub fn lowest_score(&self) -> f32 {
+        self.min_scores
+            .values()
+            .copied()
+            .fold(self.keep_score, f32::min)
+    }
+
+    /// Whether a detection is kept: its class is wanted and it scores enough.
+    pub fn keeps(&self, d: &Detection) -> bool {
+        self.classes.iter().any(|c| c == d.class)
+            && d.score
+                >= self
+                    .min_scores
+                    .get(d.class)
+                    .copied()
+                    .unwrap_or(self.keep_score)
+    }
+
+    /// Every invalid value: `(field, what was expected)`.
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut check = |ok: bool, field: &str, expected: String| {
+            if !ok {
+                out.push((format!("detector.{field}"), expected));
+            }
+        };
+        let unknown = |c: &str| !CLASSES.contains(&c);
+        let [w, h] = self.input_size;
+        check(
+            w % 32 == 0 && (128..=1280).contains(&w) && (h == 0 || (h % 32 == 0 && (128..=1280).contains(&h))),
+            "input_size",
+            format!("[width, height], multiples of 32 from 128 to 1280 (height 0: the frame's aspect), found [{w}, {h}]"),
+        );
+        check(
+            !self.classes.is_empty(),
+            "classes",
+            "at least one COCO class, e.g. \"person\"".into(),
+        );
+        for (i, c) in self.classes.iter().enumerate() {
+            check(
+                !unknown(c),
+                &format!("classes[{i}]"),
+                format!("a COCO class name (person, car, bus, truck, motorcycle, bicycle, …), found {c:?}"),
+            );
+        }
+        for (c, v) in &self.min_scores {
+            check(
+                self.classes.contains(c),
+                &format!("min_scores.{c}"),
+                format!("a class listed in detector.classes, found {c:?}"),
+            );
+            check(
+                (0.0..=1.0).contains(v),
+                &format!("min_scores.{c}"),
+                format!("a score from 0 to 1, found {v}"),
+            );
+        }
+        check(
+            (0.0..=1.0).contains(&self.start_score),
+            "start_score",
+            format!("a score from 0 to 1, found {}", self.start_score),
+        );
+        check(
+            (0.0..=1.0).contains(&self.keep_score) && self.keep_score <= self.start_score,
+            "keep_score",
+            format!(
+                "a score from 0 to start_score ({}), found {}",
+                self.start_score, self.keep_score
+            ),
+        );
+        check(
+            self.match_iou > 0.0 && self.match_iou <= 1.0,
+            "match_iou",
+            format!("a value above 0, at most 1, found {}", self.match_iou),
+        );
+        check(
+            (1..=10).contains(&self.confirm_hits),
+            "confirm_hits",
+            format!("a value from 1 to 10, found {}", self.confirm_hits),
+        );
+        check(
+            (Duration::from_millis(200)..=Duration::from_secs(60)).contains(&self.max_lost),
+            "max_lost",
+            format!(
+                "a duration from 200ms to 1m, found {}",
+                humantime::format_duration(self.max_lost)
+            ),
+        );
+        check(
+            (0.0..=5.0).contains(&self.refind),
+            "refind",
+            format!("a value from 0 to 5, found {}", self.refind),
+        );
+        check(
+            (1..=16).contains(&self.frame_queue),
+            "frame_queue",
+            format!("a value from 1 to 16, found {}", self.frame_queue),
+        );
+        out
+    }
+}
+
+/// One analysed frame and what the detector found in it (kept classes, kept
+/// scores), in the frame's pixels.
+#[derive(Debug)]
+pub struct Detected {
+    pub frame: Arc<Frame>,
+    pub objects: Vec<Detection>,
+}
+
+/// The queue from this stage to one analytic.
+pub type DetectedQueue = Queue<Detected>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DetectionError {
+    #[error(transparent)]
+    Detector(#[from] DetectorError),
+    #[error("the detector thread panicked")]
+    Panicked,
+}
+
+/// The stage.
+pub struct ObjectDetection {
+    cfg: DetectorConfig,
+    frames: FrameQueue,
+    outputs: Vec<DetectedQueue>,
+    metrics: Arc<Metrics>,
+}
+
+impl ObjectDetection {
+    pub fn new(
+        cfg: DetectorConfig,
+        frames: FrameQueue,
+        outputs: Vec<DetectedQueue>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            cfg,
+            frames,
+            outputs,
+            metrics,
+        }
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), DetectionError> {
+        let path = self.cfg.model.clone();
+        let started = Instant::now();
+        // Checked at once at a square size; planned again for the frames' size.
+        let size = input_size_for(self.cfg.input_size, 0, 0);
+        let loaded = tokio::task::spawn_blocking(move || Detector::load_sized(&path, size))
+            .await
+            .map_err(|_| DetectionError::Panicked)
+            .and_then(|r| r.map_err(DetectionError::from));
+        let mut detector = match loaded {
+            Ok(d) => Arc::new(d),
+            Err(e) => {
+                // No frames are wanted by a stage that cannot use them.
+                self.frames.set_wanted(false);
+                Metrics::add(&self.metrics.detector_errors, 1);
+                Metrics::set_text(&self.metrics.detector_last_error, &e.to_string());
+                return Err(e);
+            }
+        };
+        tracing::info!(
+            model = %self.cfg.model.display(),
+            load_ms = started.elapsed().as_millis() as u64,
+            classes = ?self.cfg.classes,
+            "object detector loaded"
+        );
+        let cfg = Arc::new(self.cfg);
+        loop {
+            let frame = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                frame = self.frames.pop() => frame,
+            };
+            if !self.outputs.iter().any(|q| q.wanted()) {
+                continue;
+            }
+            let size = input_size_for(cfg.input_size, frame.width, frame.height);
+            if detector.size() != size {
+                let path = cfg.model.clone();
+                let planned =
+                    tokio::task::spawn_blocking(move || Detector::load_sized(&path, size))
+                        .await
+                        .map_err(|_| DetectionError::Panicked)?;
+                match planned {
+                    Ok(d) => {
+                        tracing::info!(frame = ?(frame.width, frame.height), input = ?size, "object detector planned for the frames' size");
+                        detector = Arc::new(d);
+                    }
+                    Err(e) => {
+                        Metrics::add(&self.metrics.detector_errors, 1);
+                        Metrics::set_text(&self.metrics.detector_last_error, &e.to_string());
+                        return Err(e.into());
+                    }
+                }
+            }
+            let (d, c) = (detector.clone(), cfg.clone());
+            let f = frame.clone();
+            let started = Instant::now();
+            let found = tokio::task::spawn_blocking(move || {
+                let img = Image {
+                    width: f.width,
+                    height: f.height,
+                    rgb: f.rgb.clone(),
+                };
+                d.detect(&img, c.lowest_score()).map(|mut found| {
+                    found.retain(|o| c.keeps(o));
+                    found
+                })
+            })
+            .await
+            .map_err(|_| DetectionError::Panicked)?;
+            let objects = match found {
+                Ok(o) => o,
+                Err(e) => {
+                    // One bad frame is not the end: counted, and the next one tried.
+                    tracing::warn!(error = %e, "object detection failed on a frame");
+                    Metrics::add(&self.metrics.detector_errors, 1);
+                    Metrics::set_text(&self.metrics.detector_last_error, &e.to_string());
+                    continue;
+                }
+            };
+            Metrics::add(&self.metrics.detector_frames, 1);
+            Metrics::add(
+                &self.metrics.detector_us_total,
+                started.elapsed().as_micros() as u64,
+            );
+            let detected = Arc::new(Detected { frame, objects });
+            for q in &self.outputs {
+                q.push(detected.clone());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_valid() {
+        assert_eq!(DetectorConfig::default().problems(), vec![]);
+    }
+
+    #[test]
+    fn a_zero_height_follows_the_frames_aspect_in_multiples_of_32() {
+        assert_eq!(input_size_for([416, 0], 640, 480), [416, 320]);
+        assert_eq!(input_size_for([416, 0], 1280, 720), [416, 224]);
+        assert_eq!(input_size_for([416, 416], 1280, 720), [416, 416]);
+        assert_eq!(input_size_for([416, 0], 0, 0), [416, 416]);
+    }
+
+    #[test]
+    fn an_unknown_class_is_named_with_its_field() {
+        let cfg = DetectorConfig {
+            classes: vec!["person".into(), "lorry".into()],
+            min_scores: [("bicycle".to_owned(), 0.3)].into(),
+            ..DetectorConfig::default()
+        };
+        let fields: Vec<String> = cfg.problems().into_iter().map(|p| p.0).collect();
+        assert_eq!(
+            fields,
+            ["detector.classes[1]", "detector.min_scores.bicycle"]
+        );
+    }
+
+    #[test]
+    fn a_class_keeps_detections_from_its_own_least_score() {
+        let cfg = DetectorConfig {
+            min_scores: [("car".to_owned(), 0.1)].into(),
+            ..DetectorConfig::default()
+        };
+        let d = |class, score| Detection {
+            class,
+            score,
+            bbox: [0.0, 0.0, 1.0, 1.0],
+        };
+        assert!(cfg.keeps(&d("car", 0.15)));
+        assert!(!cfg.keeps(&d("person", 0.15)));
+        assert!(cfg.keeps(&d("person", 0.25)));
+        assert!(!cfg.keeps(&d("dog", 0.9)), "not a wanted class");
+        assert_eq!(cfg.lowest_score(), 0.1);
+    }
+}
