@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::analytics::{DetectedQueue, ObjectDetection, PeopleCounting, PeopleInput, PlateReading};
+use crate::analytics::{DetectedQueue, Input, ObjectDetection, PeopleCounting, PlateReading};
 use crate::config::{self, stage::RemoteStage, Config};
 use crate::health::{self, Health};
 use crate::metrics::Metrics;
@@ -141,9 +141,17 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
     let video_task = config.video.enabled.then(|| {
         let mut queues = Vec::new();
         // People counting idles while `[people]` is off (it can be switched on
-        // remotely) and takes nothing then. With the detector it reads tracked
-        // persons from the detection stage, else moving blobs from the frames.
-        let (input, detection) = if config.detector.enabled {
+        // remotely) and takes nothing then; plate reading is set at start-up.
+        // With the detector, both read its output (tracked persons, vehicles)
+        // from the detection stage, which alone takes frames; else each takes
+        // frames (moving blobs; whole frames behind a motion gate).
+        let people_q = FrameQueue::new(config.video.frame_queue, metrics.clone(), |m| {
+            &m.frames_dropped
+        });
+        let plates_q = FrameQueue::new(config.plates.frame_queue, metrics.clone(), |m| {
+            &m.plate_frames_dropped
+        });
+        let (people_in, plates_in, detection) = if config.detector.enabled {
             let frames = FrameQueue::new(config.detector.frame_queue, metrics.clone(), |m| {
                 &m.detector_frames_dropped
             });
@@ -151,44 +159,48 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
             let people = DetectedQueue::new(config.video.frame_queue, metrics.clone(), |m| {
                 &m.frames_dropped
             });
-            let stage = ObjectDetection::new(
-                config.detector.clone(),
-                frames,
-                vec![people.clone()],
-                metrics.clone(),
-            );
+            let plates = DetectedQueue::new(config.plates.frame_queue, metrics.clone(), |m| {
+                &m.plate_frames_dropped
+            });
+            let mut outputs = vec![people.clone()];
+            if config.plates.enabled {
+                outputs.push(plates.clone());
+            }
+            let stage = ObjectDetection::new(config.detector.clone(), frames, outputs, metrics.clone());
             let shutdown = shutdown.clone();
             let task = tokio::spawn(async move {
                 if let Err(e) = stage.run(shutdown).await {
-                    tracing::error!(error = %e, "object detection stopped; people are not counted");
+                    tracing::error!(error = %e, "object detection stopped; people are not counted, plates not read");
                 }
             });
-            let input = PeopleInput::Detections {
-                queue: people,
-                tracking: config.detector.tracking(),
-            };
-            (input, Some(task))
+            (
+                Input::Detections {
+                    queue: people,
+                    tracking: config.detector.tracking(),
+                },
+                Input::Detections {
+                    queue: plates,
+                    tracking: config.detector.vehicle_tracking(),
+                },
+                Some(task),
+            )
         } else {
-            let people = FrameQueue::new(config.video.frame_queue, metrics.clone(), |m| {
-                &m.frames_dropped
-            });
-            queues.push(people.clone());
-            (PeopleInput::Frames(people), None)
+            queues.push(people_q.clone());
+            if config.plates.enabled {
+                queues.push(plates_q.clone());
+            }
+            (Input::Frames(people_q), Input::Frames(plates_q), None)
         };
         let counting = tokio::spawn(
-            PeopleCounting::new(config_rx.clone(), input, events_tx.clone()).run(shutdown.clone()),
+            PeopleCounting::new(config_rx.clone(), people_in, events_tx.clone())
+                .run(shutdown.clone()),
         );
-        // Plate reading: set at start-up.
         let plates = config.plates.enabled.then(|| {
-            let q = FrameQueue::new(config.plates.frame_queue, metrics.clone(), |m| {
-                &m.plate_frames_dropped
-            });
-            queues.push(q.clone());
             tokio::spawn(
                 PlateReading::new(
                     config.plates.clone(),
                     config.upload.media_dir.clone(),
-                    q,
+                    plates_in,
                     events_tx.clone(),
                     metrics.clone(),
                 )

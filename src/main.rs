@@ -195,6 +195,14 @@ enum Command {
         /// At most this many images per region.
         #[arg(long)]
         limit: Option<usize>,
+        /// Read only inside the vehicles the object detector finds (as the
+        /// daemon does with `[detector]` on); the detector model is in --models.
+        #[arg(long)]
+        vehicles: bool,
+        /// With --vehicles: the least score of a vehicle (default: the
+        /// detector's vehicle_start_score).
+        #[arg(long)]
+        vehicle_score: Option<f32>,
     },
     /// Commit events to the outbox directly (the running daemon publishes them).
     Emit {
@@ -382,7 +390,17 @@ fn main() -> ExitCode {
             backend,
             layouts,
             limit,
-        } => tools::eval_plates(&data, &models, &backend, &layouts, limit),
+            vehicles,
+            vehicle_score,
+        } => tools::eval_plates(
+            &data,
+            &models,
+            &backend,
+            &layouts,
+            limit,
+            vehicles,
+            vehicle_score,
+        ),
         Command::Emit {
             config,
             kind,

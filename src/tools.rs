@@ -88,22 +88,26 @@ pub struct BackendArgs {
     /// The ONNX Runtime shared library; default: libonnxruntime.so in --models.
     #[arg(long)]
     onnxruntime_library: Option<PathBuf>,
-    /// The detector's input, WIDTHxHEIGHT (multiples of 32).
-    #[arg(long, default_value = "1312x736")]
-    detector: String,
+    /// The text detector's input, WIDTHxHEIGHT (multiples of 32); default
+    /// 1312x736 for whole images, 640x384 for vehicle boxes (`--vehicles`).
+    #[arg(long)]
+    detector: Option<String>,
 }
 
 impl BackendArgs {
     fn detector_size(&self) -> anyhow::Result<[usize; 2]> {
-        let parsed = self
-            .detector
+        self.detector_size_or("1312x736")
+    }
+
+    fn detector_size_or(&self, default: &str) -> anyhow::Result<[usize; 2]> {
+        let given = self.detector.as_deref().unwrap_or(default);
+        let parsed = given
             .split_once('x')
             .and_then(|(w, h)| Some([w.parse().ok()?, h.parse().ok()?]))
             .filter(|[w, h]: &[usize; 2]| w % 32 == 0 && h % 32 == 0 && *w >= 320 && *h >= 192);
         parsed.with_context(|| {
             format!(
-                "--detector must be WIDTHxHEIGHT in multiples of 32 (at least 320x192), found {:?}",
-                self.detector
+                "--detector must be WIDTHxHEIGHT in multiples of 32 (at least 320x192), found {given:?}"
             )
         })
     }
@@ -176,8 +180,28 @@ pub fn eval_plates(
     backend: &BackendArgs,
     layouts: &[String],
     limit: Option<usize>,
+    vehicles: bool,
+    vehicle_score: Option<f32>,
 ) -> anyhow::Result<()> {
-    let det_size = backend.detector_size()?;
+    let det_size = if vehicles {
+        backend.detector_size_or("640x384")?
+    } else {
+        backend.detector_size()?
+    };
+    // With --vehicles: plates are read inside vehicle boxes only, as the daemon
+    // does with [detector] on.
+    let det_cfg = analytics::DetectorConfig::default();
+    let vehicle_score = vehicle_score.unwrap_or(det_cfg.vehicle_start_score);
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&vehicle_score),
+        "--vehicle-score must be 0-1"
+    );
+    let mut detector = if vehicles {
+        Some(Planned::new(models, det_cfg.input_size)?)
+    } else {
+        None
+    };
+    let mut no_vehicle = 0usize;
     let backend = backend.backend(models)?;
     // REGION:LAYOUT → the layouts of each region.
     let mut extra: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
@@ -224,16 +248,45 @@ pub fn eval_plates(
         let reader = &readers[region_name];
         let img = load_jpeg(&data.join(file))?;
         let started = std::time::Instant::now();
-        let plates = reader.read(&img)?;
+        let plates = match detector.as_mut() {
+            None => reader.read(&img)?.into_iter().map(|p| p.text).collect(),
+            Some(d) => {
+                let found = d.detect(&img, &det_cfg)?;
+                let boxes: Vec<analytics::VehicleBox> = found
+                    .iter()
+                    .filter(|o| {
+                        analytics::tracking::VEHICLES.contains(&o.class) && o.score >= vehicle_score
+                    })
+                    .enumerate()
+                    .map(|(i, o)| analytics::VehicleBox {
+                        track: i as u64 + 1,
+                        class: o.class,
+                        bbox: o.bbox,
+                    })
+                    .collect();
+                if boxes.is_empty() {
+                    no_vehicle += 1;
+                }
+                let frame = video::Frame {
+                    width: img.width,
+                    height: img.height,
+                    rgb: img.rgb.clone(),
+                    captured_at: std::time::SystemTime::now(),
+                };
+                let mut reads = analytics::read_vehicles(reader, &frame, &boxes, 0.0)?;
+                reads.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
+                reads.into_iter().map(|o| o.text).collect::<Vec<String>>()
+            }
+        };
         let ms = started.elapsed().as_secs_f64() * 1000.0;
-        let top = plates.first().is_some_and(|p| p.text == truth);
-        let any = plates.iter().any(|p| p.text == truth);
+        let top = plates.first().is_some_and(|p| *p == truth);
+        let any = plates.contains(&truth);
         let entry = score.entry(region_name.to_owned()).or_default();
         entry.0 += 1;
         entry.1 += top as usize;
         entry.2 += any as usize;
         entry.3 += ms;
-        let got: Vec<&str> = plates.iter().map(|p| p.text.as_str()).collect();
+        let got: Vec<&str> = plates.iter().map(|p| p.as_str()).collect();
         eprintln!(
             "{file}\t{truth}\t{}\t{got:?}\t{ms:.0} ms",
             if top {
@@ -262,6 +315,12 @@ pub fn eval_plates(
         100.0 * a as f64 / n.max(1) as f64,
         ms / n.max(1) as f64
     );
+    if vehicles {
+        println!(
+            "(read inside vehicle boxes scoring {vehicle_score} or more, text detector {}x{}; {no_vehicle} images with no vehicle found)",
+            det_size[0], det_size[1]
+        );
+    }
     Ok(())
 }
 
@@ -416,9 +475,7 @@ impl<'a> Planned<'a> {
         let Some(d) = &self.detector else {
             unreachable!("planned just above")
         };
-        let mut found = d.detect(img, cfg.lowest_score())?;
-        found.retain(|o| cfg.keeps(o));
-        Ok(found)
+        Ok(cfg.select(d.detect(img, cfg.lowest_score())?))
     }
 }
 

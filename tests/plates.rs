@@ -337,3 +337,158 @@ async fn the_daemon_reports_each_passing_vehicle_once_with_its_plate_and_snapsho
     );
     assert_schemas(&rig.observer);
 }
+
+/// The plate development set (`EDGECAM_TEST_PLATES`, else `../shared/data/plates-dev`
+/// beside the repository), whose real photographs tests may read but never copy.
+/// `None` when it is not on this machine: the tests that need it say so and stop.
+fn plates_dev() -> Option<PathBuf> {
+    let dir = std::env::var_os("EDGECAM_TEST_PLATES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/plates-dev"));
+    if dir.join("labels.tsv").is_file() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "SKIPPED: no plate development set at {} (set EDGECAM_TEST_PLATES)",
+            dir.display()
+        );
+        None
+    }
+}
+
+/// RGB pixels of a JPEG.
+fn decode_jpeg(path: &Path) -> (usize, usize, Vec<u8>) {
+    let mut d =
+        jpeg_decoder::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
+    let pixels = d.decode().unwrap();
+    let info = d.info().unwrap();
+    assert_eq!(info.pixel_format, jpeg_decoder::PixelFormat::RGB24);
+    (info.width as usize, info.height as usize, pixels)
+}
+
+/// A real car photograph (600x387, plate BS47040) sliding left to right across
+/// a grey 1280x720 road for four seconds, then five seconds of empty road (more
+/// than `plates.track_timeout`): one vehicle per pass of the looping file.
+fn real_car_video(photo: &Path, path: &Path) {
+    const CW: usize = 1280;
+    const CH: usize = 720;
+    const CFPS: usize = 10;
+    let (w, h, car) = decode_jpeg(photo);
+    assert!(w < CW && h < CH, "{w}x{h}");
+    encode_video(path, (CW, CH, CFPS), 9 * CFPS, |i| {
+        let mut rgb = vec![110u8; CW * CH * 3];
+        if i < 4 * CFPS {
+            let x0 = (CW - w) * i / (4 * CFPS - 1);
+            let y0 = (CH - h) / 2;
+            for y in 0..h {
+                let dst = ((y0 + y) * CW + x0) * 3;
+                rgb[dst..dst + w * 3].copy_from_slice(&car[y * w * 3..(y + 1) * w * 3]);
+            }
+        }
+        rgb
+    });
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_the_detector_a_real_car_is_read_inside_its_box_once_per_pass() {
+    let Some(plates_dev) = plates_dev() else {
+        return;
+    };
+    let _turn = DAEMONS.lock().await;
+    let models = models();
+    let src = test_dir("plates-vehicle-src");
+    let video = src.path().join("car.mp4");
+    real_car_video(&plates_dev.join("eu/eu11.jpg"), &video);
+    let rig = Rig::new(
+        "plates-vehicle",
+        &format!(
+            "[health]\nmetrics_interval = \"1s\"\n\
+             [video]\nenabled = true\nsource = \"file://{}\"\nwidth = 1280\nheight = 720\nframerate = 10\n\
+             analytics_width = 1280\nanalytics_height = 720\nanalytics_fps = 5\n\
+             [plates]\nenabled = true\nmodels_dir = \"{}\"\nregion = \"eu\"\nthreads = 2\nsnapshots = false\n\
+             [detector]\nenabled = true\nmodel = \"{}\"\n",
+            video.display(),
+            models.display(),
+            models.join("nanodet-m-416.onnx").display(),
+        ),
+    )
+    .await;
+    rig.recordings();
+    let daemon = rig.daemon(0);
+    wait_until("two passes read", Duration::from_secs(150), || {
+        plate_events(&rig).len() >= 2
+    })
+    .await;
+    let events = plate_events(&rig);
+    let log = daemon.log_text();
+    assert!(log.contains("tracked vehicles"), "{log}");
+    let payload = schema("plate.json");
+    for e in &events {
+        let p = &e["payload"];
+        assert!(payload.is_valid(p), "{p}");
+        assert_eq!(p["plate"], "BS47040", "{events:?}");
+        assert_eq!(p["direction"], "right", "{p}");
+        let class = p["vehicle"]["class"].as_str().unwrap_or_default();
+        assert!(["car", "truck", "bus"].contains(&class), "{p}");
+        assert!(p["vehicle"]["track"].as_u64().is_some(), "{p}");
+    }
+    // One event per pass: consecutive vehicles are a pass (nine seconds) apart.
+    for pair in events.windows(2) {
+        let gap = at(&pair[1]["payload"]["first_seen"])
+            .duration_since(at(&pair[0]["payload"]["first_seen"]))
+            .unwrap()
+            .as_secs_f64();
+        assert!(
+            gap > 4.0,
+            "two events {gap:.1} s apart in one pass: {events:?}"
+        );
+    }
+    // The empty road costs the detector only.
+    let last = rig.observer.metrics().last().cloned().unwrap();
+    assert!(
+        last["plates"]["frames_still"].as_u64().unwrap() > 0,
+        "{last}"
+    );
+    assert!(last["detector"]["frames"].as_u64().unwrap() > 0, "{last}");
+    assert_schemas(&rig.observer);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_the_detector_text_that_is_on_no_vehicle_is_never_read() {
+    let _turn = DAEMONS.lock().await;
+    let models = models();
+    // The test source: moving patterns and a clock overlay, no vehicle.
+    let rig = Rig::new(
+        "plates-no-vehicle",
+        &format!(
+            "[health]\nmetrics_interval = \"1s\"\n\
+             [video]\nenabled = true\nsource = \"test\"\nwidth = 1280\nheight = 720\nframerate = 10\n\
+             analytics_width = 1280\nanalytics_height = 720\nanalytics_fps = 5\n\
+             [plates]\nenabled = true\nmodels_dir = \"{}\"\nmotion = 0.0\nsnapshots = false\n\
+             [detector]\nenabled = true\nmodel = \"{}\"\n",
+            models.display(),
+            models.join("nanodet-m-416.onnx").display(),
+        ),
+    )
+    .await;
+    rig.recordings();
+    let _daemon = rig.daemon(0);
+    wait_until(
+        "40 frames through the detector",
+        Duration::from_secs(90),
+        || {
+            rig.observer
+                .metrics()
+                .last()
+                .is_some_and(|m| m["detector"]["frames"].as_u64().unwrap_or(0) >= 40)
+        },
+    )
+    .await;
+    let last = rig.observer.metrics().last().cloned().unwrap();
+    assert_eq!(last["plates"]["frames_read"], 0, "{last}");
+    assert!(
+        last["plates"]["frames_still"].as_u64().unwrap() >= 40,
+        "{last}"
+    );
+    assert!(plate_events(&rig).is_empty());
+}

@@ -73,6 +73,10 @@ if [ ! -f "$media/examples/data/vtest.avi" ]; then
   rm -rf target/testdata/deb
 fi
 export EDGECAM_TEST_MEDIA="$media/examples/data"
+# The plate development set, real photographs the tests may read (never copied):
+# beside the repository unless EDGECAM_TEST_PLATES says where. Without it the test
+# that drives a real car past the camera is skipped, and the summary says so.
+export EDGECAM_TEST_PLATES="${EDGECAM_TEST_PLATES:-$PWD/../shared/data/plates-dev}"
 
 # Every suite runs whatever another did; each one's result is summed up at the end.
 log="target/test-run.log"
@@ -108,6 +112,10 @@ suites "$log.ort" | sed 's/^/(ort) /'
 # A suite that crashed has no result line; cargo names it here.
 sed -n '/targets\{0,1\} failed:/,/^$/p' "$log" "$log.ort"
 printf '%s\n' "${summary[@]}"
+# A test that could not run for want of data it may read.
+if [ ! -f "$EDGECAM_TEST_PLATES/labels.tsv" ]; then
+  echo "SKIPPED the real-car plate test: no plate development set at $EDGECAM_TEST_PLATES"
+fi
 if [ "$failed" -ne 0 ]; then
   echo "some suites FAILED (full output in $log)"
   exit 1

@@ -12,49 +12,14 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::detection::{Detected, DetectedQueue};
+use super::detection::{Input, Item};
 use super::people::{Counter, Crossing, PersonCounter, Tally};
-use super::tracking;
 use crate::config::{Config, PeopleConfig};
 use crate::events::{epoch_ms as ms, rfc3339_ms as rfc3339, NewEvent};
-use crate::video::{Frame, FrameQueue};
-
-/// What people counting reads.
-pub enum PeopleInput {
-    /// Frames: moving blobs over a learnt background.
-    Frames(FrameQueue),
-    /// The detector's output: tracked persons.
-    Detections {
-        queue: DetectedQueue,
-        tracking: tracking::Params,
-    },
-}
-
-/// One item of the input.
-enum Item {
-    Frame(Arc<Frame>),
-    Detected(Arc<Detected>),
-}
-
-impl PeopleInput {
-    fn set_wanted(&self, wanted: bool) {
-        match self {
-            PeopleInput::Frames(q) => q.set_wanted(wanted),
-            PeopleInput::Detections { queue, .. } => queue.set_wanted(wanted),
-        }
-    }
-
-    async fn next(&self) -> Item {
-        match self {
-            PeopleInput::Frames(q) => Item::Frame(q.pop().await),
-            PeopleInput::Detections { queue, .. } => Item::Detected(queue.pop().await),
-        }
-    }
-}
 
 pub struct PeopleCounting {
     config: watch::Receiver<Arc<Config>>,
-    input: PeopleInput,
+    input: Input,
     events: mpsc::Sender<NewEvent>,
 }
 
@@ -99,15 +64,15 @@ struct Run {
 }
 
 impl Run {
-    fn new(cfg: PeopleConfig, input: &PeopleInput, now: SystemTime) -> Self {
+    fn new(cfg: PeopleConfig, input: &Input, now: SystemTime) -> Self {
         let (start_ms, end_ms) = bucket(ms(now), cfg.interval);
         let counter = match input {
-            PeopleInput::Frames(_) => Method::Blobs(Counter::new(
+            Input::Frames(_) => Method::Blobs(Counter::new(
                 cfg.params(),
                 cfg.lines.clone(),
                 cfg.zones.clone(),
             )),
-            PeopleInput::Detections { tracking, .. } => Method::Tracks(PersonCounter::new(
+            Input::Detections { tracking, .. } => Method::Tracks(PersonCounter::new(
                 *tracking,
                 cfg.hysteresis,
                 cfg.lines.clone(),
@@ -127,7 +92,7 @@ impl Run {
 impl PeopleCounting {
     pub fn new(
         config: watch::Receiver<Arc<Config>>,
-        input: PeopleInput,
+        input: Input,
         events: mpsc::Sender<NewEvent>,
     ) -> Self {
         Self {
@@ -168,8 +133,8 @@ impl PeopleCounting {
                         lines = cfg.lines.len(),
                         zones = cfg.zones.len(),
                         method = match self.input {
-                            PeopleInput::Frames(_) => "moving blobs",
-                            PeopleInput::Detections { .. } => "tracked persons",
+                            Input::Frames(_) => "moving blobs",
+                            Input::Detections { .. } => "tracked persons",
                         },
                         "people counting on"
                     );

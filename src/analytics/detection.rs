@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use super::detector::{Detection, Detector, DetectorError, CLASSES};
+use super::detector::{nms_by, Detection, Detector, DetectorError, CLASSES, NMS_IOU};
 use super::plates::Image;
 use super::tracking;
 use crate::metrics::Metrics;
@@ -48,6 +48,10 @@ pub struct DetectorConfig {
     /// first. Fixed background spots (a bin, a pole) score 0.30-0.35.
     #[serde(default = "default_start_score")]
     pub start_score: f32,
+    /// The same for vehicles (0-1): cars seen close or in part score lower than
+    /// people, and a vehicle must be tracked before its plate is read.
+    #[serde(default = "default_vehicle_start_score")]
+    pub vehicle_start_score: f32,
     /// A detection at or above this score (0-1) can continue a confirmed track
     /// (a person half hidden scores low); below it, detections are ignored.
     #[serde(default = "default_keep_score")]
@@ -102,6 +106,9 @@ fn default_classes() -> Vec<String> {
 fn default_start_score() -> f32 {
     0.5
 }
+fn default_vehicle_start_score() -> f32 {
+    0.3
+}
 fn default_keep_score() -> f32 {
     0.2
 }
@@ -129,6 +136,7 @@ impl Default for DetectorConfig {
             input_size: default_input_size(),
             classes: default_classes(),
             start_score: default_start_score(),
+            vehicle_start_score: default_vehicle_start_score(),
             keep_score: default_keep_score(),
             min_scores: BTreeMap::new(),
             match_iou: default_match_iou(),
@@ -153,12 +161,28 @@ impl DetectorConfig {
         }
     }
 
+    /// The tracker's settings for vehicles.
+    pub fn vehicle_tracking(&self) -> tracking::Params {
+        tracking::Params {
+            high: self.vehicle_start_score,
+            ..self.tracking()
+        }
+    }
+
     /// The lowest score any class keeps: what the model is asked for.
     pub fn lowest_score(&self) -> f32 {
         self.min_scores
             .values()
             .copied()
             .fold(self.keep_score, f32::min)
+    }
+
+    /// What the analytics get of the model's output: the kept detections, and of
+    /// boxes of one vehicle called by two vehicle classes (a car and a truck at
+    /// once, as the model often says), the better one only.
+    pub fn select(&self, found: Vec<Detection>) -> Vec<Detection> {
+        let kept = found.into_iter().filter(|d| self.keeps(d)).collect();
+        nms_by(kept, NMS_IOU, tracking::same_kind)
     }
 
     /// Whether a detection is kept: its class is wanted and it scores enough.
@@ -217,11 +241,17 @@ impl DetectorConfig {
             format!("a score from 0 to 1, found {}", self.start_score),
         );
         check(
-            (0.0..=1.0).contains(&self.keep_score) && self.keep_score <= self.start_score,
+            (0.0..=1.0).contains(&self.vehicle_start_score),
+            "vehicle_start_score",
+            format!("a score from 0 to 1, found {}", self.vehicle_start_score),
+        );
+        let lowest_start = self.start_score.min(self.vehicle_start_score);
+        check(
+            (0.0..=1.0).contains(&self.keep_score) && self.keep_score <= lowest_start,
             "keep_score",
             format!(
-                "a score from 0 to start_score ({}), found {}",
-                self.start_score, self.keep_score
+                "a score from 0 to start_score and vehicle_start_score ({lowest_start}), found {}",
+                self.keep_score
             ),
         );
         check(
@@ -266,6 +296,40 @@ pub struct Detected {
 
 /// The queue from this stage to one analytic.
 pub type DetectedQueue = Queue<Detected>;
+
+/// What an analytic reads: frames (without the detector), or the detector's
+/// output with the tracker settings for the objects it follows.
+pub enum Input {
+    Frames(FrameQueue),
+    Detections {
+        queue: DetectedQueue,
+        tracking: tracking::Params,
+    },
+}
+
+/// One item of an input.
+pub enum Item {
+    Frame(Arc<Frame>),
+    Detected(Arc<Detected>),
+}
+
+impl Input {
+    /// Whether the analytic wants anything now (see [`Queue::set_wanted`]).
+    pub fn set_wanted(&self, wanted: bool) {
+        match self {
+            Input::Frames(q) => q.set_wanted(wanted),
+            Input::Detections { queue, .. } => queue.set_wanted(wanted),
+        }
+    }
+
+    /// The next item, waiting for one.
+    pub async fn next(&self) -> Item {
+        match self {
+            Input::Frames(q) => Item::Frame(q.pop().await),
+            Input::Detections { queue, .. } => Item::Detected(queue.pop().await),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DetectionError {
@@ -360,10 +424,8 @@ impl ObjectDetection {
                     height: f.height,
                     rgb: f.rgb.clone(),
                 };
-                d.detect(&img, c.lowest_score()).map(|mut found| {
-                    found.retain(|o| c.keeps(o));
-                    found
-                })
+                d.detect(&img, c.lowest_score())
+                    .map(|found| c.select(found))
             })
             .await
             .map_err(|_| DetectionError::Panicked)?;
@@ -419,6 +481,23 @@ mod tests {
             fields,
             ["detector.classes[1]", "detector.min_scores.bicycle"]
         );
+    }
+
+    #[test]
+    fn one_vehicle_called_car_and_truck_at_once_is_kept_once() {
+        let d = |class, score, x: f32| Detection {
+            class,
+            score,
+            bbox: [x, 0.0, x + 100.0, 60.0],
+        };
+        let kept = DetectorConfig::default().select(vec![
+            d("truck", 0.55, 0.0),
+            d("car", 0.6, 2.0),
+            d("person", 0.7, 0.0),
+            d("car", 0.5, 300.0),
+        ]);
+        let classes: Vec<_> = kept.iter().map(|k| (k.class, k.bbox[0])).collect();
+        assert_eq!(classes, [("person", 0.0), ("car", 2.0), ("car", 300.0)]);
     }
 
     #[test]

@@ -320,13 +320,23 @@ pub fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
 
 /// Best first; a box overlapping a better one of its class by more than
 /// `max_iou` is dropped.
-pub fn nms(mut found: Vec<Detection>, max_iou: f32) -> Vec<Detection> {
+pub fn nms(found: Vec<Detection>, max_iou: f32) -> Vec<Detection> {
+    nms_by(found, max_iou, |a, b| a == b)
+}
+
+/// Best first; a box overlapping a better one of a class that `same` pairs with
+/// its own by more than `max_iou` is dropped.
+pub fn nms_by(
+    mut found: Vec<Detection>,
+    max_iou: f32,
+    same: impl Fn(&str, &str) -> bool,
+) -> Vec<Detection> {
     found.sort_by(|a, b| b.score.total_cmp(&a.score));
     let mut kept: Vec<Detection> = Vec::new();
     for d in found {
         if !kept
             .iter()
-            .any(|k| k.class == d.class && iou(&k.bbox, &d.bbox) > max_iou)
+            .any(|k| same(k.class, d.class) && iou(&k.bbox, &d.bbox) > max_iou)
         {
             kept.push(d);
         }

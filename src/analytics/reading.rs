@@ -3,9 +3,16 @@
 //! vehicle in the outbox, with a snapshot JPEG of its best frame under
 //! `<media_dir>/snapshots/<event_id>.jpg`.
 //!
+//! With the object detector (`[detector] enabled`) the stage takes the detector's
+//! output instead: vehicles are tracked, plates are read only inside the boxes of
+//! the tracked vehicles seen in a frame (each box scaled to
+//! `vehicle_detector_size`), and a frame with no vehicle is not read at all; a
+//! plate event then names its vehicle's class and track.
+//!
 //! Frames are dropped upstream (oldest first, counted) while every reader is busy;
-//! frames in which nothing moved are skipped (counted) unless a vehicle is being
-//! tracked; events are never dropped: the stage waits for the outbox instead.
+//! frames in which nothing moved (or, with the detector, no vehicle is in view)
+//! are skipped (counted) unless a vehicle is being tracked; events are never
+//! dropped: the stage waits for the outbox instead.
 //!
 //! Snapshots on disk: written as `<id>.jpg.partial` and renamed, so a crash leaves
 //! no half file under the final name; names are UUIDv7, which sort by time, so the
@@ -22,12 +29,14 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::detection::{Input, Item};
 use super::plates::tracker::{Observation, Tracker, TrackerParams, Vehicle};
 use super::plates::{Image, PlateError, PlateReader, Rules};
+use super::tracking::{self, VEHICLES};
 use crate::config::PlatesConfig;
 use crate::events::{epoch_ms as ms, rfc3339_ms as rfc3339, NewEvent};
 use crate::metrics::Metrics;
-use crate::video::{snapshot, Frame, FrameQueue};
+use crate::video::{snapshot, Frame};
 
 /// Side of the grey thumbnail the motion gate compares, in pixels (long side).
 const THUMB: u32 = 160;
@@ -131,10 +140,97 @@ pub fn read_frame(
         .collect())
 }
 
+/// A tracked vehicle in a frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VehicleBox {
+    pub track: u64,
+    pub class: &'static str,
+    /// Left, top, right, bottom in frame pixels.
+    pub bbox: [f32; 4],
+}
+
+/// A vehicle's box grown by a twentieth of its size on each side (a plate at the
+/// edge of a tight box), in whole pixels inside the frame: `[x, y, w, h]`.
+fn vehicle_crop(b: &[f32; 4], width: u32, height: u32) -> Option<[u32; 4]> {
+    let (mw, mh) = ((b[2] - b[0]) * 0.05, (b[3] - b[1]) * 0.05);
+    let x0 = (b[0] - mw).max(0.0) as u32;
+    let y0 = (b[1] - mh).max(0.0) as u32;
+    let x1 = ((b[2] + mw).ceil() as u32).min(width);
+    let y1 = ((b[3] + mh).ceil() as u32).min(height);
+    (x1 > x0 + 16 && y1 > y0 + 16).then(|| [x0, y0, x1 - x0, y1 - y0])
+}
+
+/// Copies `[x, y, w, h]` of a frame.
+fn crop(frame: &Frame, [x, y, w, h]: [u32; 4]) -> Image {
+    let mut rgb = Vec::with_capacity((w * h * 3) as usize);
+    for row in y..y + h {
+        let start = ((row * frame.width + x) * 3) as usize;
+        rgb.extend_from_slice(&frame.rgb[start..start + (w * 3) as usize]);
+    }
+    Image {
+        width: w,
+        height: h,
+        rgb,
+    }
+}
+
+/// Reads the plates inside each vehicle's box, boxes in frame pixels.
+pub fn read_vehicles(
+    reader: &PlateReader,
+    frame: &Frame,
+    vehicles: &[VehicleBox],
+    min_confidence: f32,
+) -> Result<Vec<Observation>, PlateError> {
+    let mut out: Vec<Observation> = Vec::new();
+    for v in vehicles {
+        let Some(c) = vehicle_crop(&v.bbox, frame.width, frame.height) else {
+            continue;
+        };
+        for r in reader.read(&crop(frame, c))? {
+            if r.confidence < min_confidence {
+                continue;
+            }
+            let bbox = [r.bbox[0] + c[0], r.bbox[1] + c[1], r.bbox[2], r.bbox[3]];
+            // Two overlapping vehicles may both see one plate: it is read once.
+            if !out.iter().any(|o| o.text == r.text && o.bbox == bbox) {
+                out.push(Observation {
+                    text: r.text,
+                    confidence: r.confidence,
+                    bbox,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The vehicle a plate belongs to: the smallest box holding its centre.
+pub fn owner<'a>(vehicles: &'a [VehicleBox], plate: &[u32; 4]) -> Option<&'a VehicleBox> {
+    let (cx, cy) = (
+        plate[0] as f32 + plate[2] as f32 / 2.0,
+        plate[1] as f32 + plate[3] as f32 / 2.0,
+    );
+    vehicles
+        .iter()
+        .filter(|v| v.bbox[0] <= cx && cx <= v.bbox[2] && v.bbox[1] <= cy && cy <= v.bbox[3])
+        .min_by(|a, b| {
+            let area = |v: &VehicleBox| (v.bbox[2] - v.bbox[0]) * (v.bbox[3] - v.bbox[1]);
+            area(a).total_cmp(&area(b))
+        })
+}
+
+/// What the tracker keeps of a read frame: the frame (for the snapshot) and the
+/// vehicles seen in it (to say whose plate it was).
+#[derive(Debug, Clone)]
+pub struct Keep {
+    frame: Arc<Frame>,
+    vehicles: Arc<Vec<VehicleBox>>,
+}
+
 /// A frame read by a reader thread.
 struct Read {
     seq: u64,
-    frame: Arc<Frame>,
+    keep: Keep,
     reads: Result<Vec<Observation>, PlateError>,
     took: Duration,
 }
@@ -192,7 +288,7 @@ impl Snapshots {
 pub struct PlateReading {
     cfg: PlatesConfig,
     media_dir: PathBuf,
-    frames: FrameQueue,
+    input: Input,
     events: mpsc::Sender<NewEvent>,
     metrics: Arc<Metrics>,
 }
@@ -201,21 +297,21 @@ impl PlateReading {
     pub fn new(
         cfg: PlatesConfig,
         media_dir: PathBuf,
-        frames: FrameQueue,
+        input: Input,
         events: mpsc::Sender<NewEvent>,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             cfg,
             media_dir,
-            frames,
+            input,
             events,
             metrics,
         }
     }
 
     /// The event payload of a vehicle.
-    fn payload(&self, v: &Vehicle<Arc<Frame>>, snapshot: Option<&str>) -> serde_json::Value {
+    fn payload(&self, v: &Vehicle<Keep>, snapshot: Option<&str>) -> serde_json::Value {
         let shown = |t: &str| {
             if self.cfg.hash_plates {
                 plate_hash(&self.cfg.hash_salt, t)
@@ -223,7 +319,12 @@ impl PlateReading {
                 t.to_owned()
             }
         };
-        let frame = v.snapshot.as_ref().map(|f| [f.width, f.height]);
+        let frame = v.snapshot.as_ref().map(|k| [k.frame.width, k.frame.height]);
+        let vehicle = match (&self.input, &v.snapshot) {
+            (Input::Detections { .. }, Some(k)) => owner(&k.vehicles, &v.bbox)
+                .map(|o| serde_json::json!({"class": o.class, "track": o.track})),
+            _ => None,
+        };
         serde_json::json!({
             "plate": shown(&v.text),
             "hashed": self.cfg.hash_plates,
@@ -243,16 +344,20 @@ impl PlateReading {
             "direction": v.direction,
             "still_present": v.still_present,
             "track": v.track,
+            "vehicle": vehicle,
             "snapshot": snapshot,
         })
     }
 
     /// Commits a vehicle's event (and writes its snapshot); false when the outbox
     /// is gone.
-    async fn report(&self, snapshots: &mut Option<Snapshots>, v: Vehicle<Arc<Frame>>) -> bool {
+    async fn report(&self, snapshots: &mut Option<Snapshots>, v: Vehicle<Keep>) -> bool {
         let mut ev = NewEvent::observed("plate", v.first_seen_ms, &serde_json::Value::Null);
         let mut snapshot_name = None;
-        if let (Some(store), Some(frame)) = (snapshots.as_mut(), v.snapshot.clone()) {
+        if let (Some(store), Some(frame)) = (
+            snapshots.as_mut(),
+            v.snapshot.as_ref().map(|k| k.frame.clone()),
+        ) {
             let name = format!("{}.jpg", ev.event_id);
             let quality = self.cfg.snapshot_quality;
             let encoded =
@@ -292,7 +397,7 @@ impl PlateReading {
     async fn settle(
         &self,
         snapshots: &mut Option<Snapshots>,
-        step: super::plates::tracker::Step<Arc<Frame>>,
+        step: super::plates::tracker::Step<Keep>,
     ) -> bool {
         for d in step.discarded {
             Metrics::add(&self.metrics.plate_tracks_discarded, 1);
@@ -313,12 +418,18 @@ impl PlateReading {
     pub async fn run(self, shutdown: CancellationToken) {
         let cfg = self.cfg.clone();
         let dir = cfg.models_dir.clone();
-        let (backend, det_size) = (cfg.reader_backend(), cfg.detector_size);
+        let vehicles_only = matches!(self.input, Input::Detections { .. });
+        let det_size = if vehicles_only {
+            cfg.vehicle_detector_size
+        } else {
+            cfg.detector_size
+        };
+        let backend = cfg.reader_backend();
         let rules = match Rules::new(cfg.region, &cfg.layouts) {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "plate reading is off");
-                self.frames.set_wanted(false);
+                self.input.set_wanted(false);
                 return;
             }
         };
@@ -330,12 +441,12 @@ impl PlateReading {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "plate reading is off: the models cannot be loaded");
-                self.frames.set_wanted(false);
+                self.input.set_wanted(false);
                 return;
             }
             Err(e) => {
                 tracing::error!(error = %e, "plate reading is off: loading the models failed");
-                self.frames.set_wanted(false);
+                self.input.set_wanted(false);
                 return;
             }
         };
@@ -351,9 +462,14 @@ impl PlateReading {
         } else {
             None
         };
-        tracing::info!(region = ?cfg.region, backend = ?cfg.backend, threads = cfg.threads, models = %cfg.models_dir.display(), "plate reading on");
+        tracing::info!(region = ?cfg.region, backend = ?cfg.backend, threads = cfg.threads, models = %cfg.models_dir.display(),
+            within = if vehicles_only { "tracked vehicles" } else { "whole frames" }, "plate reading on");
 
-        let mut tracker: Tracker<Arc<Frame>> = Tracker::new(TrackerParams {
+        let mut vehicle_tracker = match &self.input {
+            Input::Detections { tracking, .. } => tracking::Tracker::new(*tracking),
+            Input::Frames(_) => tracking::Tracker::default(),
+        };
+        let mut tracker: Tracker<Keep> = Tracker::new(TrackerParams {
             timeout_ms: cfg.track_timeout.as_millis() as i64,
             max_duration_ms: cfg.max_track.as_millis() as i64,
             min_reads: cfg.min_reads,
@@ -372,26 +488,56 @@ impl PlateReading {
                 // clock only when nothing is being read.
                 biased;
                 _ = shutdown.cancelled() => break,
-                frame = self.frames.pop(), if reading.len() < cfg.threads => {
-                    if tracker.active() == 0 && !gate.moved(&frame) {
-                        Metrics::add(&self.metrics.plate_frames_still, 1);
-                        continue;
-                    }
-                    if tracker.active() > 0 {
-                        gate.moved(&frame);
-                    }
+                item = self.input.next(), if reading.len() < cfg.threads => {
+                    let (frame, vehicles) = match item {
+                        Item::Frame(frame) => {
+                            if tracker.active() == 0 && !gate.moved(&frame) {
+                                Metrics::add(&self.metrics.plate_frames_still, 1);
+                                continue;
+                            }
+                            if tracker.active() > 0 {
+                                gate.moved(&frame);
+                            }
+                            (frame, Vec::new())
+                        }
+                        Item::Detected(d) => {
+                            let t = d.frame.captured_at
+                                .duration_since(SystemTime::UNIX_EPOCH)
+                                .unwrap_or_default()
+                                .as_secs_f64();
+                            let found: Vec<_> = d.objects.iter()
+                                .filter(|o| VEHICLES.contains(&o.class))
+                                .cloned()
+                                .collect();
+                            vehicle_tracker.update(t, &found);
+                            let seen: Vec<VehicleBox> = vehicle_tracker.seen_at(t)
+                                .map(|tr| VehicleBox { track: tr.id, class: tr.class, bbox: tr.bbox })
+                                .collect();
+                            if seen.is_empty() {
+                                // No vehicle, no plate: only the detector's cost.
+                                Metrics::add(&self.metrics.plate_frames_still, 1);
+                                continue;
+                            }
+                            (d.frame.clone(), seen)
+                        }
+                    };
                     let (reader, roi, min) = (reader.clone(), cfg.roi.clone(), cfg.min_confidence);
                     let seq = next_seq;
                     next_seq += 1;
+                    let keep = Keep { frame, vehicles: Arc::new(vehicles) };
                     reading.spawn_blocking(move || {
                         let started = Instant::now();
                         // A panic in the reader loses this frame only, and keeps
                         // the frames in order behind it.
                         let reads = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            read_frame(&reader, &frame, &roi, min)
+                            if vehicles_only {
+                                read_vehicles(&reader, &keep.frame, &keep.vehicles, min)
+                            } else {
+                                read_frame(&reader, &keep.frame, &roi, min)
+                            }
                         }))
                         .unwrap_or_else(|_| Err(PlateError::Inference("the reader panicked".into())));
-                        Read { seq, frame, reads, took: started.elapsed() }
+                        Read { seq, keep, reads, took: started.elapsed() }
                     });
                 }
                 Some(joined) = reading.join_next() => {
@@ -413,7 +559,7 @@ impl PlateReading {
                             }
                         };
                         Metrics::add(&self.metrics.plate_reads, reads.len() as u64);
-                        let step = tracker.observe(ms(read.frame.captured_at), &reads, &read.frame);
+                        let step = tracker.observe(ms(read.keep.frame.captured_at), &reads, &read.keep);
                         if !self.settle(&mut snapshots, step).await {
                             return;
                         }
@@ -436,7 +582,7 @@ impl PlateReading {
         }
         for (_, read) in done {
             if let Ok(reads) = read.reads {
-                let step = tracker.observe(ms(read.frame.captured_at), &reads, &read.frame);
+                let step = tracker.observe(ms(read.keep.frame.captured_at), &reads, &read.keep);
                 if !self.settle(&mut snapshots, step).await {
                     return;
                 }

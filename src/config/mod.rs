@@ -124,6 +124,12 @@ pub struct PlatesConfig {
     /// memory but loses small plates; a 1280x720 frame fills the default.
     #[serde(default = "default_detector_size")]
     pub detector_size: [usize; 2],
+    /// With `[detector] enabled`: plates are read only inside the boxes of
+    /// tracked vehicles, each box scaled to fit this text-detector input
+    /// (`[width, height]`, multiples of 32), and frames with no vehicle are not
+    /// read at all; `roi` and `motion` then do not apply.
+    #[serde(default = "default_vehicle_detector_size")]
+    pub vehicle_detector_size: [usize; 2],
     /// Part of the frame to read, `[x, y, width, height]` as fractions of the
     /// frame; empty: all of it. A smaller region is read at a larger scale (small
     /// plates read better) and leaves out signs and overlays.
@@ -639,6 +645,9 @@ fn default_models_dir() -> PathBuf {
 fn default_plates_region() -> crate::analytics::plates::Region {
     crate::analytics::plates::Region::Any
 }
+fn default_vehicle_detector_size() -> [usize; 2] {
+    [640, 384]
+}
 fn default_detector_size() -> [usize; 2] {
     crate::analytics::plates::DET_SIZE
 }
@@ -845,6 +854,7 @@ impl Default for PlatesConfig {
             region: default_plates_region(),
             layouts: Vec::new(),
             detector_size: default_detector_size(),
+            vehicle_detector_size: default_vehicle_detector_size(),
             roi: Vec::new(),
             min_confidence: default_plates_min_confidence(),
             min_reads: default_plates_min_reads(),

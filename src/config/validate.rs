@@ -336,12 +336,16 @@ impl Config {
                 || format!("4 to 10 of L (letter), N (digit), X (either), found {l:?}"),
             );
         }
-        let [dw, dh] = pl.detector_size;
-        c.check(
-            dw % 32 == 0 && dh % 32 == 0 && (320..=2048).contains(&dw) && (192..=2048).contains(&dh),
-            "plates.detector_size",
-            || format!("[width, height], multiples of 32, width 320-2048, height 192-2048, found [{dw}, {dh}]"),
-        );
+        for (field, [dw, dh]) in [
+            ("plates.detector_size", pl.detector_size),
+            ("plates.vehicle_detector_size", pl.vehicle_detector_size),
+        ] {
+            c.check(
+                dw % 32 == 0 && dh % 32 == 0 && (320..=2048).contains(&dw) && (192..=2048).contains(&dh),
+                field,
+                || format!("[width, height], multiples of 32, width 320-2048, height 192-2048, found [{dw}, {dh}]"),
+            );
+        }
         c.range("plates.min_confidence", pl.min_confidence, 0.0, 1.0);
         c.range("plates.min_reads", pl.min_reads, 1, 100);
         c.duration(
