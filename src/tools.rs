@@ -89,7 +89,7 @@ pub struct BackendArgs {
     #[arg(long)]
     onnxruntime_library: Option<PathBuf>,
     /// The text detector's input, WIDTHxHEIGHT (multiples of 32); default
-    /// 1312x736 for whole images, 640x384 for vehicle boxes (`--vehicles`).
+    /// 1312x736 for whole images, 960x544 for vehicle boxes (`--vehicles`).
     #[arg(long)]
     detector: Option<String>,
 }
@@ -184,7 +184,7 @@ pub fn eval_plates(
     vehicle_score: Option<f32>,
 ) -> anyhow::Result<()> {
     let det_size = if vehicles {
-        backend.detector_size_or("640x384")?
+        backend.detector_size_or("960x544")?
     } else {
         backend.detector_size()?
     };

@@ -646,7 +646,7 @@ fn default_plates_region() -> crate::analytics::plates::Region {
     crate::analytics::plates::Region::Any
 }
 fn default_vehicle_detector_size() -> [usize; 2] {
-    [640, 384]
+    [960, 544]
 }
 fn default_detector_size() -> [usize; 2] {
     crate::analytics::plates::DET_SIZE

@@ -2,7 +2,7 @@
 //! overlay) driving across a 1280x720 frame, encoded as a video the daemon's file
 //! source loops.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::{encode_video, tool};
 
@@ -129,5 +129,56 @@ pub fn road_video(path: &Path, texts: [&str; 2]) {
     let plates = [plate_still(dir, texts[0]), plate_still(dir, texts[1])];
     encode_video(path, (W, H, FPS), PASS_S * FPS, |i| {
         road_frame(i as f64 / FPS as f64, &plates)
+    });
+}
+
+/// The plate development set (`EDGECAM_TEST_PLATES`, else `../shared/data/plates-dev`
+/// beside the repository), whose real photographs tests may read but never copy.
+/// `None` when it is not on this machine: the tests that need it say so and stop.
+pub fn plates_dev() -> Option<PathBuf> {
+    let dir = std::env::var_os("EDGECAM_TEST_PLATES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/plates-dev"));
+    if dir.join("labels.tsv").is_file() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "SKIPPED: no plate development set at {} (set EDGECAM_TEST_PLATES)",
+            dir.display()
+        );
+        None
+    }
+}
+
+/// RGB pixels of a JPEG.
+pub fn decode_jpeg(path: &Path) -> (usize, usize, Vec<u8>) {
+    let mut d =
+        jpeg_decoder::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
+    let pixels = d.decode().unwrap();
+    let info = d.info().unwrap();
+    assert_eq!(info.pixel_format, jpeg_decoder::PixelFormat::RGB24);
+    (info.width as usize, info.height as usize, pixels)
+}
+
+/// A real car photograph (600x387, plate BS47040) sliding left to right across
+/// a grey 1280x720 road for four seconds, then five seconds of empty road (more
+/// than `plates.track_timeout`): one vehicle per pass of the looping file.
+pub fn real_car_video(photo: &Path, path: &Path) {
+    const CW: usize = 1280;
+    const CH: usize = 720;
+    const CFPS: usize = 10;
+    let (w, h, car) = decode_jpeg(photo);
+    assert!(w < CW && h < CH, "{w}x{h}");
+    encode_video(path, (CW, CH, CFPS), 9 * CFPS, |i| {
+        let mut rgb = vec![110u8; CW * CH * 3];
+        if i < 4 * CFPS {
+            let x0 = (CW - w) * i / (4 * CFPS - 1);
+            let y0 = (CH - h) / 2;
+            for y in 0..h {
+                let dst = ((y0 + y) * CW + x0) * 3;
+                rgb[dst..dst + w * 3].copy_from_slice(&car[y * w * 3..(y + 1) * w * 3]);
+            }
+        }
+        rgb
     });
 }

@@ -1,0 +1,169 @@
+//! Benchmark of the analytics in the daemon at 1280x720 and 5 analysed frames/s,
+//! people counting and plate reading both on, all in the same run:
+//!
+//! - the video pipeline alone (the baseline for CPU and memory);
+//! - without the detector: moving blobs and plates read in whole frames behind
+//!   the motion gate (how the daemon ran before the detector);
+//! - with the detector: tracked persons and plates read inside tracked vehicles,
+//!   one reader thread;
+//! - with the detector on a scene with no vehicle (the test source): what a frame
+//!   without a vehicle costs.
+//!
+//! The scene with a vehicle is a real car photograph from the plate development
+//! set (`EDGECAM_TEST_PLATES`, else `../shared/data/plates-dev`) sliding across a
+//! grey road for 4 s of every 9 s; without that set those rows are skipped. Per
+//! run: analysed frames/s (frames through the detector, or taken by people
+//! counting without it), the detector's mean time per frame, plate frames read
+//! per second and their mean time, daemon CPU and peak RSS.
+//!
+//! `cargo bench --bench analytics`; `EDGECAM_BENCH_ANALYTICS_SECS` seconds per run
+//! (default 40). Models from `EDGECAM_TEST_MODELS` or target/models.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::scene::{plates_dev, real_car_video};
+use common::*;
+use serde_json::Value;
+
+struct Figures {
+    analysed_fps: f64,
+    detector_ms: f64,
+    plate_fps: f64,
+    plate_ms: f64,
+    cpu: f64,
+    rss_peak_kib: u64,
+    plates: u64,
+    frames_dropped: u64,
+}
+
+/// What one run switches on.
+struct Run {
+    name: &'static str,
+    /// `test`, or `file://…`.
+    source: String,
+    analytics: bool,
+    detector: bool,
+}
+
+async fn measure(models: &Path, i: usize, run: &Run, secs: u64) -> Figures {
+    let (on, det) = (run.analytics, run.detector);
+    let rig = Rig::new(
+        &format!("bench-analytics-{i}"),
+        &format!(
+            "[health]\nmetrics_interval = \"2s\"\n\
+             [video]\nenabled = true\nsource = \"{}\"\nwidth = 1280\nheight = 720\nframerate = 10\n\
+             analytics_width = 1280\nanalytics_height = 720\nanalytics_fps = 5\n\
+             [people]\nenabled = {on}\nlines = [{{ name = \"middle\", a = [0.5, 0.0], b = [0.5, 1.0] }}]\n\
+             [plates]\nenabled = {on}\nmodels_dir = \"{}\"\nregion = \"eu\"\nthreads = 1\nsnapshots = false\n\
+             [detector]\nenabled = {det}\nmodel = \"{}\"\n",
+            run.source,
+            models.display(),
+            models.join("nanodet-m-416.onnx").display(),
+        ),
+    )
+    .await;
+    rig.recordings();
+    let text = std::fs::read_to_string(&rig.config).unwrap();
+    std::fs::write(&rig.config, text.replace("edgecam=debug,info", "info")).unwrap();
+    let daemon = rig.daemon(0);
+    let pid = daemon.proc.pid();
+    let get = |m: &Value, a: &str, b: &str| m[a][b].as_u64().unwrap_or(0);
+    wait_until("frames analysed", Duration::from_secs(120), || {
+        rig.observer
+            .metrics()
+            .last()
+            .is_some_and(|m| get(m, "video", "frames_delivered") > 10)
+    })
+    .await;
+    let m0 = rig.observer.metrics().last().unwrap().clone();
+    let ticks0 = cpu_ticks(pid);
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let m1 = rig.observer.metrics().last().unwrap().clone();
+    let elapsed = t0.elapsed().as_secs_f64();
+    let cpu = (cpu_ticks(pid) - ticks0) as f64
+        / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+        / elapsed;
+    let span = (m1["ts"].as_i64().unwrap() - m0["ts"].as_i64().unwrap()) as f64 / 1000.0;
+    let d = |a: &str, b: &str| get(&m1, a, b) - get(&m0, a, b);
+    let detected = d("detector", "frames");
+    let analysed = if detected > 0 {
+        detected
+    } else {
+        d("video", "frames_delivered") - d("video", "frames_dropped")
+    };
+    let read = d("plates", "frames_read");
+    let figures = Figures {
+        analysed_fps: analysed as f64 / span,
+        detector_ms: d("detector", "us_total") as f64 / detected.max(1) as f64 / 1000.0,
+        plate_fps: read as f64 / span,
+        plate_ms: d("plates", "read_us_total") as f64 / read.max(1) as f64 / 1000.0,
+        cpu,
+        rss_peak_kib: status_kb(pid, "VmHWM:"),
+        plates: get(&m1, "plates", "vehicles"),
+        frames_dropped: d("detector", "frames_dropped") + d("plates", "frames_dropped"),
+    };
+    drop(daemon);
+    figures
+}
+
+fn main() {
+    let secs: u64 = std::env::var("EDGECAM_BENCH_ANALYTICS_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(40);
+    let models = std::env::var_os("EDGECAM_TEST_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/models"));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let src = test_dir("bench-analytics-src");
+    let car = plates_dev().map(|dir| {
+        let video = src.path().join("car.mp4");
+        real_car_video(&dir.join("eu/eu11.jpg"), &video);
+        format!("file://{}", video.display())
+    });
+    let run = |name, source: &str, analytics, detector| Run {
+        name,
+        source: source.to_owned(),
+        analytics,
+        detector,
+    };
+    let mut runs = vec![run("video only (baseline)", "test", false, false)];
+    if let Some(car) = &car {
+        runs.push(run("car, no detector (before)", car, true, false));
+        runs.push(run("car, detector", car, true, true));
+    }
+    runs.push(run("no vehicle, detector", "test", true, true));
+    rt.block_on(async move {
+        let mut rows = Vec::new();
+        for (i, r) in runs.iter().enumerate() {
+            rows.push((r.name, measure(&models, i, r, secs).await));
+        }
+        println!("edgecam analytics benchmark: 1280x720 at 5 analysed frames/s, people counting and plate reading on, one reader thread, {secs} s each");
+        if car.is_none() {
+            println!("   (no plate development set: the rows with a car are skipped)");
+        }
+        println!("   run                          analysed/s  detector ms  plate frames/s  plate ms  dropped  daemon CPU  peak RSS  plates");
+        for (name, f) in &rows {
+            println!(
+                "   {name:<28} {:>10.2}  {:>11.1}  {:>14.2}  {:>8.0}  {:>7}  {:>8.0} %  {:>4} MiB  {:>6}",
+                f.analysed_fps,
+                f.detector_ms,
+                f.plate_fps,
+                f.plate_ms,
+                f.frames_dropped,
+                f.cpu * 100.0,
+                f.rss_peak_kib / 1024,
+                f.plates
+            );
+        }
+    });
+}
