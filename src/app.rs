@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::analytics::{DetectedQueue, Input, ObjectDetection, PeopleCounting, PlateReading};
+use crate::analytics::{Counted, Counting, DetectedQueue, Input, ObjectDetection, PlateReading};
 use crate::config::{self, stage::RemoteStage, Config};
 use crate::health::{self, Health};
 use crate::metrics::Metrics;
@@ -151,7 +151,7 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
         let plates_q = FrameQueue::new(config.plates.frame_queue, metrics.clone(), |m| {
             &m.plate_frames_dropped
         });
-        let (people_in, plates_in, detection) = if config.detector.enabled {
+        let (people_in, plates_in, traffic_in, detection) = if config.detector.enabled {
             let frames = FrameQueue::new(config.detector.frame_queue, metrics.clone(), |m| {
                 &m.detector_frames_dropped
             });
@@ -162,7 +162,12 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
             let plates = DetectedQueue::new(config.plates.frame_queue, metrics.clone(), |m| {
                 &m.plate_frames_dropped
             });
-            let mut outputs = vec![people.clone()];
+            // Traffic counting idles, like people counting, until `[traffic]`
+            // is on (remotely too).
+            let traffic = DetectedQueue::new(config.video.frame_queue, metrics.clone(), |m| {
+                &m.frames_dropped
+            });
+            let mut outputs = vec![people.clone(), traffic.clone()];
             if config.plates.enabled {
                 outputs.push(plates.clone());
             }
@@ -182,6 +187,10 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
                     queue: plates,
                     tracking: config.detector.vehicle_tracking(),
                 },
+                Some(Input::Detections {
+                    queue: traffic,
+                    tracking: config.detector.vehicle_tracking(),
+                }),
                 Some(task),
             )
         } else {
@@ -189,12 +198,23 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
             if config.plates.enabled {
                 queues.push(plates_q.clone());
             }
-            (Input::Frames(people_q), Input::Frames(plates_q), None)
+            (Input::Frames(people_q), Input::Frames(plates_q), None, None)
         };
         let counting = tokio::spawn(
-            PeopleCounting::new(config_rx.clone(), people_in, events_tx.clone())
-                .run(shutdown.clone()),
+            Counting::new(
+                Counted::People,
+                config_rx.clone(),
+                people_in,
+                events_tx.clone(),
+            )
+            .run(shutdown.clone()),
         );
+        let traffic = traffic_in.map(|input| {
+            tokio::spawn(
+                Counting::new(Counted::Traffic, config_rx.clone(), input, events_tx.clone())
+                    .run(shutdown.clone()),
+            )
+        });
         let plates = config.plates.enabled.then(|| {
             tokio::spawn(
                 PlateReading::new(
@@ -211,7 +231,7 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
             Video::new(config.video.clone(), queues, pins.clone(), metrics.clone())
                 .run(shutdown.clone()),
         );
-        (video, counting, plates, detection)
+        (video, counting, plates, detection, traffic)
     });
     if config.detector.enabled && !config.video.enabled {
         tracing::warn!("[detector] is on but [video] is off: nothing to detect in");
@@ -236,12 +256,15 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
 
     let drain = async {
         join_logged("synthetic", synthetic_task).await;
-        if let Some((video, counting, plates, detection)) = video_task {
+        if let Some((video, counting, plates, detection, traffic)) = video_task {
             join_logged("video", video).await;
             if let Some(detection) = detection {
                 join_logged("object detection", detection).await;
             }
             join_logged("people counting", counting).await;
+            if let Some(traffic) = traffic {
+                join_logged("traffic counting", traffic).await;
+            }
             if let Some(plates) = plates {
                 join_logged("plate reading", plates).await;
             }

@@ -363,7 +363,8 @@ pub fn count_people(
     }];
     people.zones.clear();
     let mut blobs = analytics::Counter::new(people.params(), people.lines.clone(), vec![]);
-    let mut tracks = analytics::PersonCounter::new(
+    let mut tracks = analytics::TrackCounter::new(
+        analytics::people::persons,
         detector_cfg.tracking(),
         people.hysteresis,
         people.lines.clone(),
@@ -991,7 +992,8 @@ pub fn eval_people(
                 });
             }
         }
-        let mut counter = analytics::PersonCounter::new(
+        let mut counter = analytics::TrackCounter::new(
+            analytics::people::persons,
             det_cfg.tracking(),
             people.hysteresis,
             lines.clone(),

@@ -277,4 +277,13 @@ fn unknown_detector_classes_and_bad_sizes_are_refused_by_field() {
     ] {
         assert!(err.contains(field), "{field} not in: {err}");
     }
+    // Traffic counting follows the detector's vehicles: not without it.
+    DaemonConfig::offline(tmp.path(), &pki, "[traffic]\nenabled = true\n").write(&config);
+    let out = edgecam().arg("check-config").arg(&config).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("traffic.enabled") && err.contains("[detector]"),
+        "{err}"
+    );
 }

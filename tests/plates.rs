@@ -355,6 +355,8 @@ async fn with_the_detector_a_real_car_is_read_inside_its_box_once_per_pass() {
              [video]\nenabled = true\nsource = \"file://{}\"\nwidth = 1280\nheight = 720\nframerate = 10\n\
              analytics_width = 1280\nanalytics_height = 720\nanalytics_fps = 5\n\
              [plates]\nenabled = true\nmodels_dir = \"{}\"\nregion = \"eu\"\nthreads = 2\nsnapshots = false\n\
+             [traffic]\nenabled = true\ninterval = \"2s\"\ncrossing_events = true\n\
+             lines = [{{ name = \"middle\", a = [0.5, 0.0], b = [0.5, 1.0] }}]\n\
              [detector]\nenabled = true\nmodel = \"{}\"\n",
             video.display(),
             models.display(),
@@ -391,6 +393,27 @@ async fn with_the_detector_a_real_car_is_read_inside_its_box_once_per_pass() {
             gap > 4.0,
             "two events {gap:.1} s apart in one pass: {events:?}"
         );
+    }
+    // Traffic counting sees the same car cross the middle, left to right ("in"
+    // for a vertical line), and names its class.
+    let crossings = rig.observer.events_in("vehicle_crossing");
+    assert!(!crossings.is_empty(), "no vehicle_crossing event");
+    for c in &crossings {
+        assert_eq!(c["payload"]["line"], "middle", "{c}");
+        assert_eq!(c["payload"]["direction"], "in", "{c}");
+        let class = c["payload"]["class"].as_str().unwrap_or_default();
+        assert!(["car", "truck", "bus"].contains(&class), "{c}");
+    }
+    wait_until("a vehicle count", Duration::from_secs(10), || {
+        rig.observer
+            .events_in("vehicle_count")
+            .iter()
+            .any(|e| e["payload"]["lines"]["middle"]["in"].as_u64() > Some(0))
+    })
+    .await;
+    let counts = schema("people-count.json");
+    for e in rig.observer.events_in("vehicle_count") {
+        assert!(counts.is_valid(&e["payload"]), "{e}");
     }
     // The empty road costs the detector only.
     let last = rig.observer.metrics().last().cloned().unwrap();

@@ -1,8 +1,10 @@
-//! The people-counting stage: takes the detector's person boxes (with
-//! `[detector] enabled`; tracked, foot points counted) or else frames from the
-//! video stage's queue (moving blobs, the fallback without a model), counts
-//! crossings and occupancy, and commits a `people_count` event per wall-clock
-//! interval (and a `people_crossing` event per crossing when asked) to the outbox.
+//! The counting stage, for people and for traffic. People: takes the detector's
+//! person boxes (with `[detector] enabled`; tracked, foot points counted) or else
+//! frames from the video stage's queue (moving blobs, the fallback without a
+//! model), counts crossings and occupancy, and commits a `people_count` event per
+//! wall-clock interval (and a `people_crossing` event per crossing when asked) to
+//! the outbox. Traffic: the same with the detector's vehicles, `[traffic]`, and
+//! `vehicle_count` / `vehicle_crossing` events.
 //! Frames are dropped upstream (oldest first, counted) when counting lags; events
 //! are never dropped: the stage waits for the outbox instead.
 
@@ -13,11 +15,52 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::detection::{Input, Item};
-use super::people::{Counter, Crossing, PersonCounter, Tally};
+use super::people::{persons, vehicles, Counter, Crossing, Tally, TrackCounter};
 use crate::config::{Config, PeopleConfig};
 use crate::events::{epoch_ms as ms, rfc3339_ms as rfc3339, NewEvent};
 
-pub struct PeopleCounting {
+/// What a counting stage counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counted {
+    /// Persons, `[people]`.
+    People,
+    /// Vehicles, `[traffic]` (with the detector only).
+    Traffic,
+}
+
+impl Counted {
+    fn section(self, c: &Config) -> PeopleConfig {
+        match self {
+            Counted::People => c.people.clone(),
+            Counted::Traffic => c.traffic.counting(),
+        }
+    }
+
+    fn classes(self) -> fn(&str) -> bool {
+        match self {
+            Counted::People => persons,
+            Counted::Traffic => vehicles,
+        }
+    }
+
+    /// The event kinds: per interval, per crossing.
+    fn kinds(self) -> (&'static str, &'static str) {
+        match self {
+            Counted::People => ("people_count", "people_crossing"),
+            Counted::Traffic => ("vehicle_count", "vehicle_crossing"),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Counted::People => "people counting",
+            Counted::Traffic => "traffic counting",
+        }
+    }
+}
+
+pub struct Counting {
+    counted: Counted,
     config: watch::Receiver<Arc<Config>>,
     input: Input,
     events: mpsc::Sender<NewEvent>,
@@ -26,7 +69,7 @@ pub struct PeopleCounting {
 /// How people are found.
 enum Method {
     Blobs(Counter),
-    Tracks(PersonCounter),
+    Tracks(TrackCounter),
 }
 
 /// The wall-clock interval holding `t_ms`.
@@ -64,7 +107,7 @@ struct Run {
 }
 
 impl Run {
-    fn new(cfg: PeopleConfig, input: &Input, now: SystemTime) -> Self {
+    fn new(cfg: PeopleConfig, counted: Counted, input: &Input, now: SystemTime) -> Self {
         let (start_ms, end_ms) = bucket(ms(now), cfg.interval);
         let counter = match input {
             Input::Frames(_) => Method::Blobs(Counter::new(
@@ -72,7 +115,8 @@ impl Run {
                 cfg.lines.clone(),
                 cfg.zones.clone(),
             )),
-            Input::Detections { tracking, .. } => Method::Tracks(PersonCounter::new(
+            Input::Detections { tracking, .. } => Method::Tracks(TrackCounter::new(
+                counted.classes(),
                 *tracking,
                 cfg.hysteresis,
                 cfg.lines.clone(),
@@ -89,13 +133,15 @@ impl Run {
     }
 }
 
-impl PeopleCounting {
+impl Counting {
     pub fn new(
+        counted: Counted,
         config: watch::Receiver<Arc<Config>>,
         input: Input,
         events: mpsc::Sender<NewEvent>,
     ) -> Self {
         Self {
+            counted,
             config,
             input,
             events,
@@ -110,8 +156,8 @@ impl PeopleCounting {
     /// Emits the open interval's counts (`partial` when cut short).
     async fn close(&self, run: &mut Run, end_ms: i64, partial: bool) -> bool {
         let payload = count_payload(run.start_ms, end_ms, &run.tally, partial);
-        tracing::debug!(%payload, "people count");
-        let ok = self.emit("people_count", end_ms, &payload).await;
+        tracing::debug!(%payload, counted = ?self.counted, "count");
+        let ok = self.emit(self.counted.kinds().0, end_ms, &payload).await;
         run.tally = Tally::new(&run.cfg.lines, &run.cfg.zones);
         ok
     }
@@ -120,7 +166,7 @@ impl PeopleCounting {
         let mut run: Option<Run> = None;
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
-            let cfg = self.config.borrow_and_update().people.clone();
+            let cfg = self.counted.section(&self.config.borrow_and_update());
             let changed = run.as_ref().is_none_or(|r| r.cfg != cfg);
             if changed {
                 if let Some(r) = run.as_mut() {
@@ -132,13 +178,15 @@ impl PeopleCounting {
                     tracing::info!(
                         lines = cfg.lines.len(),
                         zones = cfg.zones.len(),
-                        method = match self.input {
-                            Input::Frames(_) => "moving blobs",
-                            Input::Detections { .. } => "tracked persons",
+                        method = match (&self.input, self.counted) {
+                            (Input::Frames(_), _) => "moving blobs",
+                            (Input::Detections { .. }, Counted::People) => "tracked persons",
+                            (Input::Detections { .. }, Counted::Traffic) => "tracked vehicles",
                         },
-                        "people counting on"
+                        "{} on",
+                        self.counted.name()
                     );
-                    Run::new(cfg, &self.input, SystemTime::now())
+                    Run::new(cfg, self.counted, &self.input, SystemTime::now())
                 });
             }
             tokio::select! {
@@ -155,13 +203,16 @@ impl PeopleCounting {
                     r.tally.add(&crossings, &occupancy);
                     let at = ms(captured_at);
                     for c in &crossings {
-                        tracing::info!(line = %c.line, direction = c.direction, track = c.track, "person crossed");
+                        tracing::info!(line = %c.line, direction = c.direction, track = c.track, class = c.class, "{} crossed", c.class);
                         if r.cfg.crossing_events {
-                            let payload = serde_json::json!({
+                            let mut payload = serde_json::json!({
                                 "line": c.line, "direction": c.direction, "track": c.track,
                                 "at": rfc3339(at),
                             });
-                            if !self.emit("people_crossing", at, &payload).await {
+                            if self.counted == Counted::Traffic {
+                                payload["class"] = c.class.into();
+                            }
+                            if !self.emit(self.counted.kinds().1, at, &payload).await {
                                 return;
                             }
                         }

@@ -12,7 +12,7 @@ pub mod plates;
 mod reading;
 pub mod tracking;
 
-pub use counting::PeopleCounting;
+pub use counting::{Counted, Counting};
 pub use detection::{input_size_for, DetectedQueue, DetectorConfig, Input, ObjectDetection};
-pub use people::{Counter, InDirection, LineConfig, Params, PersonCounter, Tally, ZoneConfig};
+pub use people::{Counter, InDirection, LineConfig, Params, Tally, TrackCounter, ZoneConfig};
 pub use reading::{read_vehicles, PlateReading, VehicleBox};

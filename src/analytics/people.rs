@@ -117,6 +117,8 @@ impl Default for Params {
 /// A counted crossing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Crossing {
+    /// The class of what crossed (`person` for moving blobs).
+    pub class: &'static str,
     pub line: String,
     /// `in` or `out`.
     pub direction: &'static str,
@@ -228,6 +230,7 @@ impl Lines {
                 if before != 0 && before != s {
                     let into = s as f32 * line.in_sign > 0.0;
                     out.push(Crossing {
+                        class: "person",
                         line: line.name.clone(),
                         direction: if into { "in" } else { "out" },
                         track: id,
@@ -438,10 +441,13 @@ impl Counter {
     }
 }
 
-/// People counting from the detector's person tracks: the tracker follows the
-/// boxes, each confirmed track's foot point (bottom centre) crosses lines and
-/// stands in zones. Frames of another size start afresh.
-pub struct PersonCounter {
+/// Counting from the detector's tracks of one kind (persons, or vehicles for
+/// traffic): the tracker follows the boxes, each confirmed track's foot point
+/// (bottom centre: where it meets the ground) crosses lines and stands in zones.
+/// Frames of another size start afresh.
+pub struct TrackCounter {
+    /// Which classes are counted.
+    counts: fn(&str) -> bool,
     tracking: tracking::Params,
     hysteresis: f32,
     lines_cfg: Vec<LineConfig>,
@@ -452,14 +458,26 @@ pub struct PersonCounter {
     seen: Vec<(u64, f32, f32)>,
 }
 
-impl PersonCounter {
+/// Persons, for [`TrackCounter::new`].
+pub fn persons(class: &str) -> bool {
+    class == "person"
+}
+
+/// Vehicles, for [`TrackCounter::new`].
+pub fn vehicles(class: &str) -> bool {
+    tracking::VEHICLES.contains(&class)
+}
+
+impl TrackCounter {
     pub fn new(
+        counts: fn(&str) -> bool,
         tracking: tracking::Params,
         hysteresis: f32,
         lines: Vec<LineConfig>,
         zones: Vec<ZoneConfig>,
     ) -> Self {
         Self {
+            counts,
             tracking,
             hysteresis,
             lines_cfg: lines,
@@ -471,8 +489,8 @@ impl PersonCounter {
         }
     }
 
-    /// One frame's detections (any class; persons are taken) at time `t` seconds:
-    /// the crossings completed.
+    /// One frame's detections (any class; the counted ones are taken) at time
+    /// `t` seconds: the crossings completed.
     pub fn process(
         &mut self,
         t: f64,
@@ -491,12 +509,12 @@ impl PersonCounter {
                 self.hysteresis,
             );
         }
-        let persons: Vec<Detection> = detections
+        let counted: Vec<Detection> = detections
             .iter()
-            .filter(|d| d.class == "person")
+            .filter(|d| (self.counts)(d.class))
             .cloned()
             .collect();
-        self.tracker.update(t, &persons);
+        self.tracker.update(t, &counted);
         let tracker = &self.tracker;
         self.lines
             .retain(|id| tracker.tracks().iter().any(|t| t.id == id));
@@ -507,10 +525,16 @@ impl PersonCounter {
                 (tr.id, x, y)
             })
             .collect();
-        self.lines.cross(&self.seen)
+        let mut crossings = self.lines.cross(&self.seen);
+        for c in &mut crossings {
+            if let Some(tr) = tracker.tracks().iter().find(|tr| tr.id == c.track) {
+                c.class = tr.class;
+            }
+        }
+        crossings
     }
 
-    /// The person tracks seen in the last frame.
+    /// The tracks seen in the last frame.
     pub fn tracks(&self) -> impl Iterator<Item = &tracking::Track> {
         self.tracker
             .tracks()
@@ -850,11 +874,17 @@ mod tests {
 
     /// A person track counter on a 200x200 frame with a horizontal line across
     /// the middle, fed one person box per frame whose foot point is at `(x, y)`.
-    fn person_counter() -> PersonCounter {
-        PersonCounter::new(tracking::Params::default(), 0.03, vec![line()], vec![])
+    fn person_counter() -> TrackCounter {
+        TrackCounter::new(
+            persons,
+            tracking::Params::default(),
+            0.03,
+            vec![line()],
+            vec![],
+        )
     }
 
-    fn feet(c: &mut PersonCounter, steps: &[(f32, f32)]) -> Vec<Crossing> {
+    fn feet(c: &mut TrackCounter, steps: &[(f32, f32)]) -> Vec<Crossing> {
         let mut out = Vec::new();
         for (k, &(x, y)) in steps.iter().enumerate() {
             let d = Detection {
@@ -883,6 +913,32 @@ mod tests {
             60.0, 75.0, 90.0, 98.0, 101.0, 101.0, 101.0, 99.0, 90.0, 75.0, 60.0,
         ];
         assert!(feet(&mut c, &ys.map(|y| (100.0, y))).is_empty());
+    }
+
+    #[test]
+    fn a_traffic_counter_counts_a_car_and_not_a_person() {
+        let mut c = TrackCounter::new(
+            vehicles,
+            tracking::Params::default(),
+            0.03,
+            vec![line()],
+            vec![],
+        );
+        let mut out = Vec::new();
+        for (k, y) in [60.0f32, 80.0, 100.0, 120.0, 140.0].iter().enumerate() {
+            let car = Detection {
+                class: "car",
+                score: 0.9,
+                bbox: [20.0, y - 40.0, 90.0, *y],
+            };
+            let person = Detection {
+                class: "person",
+                score: 0.9,
+                bbox: [150.0, y - 60.0, 170.0, *y],
+            };
+            out.extend(c.process(k as f64 * 0.2, 200, 200, &[car, person]));
+        }
+        assert_eq!(out.len(), 1, "{out:?}");
     }
 
     #[test]

@@ -174,7 +174,9 @@ fn crop(frame: &Frame, [x, y, w, h]: [u32; 4]) -> Image {
     }
 }
 
-/// Reads the plates inside each vehicle's box, boxes in frame pixels.
+/// Reads the plate inside each vehicle's box, boxes in frame pixels: a vehicle
+/// shows one plate, so of the texts read in its box only the most confident is
+/// kept (a sticker or a dealer's badge that also reads like a plate loses to it).
 pub fn read_vehicles(
     reader: &PlateReader,
     frame: &Frame,
@@ -186,10 +188,12 @@ pub fn read_vehicles(
         let Some(c) = vehicle_crop(&v.bbox, frame.width, frame.height) else {
             continue;
         };
-        for r in reader.read(&crop(frame, c))? {
-            if r.confidence < min_confidence {
-                continue;
-            }
+        // Best first.
+        let best = reader
+            .read(&crop(frame, c))?
+            .into_iter()
+            .find(|r| r.confidence >= min_confidence);
+        if let Some(r) = best {
             let bbox = [r.bbox[0] + c[0], r.bbox[1] + c[1], r.bbox[2], r.bbox[3]];
             // Two overlapping vehicles may both see one plate: it is read once.
             if !out.iter().any(|o| o.text == r.text && o.bbox == bbox) {

@@ -73,6 +73,9 @@ pub struct Config {
     /// Licence-plate reading on the analytics frames: one `plate` event per vehicle.
     #[serde(default)]
     pub plates: PlatesConfig,
+    /// Traffic counting: tracked vehicles crossing lines (needs `[detector]`).
+    #[serde(default)]
+    pub traffic: TrafficConfig,
     /// Object detection (persons, vehicles) on the analytics frames, shared by
     /// the analytics.
     #[serde(default)]
@@ -227,6 +230,57 @@ pub struct PeopleConfig {
     /// Analysed frames a person may go undetected before the track ends.
     #[serde(default = "default_people_max_missed")]
     pub max_missed: u32,
+}
+
+/// Traffic counting: the detector's tracked vehicles (car, bus, truck,
+/// motorcycle) crossing lines, counted per wall-clock interval like people (see
+/// `docs/people-counting.md`). Needs `[detector] enabled`. Coordinates are
+/// fractions of the frame (0..1). Remotely tunable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrafficConfig {
+    /// Count vehicles.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Counting lines: `{ name, a = [x, y], b = [x, y], in_direction }`; a
+    /// vehicle's point is the bottom centre of its box.
+    #[serde(default)]
+    pub lines: Vec<crate::analytics::LineConfig>,
+    /// One `vehicle_count` event per interval, aligned to the wall clock.
+    #[serde(default = "default_people_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// Also one `vehicle_crossing` event per crossing (with the vehicle's class).
+    #[serde(default)]
+    pub crossing_events: bool,
+    /// Half-width of the dead band around a line, as a fraction of the diagonal.
+    #[serde(default = "default_people_hysteresis")]
+    pub hysteresis: f32,
+}
+
+impl Default for TrafficConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            lines: Vec::new(),
+            interval: default_people_interval(),
+            crossing_events: false,
+            hysteresis: default_people_hysteresis(),
+        }
+    }
+}
+
+impl TrafficConfig {
+    /// As a counting section (no zones, no blob tuning).
+    pub fn counting(&self) -> PeopleConfig {
+        PeopleConfig {
+            enabled: self.enabled,
+            lines: self.lines.clone(),
+            interval: self.interval,
+            crossing_events: self.crossing_events,
+            hysteresis: self.hysteresis,
+            ..PeopleConfig::default()
+        }
+    }
 }
 
 /// Where S3 credentials come from.

@@ -48,6 +48,11 @@ pub const TUNABLE: &[&str] = &[
     "people.max_step",
     "people.hysteresis",
     "people.max_missed",
+    "traffic.enabled",
+    "traffic.lines",
+    "traffic.interval",
+    "traffic.crossing_events",
+    "traffic.hysteresis",
 ];
 
 /// Where an overlay came from.

@@ -69,6 +69,47 @@ impl Checker {
 /// AWS IoT Core's hard limit on a payload; also the largest batch we build.
 const MQTT_MAX_PAYLOAD: usize = 256 * 1024 * 1024 - 1;
 
+/// Checks a section's counting lines; returns their names (zones must differ).
+fn check_lines(
+    c: &mut Checker,
+    section: &str,
+    lines: &[crate::analytics::LineConfig],
+) -> std::collections::HashSet<String> {
+    let frac = |v: f32| (0.0..=1.0).contains(&v);
+    let mut names = std::collections::HashSet::new();
+    for (i, l) in lines.iter().enumerate() {
+        let field = format!("{section}.lines[{i}]");
+        c.check(
+            topics::valid_kind(&l.name) && names.insert(l.name.clone()),
+            &field,
+            || {
+                format!(
+                    "a unique name of 1-64 characters from a-z 0-9 _ -, found {:?}",
+                    l.name
+                )
+            },
+        );
+        let inside = l.a.iter().chain(&l.b).all(|v| frac(*v));
+        let long = ((l.b[0] - l.a[0]).powi(2) + (l.b[1] - l.a[1]).powi(2)).sqrt() >= 0.02;
+        c.check(inside && long, &field, || {
+            "end points a and b as fractions of the frame (0..1), at least 0.02 apart".to_owned()
+        });
+        let parallel = l.in_direction.is_some_and(|d| {
+            let (dx, dy) = (l.b[0] - l.a[0], l.b[1] - l.a[1]);
+            match d {
+                crate::analytics::InDirection::Up | crate::analytics::InDirection::Down => {
+                    dx.abs() < dy.abs() * 0.1
+                }
+                _ => dy.abs() < dx.abs() * 0.1,
+            }
+        });
+        c.check(!parallel, &field, || {
+            "an in_direction across the line, not along it".to_owned()
+        });
+    }
+    names
+}
+
 impl Config {
     /// Checks every value; returns all problems at once.
     pub fn validate(&self) -> Result<(), ValidationErrors> {
@@ -247,38 +288,7 @@ impl Config {
         );
         let p = &self.people;
         let frac = |v: f32| (0.0..=1.0).contains(&v);
-        let mut names = std::collections::HashSet::new();
-        for (i, l) in p.lines.iter().enumerate() {
-            let field = format!("people.lines[{i}]");
-            c.check(
-                topics::valid_kind(&l.name) && names.insert(l.name.clone()),
-                &field,
-                || {
-                    format!(
-                        "a unique name of 1-64 characters from a-z 0-9 _ -, found {:?}",
-                        l.name
-                    )
-                },
-            );
-            let inside = l.a.iter().chain(&l.b).all(|v| frac(*v));
-            let long = ((l.b[0] - l.a[0]).powi(2) + (l.b[1] - l.a[1]).powi(2)).sqrt() >= 0.02;
-            c.check(inside && long, &field, || {
-                "end points a and b as fractions of the frame (0..1), at least 0.02 apart"
-                    .to_owned()
-            });
-            let parallel = l.in_direction.is_some_and(|d| {
-                let (dx, dy) = (l.b[0] - l.a[0], l.b[1] - l.a[1]);
-                match d {
-                    crate::analytics::InDirection::Up | crate::analytics::InDirection::Down => {
-                        dx.abs() < dy.abs() * 0.1
-                    }
-                    _ => dy.abs() < dx.abs() * 0.1,
-                }
-            });
-            c.check(!parallel, &field, || {
-                "an in_direction across the line, not along it".to_owned()
-            });
-        }
+        let mut names = check_lines(&mut c, "people", &p.lines);
         for (i, z) in p.zones.iter().enumerate() {
             let field = format!("people.zones[{i}]");
             c.check(
@@ -309,6 +319,20 @@ impl Config {
         c.range("people.max_step", p.max_step, 0.01, 1.0);
         c.range("people.hysteresis", p.hysteresis, 0.0, 0.2);
         c.range("people.max_missed", p.max_missed, 0, 100);
+        let t = &self.traffic;
+        check_lines(&mut c, "traffic", &t.lines);
+        c.duration(
+            "traffic.interval",
+            t.interval,
+            Duration::from_secs(1),
+            Duration::from_secs(24 * 3600),
+        );
+        c.range("traffic.hysteresis", t.hysteresis, 0.0, 0.2);
+        c.check(
+            !t.enabled || self.detector.enabled,
+            "traffic.enabled",
+            || "traffic counting follows the detector's vehicles: turn [detector] on in the camera's local configuration (it is read at start-up)".to_owned(),
+        );
         let pl = &self.plates;
         c.check(
             pl.roi.is_empty()
