@@ -398,7 +398,10 @@ impl ObjectDetection {
             }
             let size = input_size_for(cfg.input_size, frame.width, frame.height);
             if detector.size() != size {
+                // The plan for the old size goes before the new one is built:
+                // two plans at once would raise the peak memory for nothing.
                 let path = cfg.model.clone();
+                drop(detector);
                 let planned =
                     tokio::task::spawn_blocking(move || Detector::load_sized(&path, size))
                         .await
