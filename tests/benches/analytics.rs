@@ -5,7 +5,7 @@
 //! - without the detector: moving blobs and plates read in whole frames behind
 //!   the motion gate (how the daemon ran before the detector);
 //! - with the detector: tracked persons and plates read inside tracked vehicles,
-//!   one reader thread;
+//!   one reader thread, vehicle crops at the default 960x544 and at 640x384;
 //! - with the detector on a scene with no vehicle (the test source): what a frame
 //!   without a vehicle costs.
 //!
@@ -47,6 +47,8 @@ struct Run {
     source: String,
     analytics: bool,
     detector: bool,
+    /// `plates.vehicle_detector_size`, when not the default.
+    crops: Option<[usize; 2]>,
 }
 
 async fn measure(models: &Path, i: usize, run: &Run, secs: u64) -> Figures {
@@ -59,9 +61,13 @@ async fn measure(models: &Path, i: usize, run: &Run, secs: u64) -> Figures {
              analytics_width = 1280\nanalytics_height = 720\nanalytics_fps = 5\n\
              [people]\nenabled = {on}\nlines = [{{ name = \"middle\", a = [0.5, 0.0], b = [0.5, 1.0] }}]\n\
              [plates]\nenabled = {on}\nmodels_dir = \"{}\"\nregion = \"eu\"\nthreads = 1\nsnapshots = false\n\
+             {}\
              [detector]\nenabled = {det}\nmodel = \"{}\"\n",
             run.source,
             models.display(),
+            run.crops
+                .map(|[w, h]| format!("vehicle_detector_size = [{w}, {h}]\n"))
+                .unwrap_or_default(),
             models.join("nanodet-m-416.onnx").display(),
         ),
     )
@@ -135,11 +141,16 @@ fn main() {
         source: source.to_owned(),
         analytics,
         detector,
+        crops: None,
     };
     let mut runs = vec![run("video only (baseline)", "test", false, false)];
     if let Some(car) = &car {
         runs.push(run("car, no detector (before)", car, true, false));
         runs.push(run("car, detector", car, true, true));
+        runs.push(Run {
+            crops: Some([640, 384]),
+            ..run("car, detector, 640x384 crops", car, true, true)
+        });
     }
     runs.push(run("no vehicle, detector", "test", true, true));
     rt.block_on(async move {
