@@ -412,6 +412,7 @@ impl ObjectDetection {
                         detector = Arc::new(d);
                     }
                     Err(e) => {
+                        self.frames.set_wanted(false);
                         Metrics::add(&self.metrics.detector_errors, 1);
                         Metrics::set_text(&self.metrics.detector_last_error, &e.to_string());
                         return Err(e.into());
