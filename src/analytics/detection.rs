@@ -339,6 +339,12 @@ pub enum DetectionError {
     Panicked,
 }
 
+/// Counts an error, and keeps it as the last one for the metrics.
+fn count_error(metrics: &Metrics, e: &dyn std::fmt::Display) {
+    Metrics::add(&metrics.detector_errors, 1);
+    Metrics::set_text(&metrics.detector_last_error, &e.to_string());
+}
+
 /// The stage.
 pub struct ObjectDetection {
     cfg: DetectorConfig,
@@ -376,8 +382,7 @@ impl ObjectDetection {
             Err(e) => {
                 // No frames are wanted by a stage that cannot use them.
                 self.frames.set_wanted(false);
-                Metrics::add(&self.metrics.detector_errors, 1);
-                Metrics::set_text(&self.metrics.detector_last_error, &e.to_string());
+                count_error(&self.metrics, &e);
                 return Err(e);
             }
         };
@@ -413,8 +418,7 @@ impl ObjectDetection {
                     }
                     Err(e) => {
                         self.frames.set_wanted(false);
-                        Metrics::add(&self.metrics.detector_errors, 1);
-                        Metrics::set_text(&self.metrics.detector_last_error, &e.to_string());
+                        count_error(&self.metrics, &e);
                         return Err(e.into());
                     }
                 }
@@ -438,8 +442,7 @@ impl ObjectDetection {
                 Err(e) => {
                     // One bad frame is not the end: counted, and the next one tried.
                     tracing::warn!(error = %e, "object detection failed on a frame");
-                    Metrics::add(&self.metrics.detector_errors, 1);
-                    Metrics::set_text(&self.metrics.detector_last_error, &e.to_string());
+                    count_error(&self.metrics, &e);
                     continue;
                 }
             };

@@ -22,7 +22,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::scene::{plates_dev, real_car_video};
@@ -118,18 +118,7 @@ async fn measure(models: &Path, i: usize, run: &Run, secs: u64) -> Figures {
 }
 
 fn main() {
-    let secs: u64 = std::env::var("EDGECAM_BENCH_ANALYTICS_SECS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(40);
-    let models = std::env::var_os("EDGECAM_TEST_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/models"));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let (secs, models, rt) = bench_setup("EDGECAM_BENCH_ANALYTICS_SECS", 40);
     let src = test_dir("bench-analytics-src");
     let car = plates_dev().map(|dir| {
         let video = src.path().join("car.mp4");

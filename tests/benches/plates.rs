@@ -17,7 +17,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::scene::{road_video, FPS, H, W};
@@ -84,18 +84,7 @@ async fn measure(video: &Path, models: &Path, name: &str, plates: &str, secs: u6
 }
 
 fn main() {
-    let secs: u64 = std::env::var("EDGECAM_BENCH_PLATES_SECS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(40);
-    let models = std::env::var_os("EDGECAM_TEST_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/models"));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let (secs, models, rt) = bench_setup("EDGECAM_BENCH_PLATES_SECS", 40);
     let src = test_dir("bench-plates-src");
     let video = src.path().join("road.mp4");
     road_video(&video, ["ABC1234", "BRA2E19"]);

@@ -1162,3 +1162,22 @@ pub fn encode_video(
     pipeline.set_state(gst::State::Null).unwrap();
     assert!(matches!(msg.view(), gst::MessageView::Eos(_)), "{msg:?}");
 }
+
+/// What a daemon benchmark needs: its seconds per run (`var`, else `default`),
+/// the models directory (`EDGECAM_TEST_MODELS`, else target/models) and a
+/// two-worker runtime, like the camera's.
+pub fn bench_setup(var: &str, default: u64) -> (u64, PathBuf, tokio::runtime::Runtime) {
+    let secs = std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default);
+    let models = std::env::var_os("EDGECAM_TEST_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/models"));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    (secs, models, rt)
+}
