@@ -23,7 +23,7 @@
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::scene::{plates_dev, real_car_video};
 use common::*;
@@ -85,16 +85,7 @@ async fn measure(models: &Path, i: usize, run: &Run, secs: u64) -> Figures {
             .is_some_and(|m| get(m, "video", "frames_delivered") > 10)
     })
     .await;
-    let m0 = rig.observer.metrics().last().unwrap().clone();
-    let ticks0 = cpu_ticks(pid);
-    let t0 = Instant::now();
-    tokio::time::sleep(Duration::from_secs(secs)).await;
-    let m1 = rig.observer.metrics().last().unwrap().clone();
-    let elapsed = t0.elapsed().as_secs_f64();
-    let cpu = (cpu_ticks(pid) - ticks0) as f64
-        / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
-        / elapsed;
-    let span = (m1["ts"].as_i64().unwrap() - m0["ts"].as_i64().unwrap()) as f64 / 1000.0;
+    let (m0, m1, cpu, span) = bench_window(&rig.observer, pid, secs).await;
     let d = |a: &str, b: &str| get(&m1, a, b) - get(&m0, a, b);
     let detected = d("detector", "frames");
     let analysed = if detected > 0 {

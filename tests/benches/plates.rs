@@ -18,7 +18,7 @@
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::scene::{road_video, FPS, H, W};
 use common::*;
@@ -60,16 +60,7 @@ async fn measure(video: &Path, models: &Path, name: &str, plates: &str, secs: u6
         })
     })
     .await;
-    let m0 = rig.observer.metrics().last().unwrap().clone();
-    let ticks0 = cpu_ticks(pid);
-    let t0 = Instant::now();
-    tokio::time::sleep(Duration::from_secs(secs)).await;
-    let m1 = rig.observer.metrics().last().unwrap().clone();
-    let elapsed = t0.elapsed().as_secs_f64();
-    let cpu = (cpu_ticks(pid) - ticks0) as f64
-        / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
-        / elapsed;
-    let span = (m1["ts"].as_i64().unwrap() - m0["ts"].as_i64().unwrap()) as f64 / 1000.0;
+    let (m0, m1, cpu, span) = bench_window(&rig.observer, pid, secs).await;
     let frames = read(&m1, "frames_read") - read(&m0, "frames_read");
     let us = read(&m1, "read_us_total") - read(&m0, "read_us_total");
     let figures = Figures {

@@ -1181,3 +1181,20 @@ pub fn bench_setup(var: &str, default: u64) -> (u64, PathBuf, tokio::runtime::Ru
         .unwrap();
     (secs, models, rt)
 }
+
+/// A benchmark's measuring window on a running daemon: the last metrics before and
+/// after `secs` seconds, the daemon's CPU over them (cores), and the seconds
+/// between the two metrics messages.
+pub async fn bench_window(observer: &Observer, pid: i32, secs: u64) -> (Value, Value, f64, f64) {
+    let m0 = observer.metrics().last().unwrap().clone();
+    let ticks0 = cpu_ticks(pid);
+    let t0 = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let m1 = observer.metrics().last().unwrap().clone();
+    let elapsed = t0.elapsed().as_secs_f64();
+    let cpu = (cpu_ticks(pid) - ticks0) as f64
+        / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+        / elapsed;
+    let span = (m1["ts"].as_i64().unwrap() - m0["ts"].as_i64().unwrap()) as f64 / 1000.0;
+    (m0, m1, cpu, span)
+}
