@@ -670,6 +670,18 @@ impl Store {
         let path = self.path.clone();
         let path = path.as_path();
         let err = db_err(path);
+        // `outbox stats` can open the file in the moment between the daemon creating
+        // it and committing its schema: that outbox holds nothing yet.
+        let version: i64 = sqlx::query_scalar(sql::USER_VERSION)
+            .fetch_one(&mut self.conn)
+            .await
+            .map_err(db_err(path))?;
+        if version == 0 {
+            return Ok(OutboxStats {
+                file_bytes: file_bytes(path),
+                ..OutboxStats::default()
+            });
+        }
         let row = sqlx::query(sql::DEPTH_AND_BYTES)
             .fetch_one(&mut self.conn)
             .await
@@ -965,6 +977,31 @@ mod tests {
         let some = store.fetch("cam-1", 100, 4096, 1).await.unwrap();
         assert_eq!(some.len(), 1);
         assert_eq!(some[0].seq, 101);
+    }
+
+    #[tokio::test]
+    async fn stats_of_a_database_whose_schema_is_not_yet_committed_read_as_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.db");
+        // What the daemon leaves for an instant: the file exists, the schema does not.
+        SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .connect()
+            .await
+            .unwrap()
+            .close()
+            .await
+            .unwrap();
+        let mut reader = Store::open_read_only(&path).await.unwrap();
+        let stats = reader.stats().await.unwrap();
+        assert_eq!((stats.depth, stats.last_seq, stats.refused), (0, 0, 0));
+        // Once the schema is there the same reader sees the events.
+        let mut store = store_with(dir.path(), OutboxConfig::default()).await;
+        store.append(vec![event("t", "{}")]).await.unwrap();
+        let stats = reader.stats().await.unwrap();
+        assert_eq!((stats.depth, stats.last_seq), (1, 1));
     }
 
     #[tokio::test]
