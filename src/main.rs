@@ -158,6 +158,12 @@ enum Command {
         #[arg(long = "min-score", default_values_t = [0.3f32, 0.4, 0.5])]
         min_scores: Vec<f32>,
     },
+    /// The plate layout table: each country's code, region and layouts (what
+    /// `[plates] region` and `countries` choose).
+    PlateLayouts {
+        /// Only this region's countries: br, eu or us.
+        region: Option<String>,
+    },
     /// Read licence plates in images: one JSON line per image, best candidate first.
     ReadPlates {
         /// JPEG images.
@@ -170,8 +176,12 @@ enum Command {
         /// Plate formats: br, eu, us or any.
         #[arg(long, default_value = "any")]
         region: String,
-        /// A local layout added to the region's (L letter, N digit, X either);
-        /// repeatable.
+        /// Only this country's layouts (DE, BR, US-CA, ...; `edgecam
+        /// plate-layouts` lists them); repeatable. Default: all of the region's.
+        #[arg(long = "country")]
+        countries: Vec<String>,
+        /// A local layout added to the countries' (L letter, N digit, X either,
+        /// {a,b} repeats); repeatable.
         #[arg(long = "layout")]
         layouts: Vec<String>,
         /// Print one JSON line per image instead of text.
@@ -203,6 +213,10 @@ enum Command {
         /// detector's vehicle_start_score).
         #[arg(long)]
         vehicle_score: Option<f32>,
+        /// Also score the decoder's weighting by K-fold cross-validation per region
+        /// (chosen on K-1 folds, scored on the one left out).
+        #[arg(long)]
+        folds: Option<usize>,
     },
     /// Commit events to the outbox directly (the running daemon publishes them).
     Emit {
@@ -381,9 +395,13 @@ fn main() -> ExitCode {
             models,
             backend,
             region,
+            countries,
             layouts,
             json,
-        } => tools::read_plates(&images, &models, &backend, &region, &layouts, json),
+        } => tools::read_plates(
+            &images, &models, &backend, &region, &countries, &layouts, json,
+        ),
+        Command::PlateLayouts { region } => tools::plate_layouts(region.as_deref()),
         Command::EvalPlates {
             data,
             models,
@@ -392,14 +410,18 @@ fn main() -> ExitCode {
             limit,
             vehicles,
             vehicle_score,
+            folds,
         } => tools::eval_plates(
             &data,
             &models,
             &backend,
-            &layouts,
-            limit,
-            vehicles,
-            vehicle_score,
+            &tools::PlateEval {
+                layouts,
+                limit,
+                vehicles,
+                vehicle_score,
+                folds,
+            },
         ),
         Command::Emit {
             config,

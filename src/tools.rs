@@ -137,11 +137,12 @@ pub fn read_plates(
     models: &Path,
     backend: &BackendArgs,
     region_name: &str,
+    countries: &[String],
     layouts: &[String],
     json: bool,
 ) -> anyhow::Result<()> {
-    let rules = analytics::plates::Rules::new(region(region_name)?, layouts)
-        .map_err(|e| anyhow::anyhow!("--layout: {e}"))?;
+    let rules = analytics::plates::Rules::new(region(region_name)?, countries, layouts)
+        .map_err(|e| anyhow::anyhow!("--country/--layout: {e}"))?;
     let reader = analytics::plates::PlateReader::load(
         models,
         rules,
@@ -174,15 +175,37 @@ pub fn read_plates(
     Ok(())
 }
 
+/// What `eval-plates` reads and how (its options beyond the data and models).
+pub struct PlateEval {
+    /// REGION:LAYOUT entries.
+    pub layouts: Vec<String>,
+    pub limit: Option<usize>,
+    pub vehicles: bool,
+    pub vehicle_score: Option<f32>,
+    pub folds: Option<usize>,
+}
+
 pub fn eval_plates(
     data: &Path,
     models: &Path,
     backend: &BackendArgs,
-    layouts: &[String],
-    limit: Option<usize>,
-    vehicles: bool,
-    vehicle_score: Option<f32>,
+    opts: &PlateEval,
 ) -> anyhow::Result<()> {
+    let PlateEval {
+        ref layouts,
+        limit,
+        vehicles,
+        vehicle_score,
+        folds,
+    } = *opts;
+    anyhow::ensure!(
+        folds.is_none_or(|k| (2..=20).contains(&k)),
+        "--folds must be 2-20"
+    );
+    anyhow::ensure!(
+        !(vehicles && folds.is_some()),
+        "--folds decodes whole images again with each weighting; not with --vehicles"
+    );
     let det_size = if vehicles {
         backend.detector_size_or("960x544")?
     } else {
@@ -214,6 +237,9 @@ pub fn eval_plates(
     let labels = std::fs::read_to_string(data.join("labels.tsv"))
         .with_context(|| format!("no labels.tsv in {}", data.display()))?;
     let mut readers = std::collections::BTreeMap::new();
+    // Per image with --folds: its region and top-1 under each weighting of FOLD_GRID.
+    let mut grid: Vec<(String, Vec<bool>)> = Vec::new();
+    let mut confusions = Confusions::default();
     // region → (images, top-1, any-of, ms)
     let mut score: std::collections::BTreeMap<String, (usize, usize, usize, f64)> =
         Default::default();
@@ -237,6 +263,7 @@ pub fn eval_plates(
                     models,
                     analytics::plates::Rules::new(
                         r,
+                        &[],
                         extra.get(region_name).map_or(&[][..], |v| v.as_slice()),
                     )
                     .map_err(|e| anyhow::anyhow!("--layout: {e}"))?,
@@ -248,8 +275,13 @@ pub fn eval_plates(
         let reader = &readers[region_name];
         let img = load_jpeg(&data.join(file))?;
         let started = std::time::Instant::now();
+        let mut memo = analytics::plates::Memo::default();
         let plates = match detector.as_mut() {
-            None => reader.read(&img)?.into_iter().map(|p| p.text).collect(),
+            None => reader
+                .read_with(&img, reader.rules(), &mut memo)?
+                .into_iter()
+                .map(|p| p.text)
+                .collect(),
             Some(d) => {
                 let found = d.detect(&img, &det_cfg)?;
                 let boxes: Vec<analytics::VehicleBox> = found
@@ -279,6 +311,20 @@ pub fn eval_plates(
             }
         };
         let ms = started.elapsed().as_secs_f64() * 1000.0;
+        if folds.is_some() {
+            // Top-1 with each weighting, decoded from the same recognition.
+            let mut hits = Vec::with_capacity(FOLD_GRID.len());
+            for &(unlisted, extra, twins) in FOLD_GRID {
+                let mut rules = reader.rules().clone();
+                rules.params.unlisted = unlisted;
+                rules.params.extra = extra;
+                rules.params.twins = twins;
+                let reads = reader.read_with(&img, &rules, &mut memo)?;
+                hits.push(reads.first().is_some_and(|p| p.text == truth));
+            }
+            grid.push((region_name.to_owned(), hits));
+        }
+        confusions.add(&truth, plates.first().map(String::as_str));
         let top = plates.first().is_some_and(|p| *p == truth);
         let any = plates.contains(&truth);
         let entry = score.entry(region_name.to_owned()).or_default();
@@ -321,7 +367,144 @@ pub fn eval_plates(
             det_size[0], det_size[1]
         );
     }
+    confusions.print();
+    if let Some(k) = folds {
+        cross_validate(&grid, k);
+    }
     Ok(())
+}
+
+/// The decoder's weightings `--folds` chooses from: (unlisted, extra, twins).
+const FOLD_GRID: &[(f32, f32, f32)] = &[
+    (0.01, 0.01, 0.0),
+    (0.01, 0.01, 0.1),
+    (0.01, 0.01, 0.3),
+    (0.01, 0.03, 0.0),
+    (0.01, 0.03, 0.1),
+    (0.01, 0.03, 0.3),
+    (0.01, 0.1, 0.0),
+    (0.01, 0.1, 0.1),
+    (0.01, 0.1, 0.3),
+    (0.03, 0.01, 0.0),
+    (0.03, 0.01, 0.1),
+    (0.03, 0.01, 0.3),
+    (0.03, 0.03, 0.0),
+    (0.03, 0.03, 0.1),
+    (0.03, 0.03, 0.3),
+    (0.03, 0.1, 0.0),
+    (0.03, 0.1, 0.1),
+    (0.03, 0.1, 0.3),
+    (0.1, 0.01, 0.0),
+    (0.1, 0.01, 0.1),
+    (0.1, 0.01, 0.3),
+    (0.1, 0.03, 0.0),
+    (0.1, 0.03, 0.1),
+    (0.1, 0.03, 0.3),
+    (0.1, 0.1, 0.0),
+    (0.1, 0.1, 0.1),
+    (0.1, 0.1, 0.3),
+    (0.3, 0.01, 0.0),
+    (0.3, 0.01, 0.1),
+    (0.3, 0.01, 0.3),
+    (0.3, 0.03, 0.0),
+    (0.3, 0.03, 0.1),
+    (0.3, 0.03, 0.3),
+    (0.3, 0.1, 0.0),
+    (0.3, 0.1, 0.1),
+    (0.3, 0.1, 0.3),
+];
+
+/// K-fold cross-validation of the decoder's weighting per region: image `i` of a
+/// region is in fold `i % k`; each fold is scored with the weighting that did best
+/// on the other folds (the first of equals). Prints the held-out top-1 per region
+/// and the weighting each fold got, then the weighting the whole set prefers.
+fn cross_validate(grid: &[(String, Vec<bool>)], k: usize) {
+    let mut regions: Vec<&str> = grid.iter().map(|(r, _)| r.as_str()).collect();
+    regions.sort();
+    regions.dedup();
+    let best_of = |rows: &[&Vec<bool>]| -> usize {
+        (0..FOLD_GRID.len())
+            .max_by_key(|&g| (rows.iter().filter(|h| h[g]).count(), usize::MAX - g))
+            .unwrap_or(0)
+    };
+    println!("\n{k}-fold cross-validated top-1 (weighting chosen on the other folds: unlisted/extra/twins)");
+    let (mut n_all, mut hit_all) = (0, 0);
+    for region in regions {
+        let rows: Vec<&Vec<bool>> = grid
+            .iter()
+            .filter(|(r, _)| r == region)
+            .map(|(_, h)| h)
+            .collect();
+        let (mut hit, mut chosen) = (0, Vec::new());
+        for fold in 0..k {
+            let train: Vec<&Vec<bool>> = rows
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i % k != fold)
+                .map(|(_, h)| *h)
+                .collect();
+            let g = best_of(&train);
+            hit += rows
+                .iter()
+                .enumerate()
+                .filter(|(i, h)| i % k == fold && h[g])
+                .count();
+            let (u, e, t) = FOLD_GRID[g];
+            chosen.push(format!("{u}/{e}/{t}"));
+        }
+        let all = best_of(&rows);
+        let (u, e, t) = FOLD_GRID[all];
+        println!(
+            "{region:<7} {:>6}  {hit:>4} {:>6.1} %  folds: {}  whole set: {u}/{e}/{t} ({} images)",
+            rows.len(),
+            100.0 * hit as f64 / rows.len().max(1) as f64,
+            chosen.join(" "),
+            rows.iter().filter(|h| h[all]).count()
+        );
+        (n_all, hit_all) = (n_all + rows.len(), hit_all + hit);
+    }
+    println!(
+        "all     {n_all:>6}  {hit_all:>4} {:>6.1} %",
+        100.0 * hit_all as f64 / n_all.max(1) as f64
+    );
+}
+
+/// How top-1 reads went wrong: characters confused (same length), and reads of
+/// another length or none.
+#[derive(Default)]
+struct Confusions {
+    pairs: std::collections::BTreeMap<(char, char), usize>,
+    other_length: usize,
+    none: usize,
+}
+
+impl Confusions {
+    fn add(&mut self, truth: &str, read: Option<&str>) {
+        match read {
+            None => self.none += 1,
+            Some(r) if r.len() != truth.len() => self.other_length += 1,
+            Some(r) => {
+                for (t, c) in truth.chars().zip(r.chars()).filter(|(t, c)| t != c) {
+                    *self.pairs.entry((t, c)).or_default() += 1;
+                }
+            }
+        }
+    }
+
+    fn print(&self) {
+        let mut pairs: Vec<(&(char, char), &usize)> = self.pairs.iter().collect();
+        pairs.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        let shown: Vec<String> = pairs
+            .iter()
+            .map(|((t, c), n)| format!("{t}→{c} {n}"))
+            .collect();
+        println!(
+            "top-1 errors: characters confused (plate→read): {}; reads of another length: {}; no read: {}",
+            if shown.is_empty() { "none".to_owned() } else { shown.join(", ") },
+            self.other_length,
+            self.none
+        );
+    }
 }
 
 /// How `count-people` finds people.
@@ -1111,5 +1294,30 @@ pub fn eval_people(
          detections at start_score {}; crossings within {tolerance} s)",
         det_cfg.start_score
     );
+    Ok(())
+}
+
+/// `edgecam plate-layouts [REGION]`: the layout table.
+pub fn plate_layouts(only: Option<&str>) -> anyhow::Result<()> {
+    let only = only
+        .map(|r| {
+            analytics::plates::Region::parse(r)
+                .filter(|r| *r != analytics::plates::Region::Any)
+                .with_context(|| format!("REGION must be br, eu or us, found {r:?}"))
+        })
+        .transpose()?;
+    for c in analytics::plates::rules::countries() {
+        if only.is_some_and(|r| r != c.region) {
+            continue;
+        }
+        let region = serde_json::to_value(c.region)?;
+        println!(
+            "{:<3} {:<6} {:<40} {}",
+            region.as_str().unwrap_or("?"),
+            c.code,
+            c.layouts.join(" "),
+            c.name
+        );
+    }
     Ok(())
 }

@@ -196,6 +196,60 @@ fn without_the_ort_feature_the_onnxruntime_backend_is_refused_clearly() {
     assert_eq!(read_plates(&[], &[&a])[0]["plates"][0]["text"], "ABC1234");
 }
 
+#[test]
+fn a_recogniser_whose_classes_do_not_match_its_character_table_or_an_unknown_country_is_refused() {
+    let models = models();
+    let dir = test_dir("plates-bad-rec");
+    let a = dir.path().join("a.jpg");
+    draw(&a, "ABC1234");
+    // The recogniser with two lines of its character table run together: the same
+    // number of bytes, one character fewer than the model's classes.
+    let bad = dir.path().join("models");
+    std::fs::create_dir(&bad).unwrap();
+    std::fs::copy(
+        models.join("ch_PP-OCRv4_det_infer.onnx"),
+        bad.join("ch_PP-OCRv4_det_infer.onnx"),
+    )
+    .unwrap();
+    let mut rec = std::fs::read(models.join("ch_PP-OCRv4_rec_infer.onnx")).unwrap();
+    let key = rec.windows(9).position(|w| w == b"character").unwrap();
+    let newline = key + 40 + rec[key + 40..].iter().position(|&b| b == b'\n').unwrap();
+    rec[newline] = b' ';
+    std::fs::write(bad.join("ch_PP-OCRv4_rec_infer.onnx"), &rec).unwrap();
+    let out = edgecam()
+        .args(["read-plates", "--models"])
+        .arg(&bad)
+        .arg(&a)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("ch_PP-OCRv4_rec_infer.onnx")
+            && err.contains("does not match its character table"),
+        "{err}"
+    );
+    // An unknown country is named, before any model is loaded.
+    let out = edgecam()
+        .args([
+            "read-plates",
+            "--region",
+            "eu",
+            "--country",
+            "DE",
+            "--country",
+            "XQ",
+            "--models",
+        ])
+        .arg(&models)
+        .arg(&a)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("countries[1]: no country \"XQ\""), "{err}");
+}
+
 /// The daemon tests take turns: two daemons reading plates at once on two cores
 /// would each read too few frames of a passing vehicle.
 static DAEMONS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

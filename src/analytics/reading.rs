@@ -429,7 +429,7 @@ impl PlateReading {
             cfg.detector_size
         };
         let backend = cfg.reader_backend();
-        let rules = match Rules::new(cfg.region, &cfg.layouts) {
+        let rules = match Rules::new(cfg.region, &cfg.countries, &cfg.layouts) {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "plate reading is off");
@@ -466,7 +466,7 @@ impl PlateReading {
         } else {
             None
         };
-        tracing::info!(region = ?cfg.region, backend = ?cfg.backend, threads = cfg.threads, models = %cfg.models_dir.display(),
+        tracing::info!(region = ?cfg.region, countries = ?cfg.countries, layout_patterns = reader.rules().patterns(), backend = ?cfg.backend, threads = cfg.threads, models = %cfg.models_dir.display(),
             within = if vehicles_only { "tracked vehicles" } else { "whole frames" }, "plate reading on");
 
         let mut vehicle_tracker = match &self.input {

@@ -113,13 +113,20 @@ pub struct PlatesConfig {
     /// it there).
     #[serde(default)]
     pub onnxruntime_library: PathBuf,
-    /// Plate formats: `br`, `eu`, `us` or `any`.
+    /// Which plates: `br` (Brazil), `eu` (Europe), `us` (United States) — the
+    /// layouts of that region's countries in the table (docs/plates.md,
+    /// `edgecam plate-layouts`) — or `any` (no layouts).
     #[serde(default = "default_plates_region")]
     pub region: crate::analytics::plates::Region,
-    /// The site's local plate layouts: `L` a letter, `N` a digit, `X` either, e.g.
-    /// `["LLNLNL"]`. With layouts set, a read that fits one is preferred tenfold
-    /// over one that does not, and a character the recogniser found likely enough
-    /// as the other kind (`6` for a `G`) is read as the layout wants it.
+    /// Only these countries' layouts, by code (`DE`, `FR`, `BR`, `US-CA`, ...);
+    /// empty: every country of `region`. Fewer layouts correct more confusions.
+    #[serde(default)]
+    pub countries: Vec<String>,
+    /// The site's own plate layouts, added to the countries': `L` a letter, `N` a
+    /// digit, `X` either, a letter or digit itself, `{a,b}` a repeat, e.g.
+    /// `["LLNLNL", "L{1,2}N{4}"]`. Reads are decoded against the layouts: a
+    /// character the recogniser found likely enough as the kind the layout wants
+    /// (`6` for a `G`) is read so, and a read that fits no layout counts for less.
     #[serde(default)]
     pub layouts: Vec<String>,
     /// The detector's input, `[width, height]` in pixels, multiples of 32: the
@@ -906,6 +913,7 @@ impl Default for PlatesConfig {
             backend: PlatesBackend::Tract,
             onnxruntime_library: PathBuf::new(),
             region: default_plates_region(),
+            countries: Vec::new(),
             layouts: Vec::new(),
             detector_size: default_detector_size(),
             vehicle_detector_size: default_vehicle_detector_size(),

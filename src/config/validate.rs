@@ -357,7 +357,14 @@ impl Config {
             c.check(
                 crate::analytics::plates::rules::valid_layout(l),
                 &format!("plates.layouts[{i}]"),
-                || format!("4 to 10 of L (letter), N (digit), X (either), found {l:?}"),
+                || format!("2 to 10 of L (letter), N (digit), X (either), A-Z, 0-9, with {{a,b}} repeats, found {l:?}"),
+            );
+        }
+        for (i, code) in pl.countries.iter().enumerate() {
+            c.check(
+                crate::analytics::plates::rules::country(code).is_some(),
+                &format!("plates.countries[{i}]"),
+                || format!("a country code of the layout table (DE, BR, US-CA, ...; `edgecam plate-layouts` lists them), found {code:?}"),
             );
         }
         for (field, [dw, dh]) in [
@@ -546,10 +553,11 @@ mod tests {
     #[test]
     fn plate_settings_out_of_range_name_their_fields() {
         assert_eq!(
-            fields("[plates]\nroi = [0.5, 0.5, 0.8, 0.2]\nlayouts = [\"LL-NN\"]\nthreads = 9\nhash_plates = true\nhash_salt = \"short\""),
+            fields("[plates]\nroi = [0.5, 0.5, 0.8, 0.2]\nlayouts = [\"LL-NN\"]\ncountries = [\"DE\", \"XQ\"]\nthreads = 9\nhash_plates = true\nhash_salt = \"short\""),
             vec![
                 "plates.roi",
                 "plates.layouts[0]",
+                "plates.countries[1]",
                 "plates.threads",
                 "plates.hash_salt"
             ]

@@ -1,9 +1,10 @@
 //! Licence-plate reading on stills (`edgecam read-plates`, `edgecam eval-plates`):
-//! PP-OCRv4 text detection and recognition through tract, then plate-format rules
-//! per region.
+//! PP-OCRv4 text detection and recognition through tract, then decoding against the
+//! plate layouts of the camera's countries.
 //! [`tracker`] follows plates across frames (pure); the daemon's stage is
 //! `analytics::reading`.
 
+pub mod decode;
 mod ocr;
 mod onnx_meta;
 mod reader;
@@ -11,5 +12,5 @@ pub mod rules;
 pub mod tracker;
 
 pub use ocr::Image;
-pub use reader::{Backend, PlateError, PlateReader, DET_SIZE};
+pub use reader::{Backend, Memo, PlateError, PlateReader, DET_SIZE};
 pub use rules::{Region, Rules};

@@ -2,6 +2,7 @@
 //! runs them), without the inference itself: letterboxing and normalising, boxes
 //! from the detector's probability map, crops for the recogniser, CTC decoding.
 
+use super::decode::Lattice;
 use crate::analytics::people::{dilate, regions};
 
 /// An RGB image.
@@ -282,17 +283,12 @@ pub fn recogniser_input(img: &Image, b: &TextBox, rh: usize, rw: usize) -> Vec<f
     t
 }
 
-/// One recognised letter or digit (upper case), how sure the recogniser was of
-/// it, and the likeliest letter and digit at the same place: what a plate layout
-/// may swap it for.
+/// One recognised letter or digit (upper case) on the best path, and how sure the
+/// recogniser was of it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Glyph {
     pub ch: char,
     pub p: f32,
-    pub letter: (char, f32),
-    pub digit: (char, f32),
-    /// The probability of no character (CTC's blank) at the same place.
-    pub blank: f32,
 }
 
 /// A recognised line of text.
@@ -303,21 +299,30 @@ pub struct Decoded {
     pub confidence: f32,
     /// Its letters and digits, in order (other characters are left out).
     pub glyphs: Vec<Glyph>,
+    /// The recogniser's probabilities of blank, letters and digits per step, for
+    /// the layout-constrained decoding.
+    pub lattice: Lattice,
 }
 
 /// The recogniser's characters: `chars[i]` is class `i + 1` (class 0 is CTC's
 /// blank), and which classes are letters or digits (upper case), found once.
 pub struct Dictionary {
     chars: Vec<String>,
-    alnum: Vec<(usize, char)>,
+    /// Class `i` as an upper-case letter or digit (class 0, blank, is none).
+    symbols: Vec<Option<char>>,
 }
 
 impl Dictionary {
     pub fn new(chars: Vec<String>) -> Self {
-        let alnum = (1..=chars.len())
-            .filter_map(|i| Some((i, as_alnum(&chars[i - 1])?)))
+        let symbols = std::iter::once(None)
+            .chain(chars.iter().map(|c| as_alnum(c)))
             .collect();
-        Self { chars, alnum }
+        Self { chars, symbols }
+    }
+
+    /// How many classes the recogniser must have: blank and one per character.
+    pub fn classes(&self) -> usize {
+        self.symbols.len()
     }
 
     /// Class `i`'s text.
@@ -348,30 +353,12 @@ pub fn ctc_decode(probs: &[f32], steps: usize, classes: usize, dict: &Dictionary
     // The row where the current character is likeliest.
     let mut peak: Option<(usize, f32)> = None;
     let alnum = |i: usize| dict.alnum(i);
-    let glyph = |row: &[f32], ch: char, p: f32| {
-        let (mut letter, mut digit) = (('?', 0f32), ('?', 0f32));
-        for &(i, c) in dict.alnum.iter().filter(|(i, _)| *i < classes) {
-            let v = row[i];
-            if c.is_ascii_digit() && v > digit.1 {
-                digit = (c, v);
-            } else if c.is_ascii_alphabetic() && v > letter.1 {
-                letter = (c, v);
-            }
-        }
-        Glyph {
-            ch,
-            p,
-            letter,
-            digit,
-            blank: row[0],
-        }
-    };
     let close = |peak: &mut Option<(usize, f32)>, last: usize, out: &mut Decoded| {
-        if let (Some((s, p)), Some(ch)) = (peak.take(), alnum(last)) {
-            out.glyphs
-                .push(glyph(&probs[s * classes..(s + 1) * classes], ch, p));
+        if let (Some((_, p)), Some(ch)) = (peak.take(), alnum(last)) {
+            out.glyphs.push(Glyph { ch, p });
         }
     };
+    out.lattice = Lattice::from_probs(probs, steps, classes, &dict.symbols);
     for s in 0..steps {
         let row = &probs[s * classes..(s + 1) * classes];
         let (best, p) =
@@ -425,9 +412,9 @@ mod tests {
     }
 
     #[test]
-    fn each_character_keeps_its_likeliest_letter_digit_and_blank_at_its_peak() {
+    fn each_character_keeps_its_peak_probability_and_the_lattice_every_step() {
         let dict = Dictionary::new(["G", "6", "-"].iter().map(|s| s.to_string()).collect());
-        // Steps: G (0.5) G (0.8, 6 at 0.15) blank "-" 6 → "G-6", glyphs G and 6.
+        // Steps: G (0.5) G (0.8) blank "-" 6 → "G-6", glyphs G and 6.
         let rows = [
             [0.2, 0.5, 0.3, 0.0],
             [0.05, 0.8, 0.15, 0.0],
@@ -438,17 +425,11 @@ mod tests {
         let flat: Vec<f32> = rows.iter().flatten().copied().collect();
         let d = ctc_decode(&flat, 5, 4, &dict);
         assert_eq!(d.text, "G-6");
-        assert_eq!(d.glyphs.len(), 2, "{d:?}");
-        let g = d.glyphs[0];
-        assert_eq!(
-            (g.ch, g.p, g.letter, g.digit, g.blank),
-            ('G', 0.8, ('G', 0.8), ('6', 0.15), 0.05)
-        );
-        let six = d.glyphs[1];
-        assert_eq!(
-            (six.ch, six.p, six.letter, six.digit, six.blank),
-            ('6', 0.6, ('G', 0.1), ('6', 0.6), 0.3)
-        );
+        let g: Vec<(char, f32)> = d.glyphs.iter().map(|g| (g.ch, g.p)).collect();
+        assert_eq!(g, vec![('G', 0.8), ('6', 0.6)]);
+        // "-" is no plate character: the lattice counts it as none.
+        let best = super::super::decode::search(&d.lattice, 8, None, 0);
+        assert_eq!(best[0].text, "G6");
     }
 
     #[test]

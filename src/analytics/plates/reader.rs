@@ -230,10 +230,28 @@ impl PlateReader {
                 })
             }
         };
+        let dict = ocr::Dictionary::new(dict);
+        // The recogniser's classes must be its character table's (and blank): a
+        // model with another table would read wrong characters, not fail.
+        let (shape, _) = rec
+            .run(vec![0.0; 3 * REC_H * REC_W])
+            .map_err(|e| PlateError::Model {
+                path: rec_path.clone(),
+                reason: e,
+            })?;
+        if shape.len() != 3 || shape[2] != dict.classes() {
+            return Err(PlateError::Model {
+                path: rec_path,
+                reason: format!(
+                    "its output {shape:?} does not match its character table of {} characters and blank",
+                    dict.classes() - 1
+                ),
+            });
+        }
         Ok(Self {
             det,
             rec,
-            dict: ocr::Dictionary::new(dict),
+            dict,
             rules,
             det_size,
         })
@@ -255,10 +273,31 @@ impl PlateReader {
         Ok(ocr::ctc_decode(&probs, steps, classes, &self.dict))
     }
 
+    /// The layouts and weights the reader decodes with.
+    pub fn rules(&self) -> &Rules {
+        &self.rules
+    }
+
     /// Plates in the image, best first.
     pub fn read(&self, img: &Image) -> Result<Vec<PlateRead>, PlateError> {
+        self.read_with(img, &self.rules, &mut Memo::default())
+    }
+
+    /// Plates in the image decoded with `rules`; the text boxes and each crop's
+    /// recognition are kept in `memo`, so that the same image can be decoded again
+    /// with other rules without running the models (`eval-plates --folds`).
+    pub fn read_with(
+        &self,
+        img: &Image,
+        rules: &Rules,
+        memo: &mut Memo,
+    ) -> Result<Vec<PlateRead>, PlateError> {
         let mut out: Vec<PlateRead> = Vec::new();
-        for b in self.detect(img)? {
+        if memo.boxes.is_none() {
+            memo.boxes = Some(self.detect(img)?);
+        }
+        let boxes = memo.boxes.clone().unwrap_or_default();
+        for (n, b) in boxes.into_iter().enumerate() {
             // A plate is wider than high; skip tall boxes and slivers.
             if b.len < b.thick * 1.2 || b.thick < 8.0 {
                 continue;
@@ -282,12 +321,18 @@ impl PlateReader {
             // What the first crop read, when every character was sure.
             let mut sure_first: Option<Option<String>> = None;
             for (i, crop) in crops.into_iter().enumerate() {
-                let d = self.recognise(img, &crop)?;
+                let d = match memo.crops.get(&(n, i)) {
+                    Some(d) => d,
+                    None => {
+                        let d = self.recognise(img, &crop)?;
+                        memo.crops.entry((n, i)).or_insert(d)
+                    }
+                };
                 // Too short to be a plate on the first crop: not worth more.
                 if i == 0 && d.glyphs.len() < 4 {
                     break;
                 }
-                let readings = self.rules.readings(&d.text, &d.glyphs);
+                let readings = rules.readings(&d.text, &d.lattice);
                 // The first two crops read the same, every character sure (a plate,
                 // or a word that is none): the other three would not change it.
                 let sure = d
@@ -329,6 +374,14 @@ impl PlateReader {
         out.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
         Ok(out)
     }
+}
+
+/// What [`PlateReader::read_with`] keeps of an image: its text boxes, and the
+/// recognition of each (box, crop).
+#[derive(Default)]
+pub struct Memo {
+    boxes: Option<Vec<TextBox>>,
+    crops: std::collections::HashMap<(usize, usize), ocr::Decoded>,
 }
 
 /// One plate text's votes over the crops of a box.

@@ -1,24 +1,27 @@
-//! Plate-format rules per region: which texts can be plates, and the
-//! character-confusion fixes a format implies (an `O` where the format wants a
-//! digit is a `0`).
+//! Which texts are plates: the layouts of the countries a camera reads (a table in
+//! `layouts.txt`, chosen by `plates.region` and `plates.countries`, plus a site's
+//! own), and how a recognised line is decoded against them ([`super::decode`]).
 //!
-//! A pattern is a string of `L` (letter), `N` (digit) and `X` (either).
+//! A layout is a string of `L` (letter), `N` (digit), `X` (either), letters and
+//! digits standing for themselves, and `{a,b}` repeats (see [`super::decode::expand`]).
+
+use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
-use super::ocr::Glyph;
+use super::decode::{self, Lattice, Pattern};
 
-/// A region's formats.
+/// A region's plates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Region {
     /// Brazil: `LLLNNNN` and Mercosur `LLLNLNN`.
     Br,
-    /// Europe, mixed countries: 4-8 letters and digits with at least one of each.
+    /// Europe: the European countries of the table; reads need a letter and a digit.
     Eu,
-    /// United States: 5-8 letters and digits with at least one digit, no fixes.
+    /// United States: the states of the table; `O` is read as `0`.
     Us,
-    /// Anything of 4-8 letters and digits with at least one digit.
+    /// No table: anything of 4-8 letters and digits with at least one digit.
     Any,
 }
 
@@ -33,23 +36,27 @@ impl Region {
         }
     }
 
-    fn patterns(self) -> &'static [&'static str] {
-        match self {
-            Region::Br => &["LLLNNNN", "LLLNLNN"],
-            // Layouts vary by state and vanity plates are common: a guessed layout
-            // "fixes" more right characters than wrong ones (measured on the
-            // development set), so US reads are judged generically.
-            Region::Us => &[],
-            Region::Eu => &["LLNNLLL", "LLNNNLL", "LLLNNNN", "NLLLNNN", "LLNNNNN"],
-            Region::Any => &[],
-        }
-    }
-
     fn lengths(self) -> (usize, usize) {
         match self {
             Region::Br => (7, 7),
             Region::Us => (5, 8),
             Region::Eu | Region::Any => (4, 8),
+        }
+    }
+
+    /// How the decoder weighs readings in this region (see [`Params`]); chosen by
+    /// five-fold cross-validation on the development set (docs/plates.md).
+    pub fn params(self) -> Params {
+        let twins = match self {
+            // O is read as 0 in the US; Brazil's layouts never put them in doubt.
+            Region::Br | Region::Us => 0.0,
+            Region::Eu | Region::Any => 0.1,
+        };
+        Params {
+            unlisted: 0.03,
+            extra: 0.01,
+            twins,
+            width: 16,
         }
     }
 }
@@ -62,57 +69,80 @@ pub fn normalize(text: &str) -> String {
         .collect()
 }
 
-fn as_letter(c: char) -> Option<char> {
-    Some(match c {
-        'A'..='Z' => c,
-        '0' => 'O',
-        '1' => 'I',
-        '2' => 'Z',
-        '4' => 'A',
-        '5' => 'S',
-        '6' => 'G',
-        '7' => 'T',
-        '8' => 'B',
-        _ => return None,
-    })
+/// One country of the layout table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Country {
+    pub region: Region,
+    pub code: &'static str,
+    pub name: &'static str,
+    pub layouts: Vec<&'static str>,
 }
 
-fn as_digit(c: char) -> Option<char> {
-    Some(match c {
-        '0'..='9' => c,
-        'O' | 'D' | 'Q' | 'U' => '0',
-        'I' | 'L' | 'J' => '1',
-        'Z' => '2',
-        'A' => '4',
-        'S' => '5',
-        'G' => '6',
-        'T' => '7',
-        'B' => '8',
-        _ => return None,
-    })
+const TABLE: &str = include_str!("layouts.txt");
+
+/// The table's country with this code (any case).
+pub fn country(code: &str) -> Option<&'static Country> {
+    countries()
+        .iter()
+        .find(|c| c.code.eq_ignore_ascii_case(code))
 }
 
-/// `text` forced into `pattern`, and how many characters that changed.
-fn fit(text: &[char], pattern: &str) -> Option<(String, usize)> {
-    if text.len() != pattern.len() {
-        return None;
+/// The layout table (`layouts.txt`, checked by a unit test).
+pub fn countries() -> &'static [Country] {
+    static TABLE_PARSED: OnceLock<Vec<Country>> = OnceLock::new();
+    TABLE_PARSED.get_or_init(|| parse_table(TABLE).expect("layouts.txt is valid (unit-tested)"))
+}
+
+fn parse_table(text: &'static str) -> Result<Vec<Country>, String> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let (fields, name) = line.split_once('#').unwrap_or((line, ""));
+        let mut f = fields.split_whitespace();
+        let Some(region) = f.next() else { continue };
+        let region = Region::parse(region)
+            .filter(|r| *r != Region::Any)
+            .ok_or_else(|| format!("layouts.txt line {}: region {region:?}", n + 1))?;
+        let code = f
+            .next()
+            .ok_or_else(|| format!("layouts.txt line {}: no country code", n + 1))?;
+        let layouts: Vec<&str> = f.collect();
+        for l in &layouts {
+            decode::expand(l).map_err(|e| format!("layouts.txt line {}: {e}", n + 1))?;
+        }
+        if layouts.is_empty() {
+            return Err(format!("layouts.txt line {}: no layout", n + 1));
+        }
+        out.push(Country {
+            region,
+            code,
+            name: name.trim(),
+            layouts,
+        });
     }
-    let mut out = String::new();
-    let mut fixes = 0;
-    for (&c, p) in text.iter().zip(pattern.chars()) {
-        let f = match p {
-            'L' => as_letter(c)?,
-            'N' => as_digit(c)?,
-            _ => c,
-        };
-        fixes += (f != c) as usize;
-        out.push(f);
-    }
-    Some((out, fixes))
+    Ok(out)
 }
 
-/// With layouts configured, a read that fits none weighs this much less.
-const LAYOUT_PRIOR: f32 = 0.1;
+/// How readings are weighed against each other.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Params {
+    /// A reading that fits no layout (a personalised plate, a country missing from
+    /// the table) weighs this much of one that fits.
+    pub unlisted: f32,
+    /// Each character read along before or after a layout (a country band, a
+    /// bolt) weighs the reading down by this factor.
+    pub extra: f32,
+    /// `O` and `0`, `I` and `1` look alike on many plates: where a layout decides,
+    /// each is taken to be at least this share as likely as its twin.
+    pub twins: f32,
+    /// Texts the beam search keeps at each step.
+    pub width: usize,
+}
+
+/// Characters that look alike on plates (see [`Params::twins`]).
+const TWINS: [(char, char); 2] = [('O', '0'), ('I', '1')];
+
+/// At most this many characters are read along before, and after, a layout.
+const MAX_EXTRA: usize = 2;
 
 /// A camera's clock overlay as read, before normalising: a time (`10:19:20`) or a
 /// date (`2014-06-18`, `18/06/2014`) — digit groups joined by `:`, or by `-`, `/`
@@ -142,40 +172,156 @@ fn looks_like_date(t: &[char]) -> bool {
         && s[4..6].parse::<u32>().is_ok_and(|m| (1..=12).contains(&m))
 }
 
-/// Whether `layout` is a plate layout: 4 to 10 of `L` (letter), `N` (digit) and `X`
-/// (either).
+/// Whether `layout` is a plate layout (see [`decode::expand`]).
 pub fn valid_layout(layout: &str) -> bool {
-    (4..=10).contains(&layout.len()) && layout.chars().all(|c| matches!(c, 'L' | 'N' | 'X'))
+    decode::expand(layout).is_ok()
 }
 
-/// A region's formats, and layouts added by configuration (a site's local plates:
-/// a read must fit one exactly — the recogniser's alternatives in
-/// [`Rules::readings`] supply the fixes — and is preferred over one that fits none).
+/// The layouts a camera reads and how readings are weighed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rules {
     pub region: Region,
-    layouts: Vec<String>,
+    patterns: Vec<Pattern>,
+    /// The shortest and longest plate (the region's, widened by the site's layouts).
+    lengths: (usize, usize),
+    pub params: Params,
 }
 
 impl Rules {
-    /// The region's rules plus `layouts` (checked with [`valid_layout`]).
-    pub fn new(region: Region, layouts: &[String]) -> Result<Self, String> {
-        if let Some(bad) = layouts.iter().find(|l| !valid_layout(l)) {
-            return Err(format!(
-                "plate layout {bad:?}: expected 4 to 10 of L (letter), N (digit), X (either)"
-            ));
+    /// The layouts of `countries` (codes of the table; empty: all of `region`'s)
+    /// plus the site's own `layouts`. Errors name the bad entry.
+    pub fn new(region: Region, countries: &[String], layouts: &[String]) -> Result<Self, String> {
+        let table = self::countries();
+        let mut written: Vec<&str> = Vec::new();
+        if countries.is_empty() {
+            for c in table.iter().filter(|c| c.region == region) {
+                written.extend(&c.layouts);
+            }
         }
+        for (i, code) in countries.iter().enumerate() {
+            let c = country(code).ok_or_else(|| {
+                    format!(
+                        "countries[{i}]: no country {code:?} in the layout table (codes like DE, BR, US-CA; `edgecam plate-layouts` lists them)"
+                    )
+                })?;
+            written.extend(&c.layouts);
+        }
+        let (mut min, mut max) = region.lengths();
+        let mut patterns: Vec<Pattern> = Vec::new();
+        for l in written {
+            patterns.extend(decode::expand(l)?);
+        }
+        for (i, l) in layouts.iter().enumerate() {
+            let expanded = decode::expand(l).map_err(|e| format!("layouts[{i}]: {e}"))?;
+            for p in &expanded {
+                (min, max) = (min.min(p.len()), max.max(p.len()));
+            }
+            patterns.extend(expanded);
+        }
+        patterns.sort_by_key(|p| format!("{p:?}"));
+        patterns.dedup();
         Ok(Self {
             region,
-            layouts: layouts.to_vec(),
+            patterns,
+            lengths: (min, max),
+            params: region.params(),
         })
     }
 
-    /// The best plate reading of a recognised text, with a weight in (0, 1] for
-    /// how well it fits the formats; `None` when it cannot be a plate.
-    #[cfg(test)]
-    fn plate(&self, text: &str) -> Option<(String, f32)> {
-        read_plate(text, self.region, &self.layouts)
+    /// How many distinct patterns the layouts stand for.
+    pub fn patterns(&self) -> usize {
+        self.patterns.len()
+    }
+
+    /// The plate readings of a recognised line (`raw` as read, `lattice` the
+    /// recogniser's probabilities): texts that fit a layout, found by the
+    /// constrained beam search, and the likeliest texts as read, judged generically
+    /// and weighed by [`Params::unlisted`]. One reading per plate text, best first.
+    pub fn readings(&self, raw: &str, lattice: &Lattice) -> Vec<Reading> {
+        let as_read: Vec<char> = normalize(raw).chars().collect();
+        if looks_like_clock(raw.trim()) || looks_like_date(&as_read) || lattice.is_empty() {
+            return Vec::new();
+        }
+        // In the US a line read without a digit is a word (a state, a slogan, a
+        // dealer), whatever its O's would become.
+        if self.region == Region::Us && !as_read.iter().any(char::is_ascii_digit) {
+            return Vec::new();
+        }
+        // The layouts decide between look-alikes; read as is, the recogniser does.
+        let mut folded = lattice.clone();
+        if self.region == Region::Us {
+            // Most US states issue no letter O, and those that do print it like the
+            // digit: ALPR systems there read both as 0.
+            folded.fold('O', '0');
+        }
+        let mut constrained = folded.clone();
+        for (a, b) in TWINS {
+            constrained.twin(a, b, self.params.twins);
+        }
+        let p = self.params;
+        let mut out: Vec<Reading> = Vec::new();
+        let mut consider = |r: Reading| match out.iter_mut().find(|o| o.text == r.text) {
+            Some(o) if o.score < r.score => *o = r,
+            Some(_) => {}
+            None => out.push(r),
+        };
+        let per_char = |prob: f64, n: usize| (prob.powf(1.0 / n.max(1) as f64)) as f32;
+        if !self.patterns.is_empty() {
+            for h in decode::search(&constrained, p.width, Some(&self.patterns), MAX_EXTRA) {
+                let fit = h.fits[0];
+                let text = &h.text[fit.start..fit.end];
+                let chars: Vec<char> = text.chars().collect();
+                if looks_like_date(&chars) {
+                    continue;
+                }
+                let extra = h.text.len() - text.len();
+                // How sure the recogniser itself was of it, look-alikes not shared.
+                let own = decode::probability(&folded, &h.text);
+                consider(Reading {
+                    text: text.to_owned(),
+                    score: (h.p as f32) * p.extra.powi(extra as i32),
+                    confidence: per_char(own, h.text.len()),
+                });
+            }
+        }
+        for h in decode::search(lattice, p.width, None, 0) {
+            // A word is no plate: the digit must be read, not folded in.
+            let Some(w) = self.generic(&h.text.chars().collect::<Vec<_>>()) else {
+                continue;
+            };
+            let text = if self.region == Region::Us {
+                h.text.replace('O', "0")
+            } else {
+                h.text.clone()
+            };
+            let t: Vec<char> = text.chars().collect();
+            let unlisted = if self.patterns.is_empty() {
+                1.0
+            } else {
+                p.unlisted
+            };
+            consider(Reading {
+                text,
+                score: (h.p as f32) * w * unlisted,
+                confidence: per_char(h.p, t.len()) * w,
+            });
+        }
+        out.sort_by(|a, b| b.score.total_cmp(&a.score));
+        out
+    }
+
+    /// The weight of a text judged without layouts, `None` when it cannot be a
+    /// plate: of the region's lengths, with a digit (and a letter in Europe), not a
+    /// date. Plates mix letters and digits far more often than not.
+    fn generic(&self, t: &[char]) -> Option<f32> {
+        let (min, max) = self.lengths;
+        let digits = t.iter().filter(|c| c.is_ascii_digit()).count();
+        let letters = t.len() - digits;
+        let ok = (min..=max).contains(&t.len())
+            && digits > 0
+            && (self.region != Region::Eu || letters > 0)
+            && !looks_like_date(t);
+        ok.then_some(if letters > 0 { 0.6 } else { 0.4 })
     }
 }
 
@@ -183,303 +329,170 @@ impl Rules {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reading {
     pub text: String,
-    /// The probability of the recogniser's path for it (the product over its
-    /// characters, and over those it leaves out of the probability of none) times
-    /// its fit to the formats: what crops vote with.
+    /// The recogniser's probability for the text (summed over the ways its steps
+    /// spell it) times the weight of how it fits the layouts: what crops vote with.
     pub score: f32,
-    /// The geometric mean of its own characters' probabilities times its fit.
+    /// The probability per character (the geometric mean), times 0.6 (0.4 for
+    /// digits only) for a reading that fits no layout.
     pub confidence: f32,
-}
-
-/// At most this many characters changed from the recogniser's best path.
-const MAX_CHANGES: usize = 2;
-/// An alternative for a character less likely than this is not tried.
-const MIN_ALT: f32 = 0.02;
-/// Lines longer than this are words, not plates: only their best path is judged.
-const MAX_GLYPHS: usize = 12;
-
-impl Rules {
-    /// The plate readings of a recognised line (`raw` as read, `glyphs` its letters
-    /// and digits with their alternatives): the recogniser's best path, and the
-    /// paths one or two likely confusions away — a character read as the likeliest
-    /// letter or digit in its place, or left out where no character was nearly as
-    /// likely — each judged by the formats. One reading per plate text, best first.
-    pub fn readings(&self, raw: &str, glyphs: &[Glyph]) -> Vec<Reading> {
-        if looks_like_clock(raw.trim()) || glyphs.is_empty() {
-            return Vec::new();
-        }
-        // Per character: (what it becomes, or none; its probability).
-        let options: Vec<Vec<(Option<char>, f32)>> = glyphs
-            .iter()
-            .map(|g| {
-                let mut o = vec![(Some(g.ch), g.p)];
-                if glyphs.len() <= MAX_GLYPHS {
-                    let alt = if g.ch.is_ascii_digit() {
-                        g.letter
-                    } else {
-                        g.digit
-                    };
-                    if alt.1 >= MIN_ALT && alt.0 != g.ch {
-                        o.push((Some(alt.0), alt.1));
-                    }
-                    if g.blank >= MIN_ALT {
-                        o.push((None, g.blank));
-                    }
-                }
-                o
-            })
-            .collect();
-        let mut out: Vec<Reading> = Vec::new();
-        let mut path = Vec::with_capacity(glyphs.len());
-        paths(&options, 0, MAX_CHANGES, &mut path, &mut |chosen| {
-            let text: String = chosen.iter().filter_map(|(c, _)| *c).collect();
-            // The path's probability: dropped characters count in it (as the
-            // probability of no character), not in the confidence.
-            let product: f32 = chosen.iter().map(|(_, p)| p.max(1e-6)).product();
-            let kept: Vec<f32> = chosen
-                .iter()
-                .filter(|(c, _)| c.is_some())
-                .map(|(_, p)| *p)
-                .collect();
-            let Some((plate, fit)) = read_plate(&text, self.region, &self.layouts) else {
-                return;
-            };
-            let r = Reading {
-                text: plate,
-                score: product * fit,
-                confidence: geometric_mean(&kept) * fit,
-            };
-            match out.iter_mut().find(|o| o.text == r.text) {
-                Some(o) if o.score < r.score => *o = r,
-                Some(_) => {}
-                None => out.push(r),
-            }
-        });
-        out.sort_by(|a, b| b.score.total_cmp(&a.score));
-        out
-    }
-}
-
-fn geometric_mean(p: &[f32]) -> f32 {
-    if p.is_empty() {
-        return 0.0;
-    }
-    (p.iter().map(|p| p.max(1e-6).ln()).sum::<f32>() / p.len() as f32).exp()
-}
-
-/// Calls `f` with every choice of one option per character that changes at most
-/// `changes` characters from the first options.
-fn paths(
-    options: &[Vec<(Option<char>, f32)>],
-    at: usize,
-    changes: usize,
-    path: &mut Vec<(Option<char>, f32)>,
-    f: &mut impl FnMut(&[(Option<char>, f32)]),
-) {
-    if at == options.len() {
-        f(path);
-        return;
-    }
-    for (k, &o) in options[at].iter().enumerate() {
-        if k > 0 && changes == 0 {
-            break;
-        }
-        path.push(o);
-        paths(options, at + 1, changes - (k > 0) as usize, path, f);
-        path.pop();
-    }
-}
-
-/// The region's rules alone (tests).
-#[cfg(test)]
-fn plate(text: &str, region: Region) -> Option<(String, f32)> {
-    read_plate(text, region, &[])
-}
-
-/// The best plate reading of a recognised text for a region and extra layouts,
-/// with a weight in (0, 1] for how well it fits the formats; `None` when it cannot
-/// be a plate.
-fn read_plate(text: &str, region: Region, layouts: &[String]) -> Option<(String, f32)> {
-    if looks_like_clock(text.trim()) {
-        return None;
-    }
-    let mut t: Vec<char> = normalize(text).chars().collect();
-    if region == Region::Us {
-        // A text with no digit is a word (a state, a slogan, a make), not a plate.
-        if !t.iter().any(char::is_ascii_digit) {
-            return None;
-        }
-        // Most US states issue no letter O, and those that do print it like the
-        // digit: ALPR systems there read both as 0.
-        for c in &mut t {
-            if *c == 'O' {
-                *c = '0';
-            }
-        }
-    }
-    let (mut min, mut max) = region.lengths();
-    for l in layouts {
-        (min, max) = (min.min(l.len()), max.max(l.len()));
-    }
-    let mut best: Option<(String, f32)> = None;
-    let mut consider = |s: String, w: f32| {
-        if best.as_ref().is_none_or(|(_, bw)| w > *bw) {
-            best = Some((s, w));
-        }
-    };
-    // The whole text, or a window of it (a country band or a sticker read along).
-    for len in (min..=max.min(t.len())).rev() {
-        for start in 0..=(t.len() - len) {
-            let window = &t[start..start + len];
-            let trimmed = (t.len() - len) as f32;
-            for p in region.patterns() {
-                if let Some((s, fixes)) = fit(window, p) {
-                    consider(s, 1.0 - 0.1 * fixes as f32 - 0.1 * trimmed);
-                }
-            }
-            for p in layouts {
-                if let Some((s, 0)) = fit(window, p) {
-                    consider(s, 1.0 - 0.1 * trimmed);
-                }
-            }
-            let digits = window.iter().filter(|c| c.is_ascii_digit()).count();
-            let letters = len - digits;
-            let generic_ok = digits > 0 && (region != Region::Eu || letters > 0);
-            if generic_ok && start == 0 && len == t.len() && !looks_like_date(window) {
-                // Plates mix letters and digits far more often than not.
-                let w = if letters > 0 { 0.6 } else { 0.4 };
-                consider(
-                    window.iter().collect(),
-                    if layouts.is_empty() {
-                        w
-                    } else {
-                        w * LAYOUT_PRIOR
-                    },
-                );
-            }
-        }
-    }
-    best.filter(|(_, w)| *w > 0.0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::analytics::plates::decode::{lattice, sure};
 
-    #[test]
-    fn brazilian_formats_fix_confusions_by_position() {
-        assert_eq!(plate("ABC-1234", Region::Br), Some(("ABC1234".into(), 1.0)));
-        // O read for 0 and 8 for B.
-        let (p, w) = plate("A8C12O4", Region::Br).unwrap();
-        assert_eq!(p, "ABC1204");
-        assert!(w < 1.0);
-        // Mercosur, with the country band read along.
-        assert_eq!(plate("BRA2E19", Region::Br).unwrap().0, "BRA2E19");
-        assert!(plate("BRASIL", Region::Br).is_none());
+    fn rules(region: Region, layouts: &[&str]) -> Rules {
+        let layouts: Vec<String> = layouts.iter().map(|s| s.to_string()).collect();
+        Rules::new(region, &[], &layouts).unwrap()
     }
 
-    /// Glyphs read with probability `p`, with no likely alternative.
-    fn sure(text: &str, p: f32) -> Vec<Glyph> {
-        text.chars()
-            .map(|ch| Glyph {
-                ch,
-                p,
-                letter: (if ch.is_ascii_alphabetic() { ch } else { 'X' }, 0.001),
-                digit: (if ch.is_ascii_digit() { ch } else { '1' }, 0.001),
-                blank: 0.001,
-            })
-            .collect()
-    }
-
-    fn best(rules: &Rules, glyphs: &[Glyph]) -> Reading {
-        let raw: String = glyphs.iter().map(|g| g.ch).collect();
-        rules.readings(&raw, glyphs).remove(0)
+    /// The best reading, the line as read being the likeliest text.
+    fn best(rules: &Rules, lat: &Lattice) -> Option<String> {
+        let raw = decode::search(lat, 1, None, 0).remove(0).text;
+        rules.readings(&raw, lat).first().map(|r| r.text.clone())
     }
 
     #[test]
-    fn configured_layouts_take_the_recognisers_likely_alternative_by_position() {
-        // MHG V4L, the G nearly as likely a 6.
-        let mut g = sure("MHGV4L", 0.95);
-        g[2].p = 0.82;
-        g[2].digit = ('6', 0.14);
-        let us = Rules::new(Region::Us, &[]).unwrap();
-        assert_eq!(best(&us, &g).text, "MHGV4L", "no layout, no guess");
-        let missouri = Rules::new(Region::Us, &["LLNLNL".into()]).unwrap();
-        let r = best(&missouri, &g);
-        assert_eq!(r.text, "MH6V4L");
-        assert!(r.confidence < 0.95, "{r:?}");
-        assert!(Rules::new(Region::Us, &["LLN-LNL".into()]).is_err());
-        assert!(Rules::new(Region::Us, &["LNL".into()]).is_err());
+    fn the_layout_table_parses_and_every_region_has_countries() {
+        let table = countries();
+        for region in [Region::Br, Region::Eu, Region::Us] {
+            assert!(table.iter().any(|c| c.region == region), "{region:?}");
+        }
+        let mut codes: Vec<&str> = table.iter().map(|c| c.code).collect();
+        codes.sort();
+        codes.dedup();
+        assert_eq!(codes.len(), table.len(), "codes are unique");
+        assert!(table.iter().all(|c| !c.name.is_empty()));
+        assert!(parse_table("eu XX LL-NN # bad").is_err());
+        assert!(parse_table("xx XX LLNN # region").is_err());
     }
 
     #[test]
-    fn a_layout_never_forces_a_character_the_recogniser_ruled_out() {
-        let missouri = Rules::new(Region::Us, &["LLNLNL".into()]).unwrap();
-        assert_eq!(best(&missouri, &sure("YDGL3C", 0.9)).text, "YDGL3C");
+    fn an_unknown_country_or_a_bad_layout_is_refused_by_its_place() {
+        let e = Rules::new(Region::Eu, &["DE".into(), "XQ".into()], &[]).unwrap_err();
+        assert!(e.starts_with("countries[1]: no country \"XQ\""), "{e}");
+        let e = Rules::new(Region::Us, &[], &["LLNLNL".into(), "LN-L".into()]).unwrap_err();
+        assert!(e.starts_with("layouts[1]: layout \"LN-L\""), "{e}");
+        // Codes in any case; countries narrow the region's table.
+        let de = Rules::new(Region::Eu, &["de".into()], &[]).unwrap();
+        assert!(de.patterns() < rules(Region::Eu, &[]).patterns());
+    }
+
+    #[test]
+    fn brazilian_layouts_take_the_recognisers_letter_where_a_letter_must_be() {
+        let br = rules(Region::Br, &[]);
+        assert_eq!(best(&br, &sure("ABC1234")).as_deref(), Some("ABC1234"));
+        // 8 read where a letter must be, B nearly as likely; O read for 0.
+        let lat = lattice(&[
+            ('A', 0.97, &[]),
+            ('8', 0.6, &[('B', 0.35)]),
+            ('C', 0.97, &[]),
+            ('1', 0.97, &[]),
+            ('2', 0.97, &[]),
+            ('O', 0.7, &[('0', 0.25)]),
+            ('4', 0.97, &[]),
+        ]);
+        assert_eq!(best(&br, &lat).as_deref(), Some("ABC1204"));
+        // The country band read along before the plate (weighed as one sure
+        // character left out would be: these test steps hold a character once).
+        let mut band = br.clone();
+        band.params.extra = 0.3;
+        assert_eq!(best(&band, &sure("BRABC1234")).as_deref(), Some("ABC1234"));
+        assert_eq!(best(&br, &sure("BRASIL")), None);
+    }
+
+    #[test]
+    fn a_site_layout_takes_the_likely_alternative_and_never_forces_an_unlikely_one() {
+        // Missouri LLNLNL: MHG V4L with the G nearly as likely a 6.
+        let lat = lattice(&[
+            ('M', 0.97, &[]),
+            ('H', 0.97, &[]),
+            ('G', 0.7, &[('6', 0.25)]),
+            ('V', 0.97, &[]),
+            ('4', 0.97, &[]),
+            ('L', 0.97, &[]),
+        ]);
         assert_eq!(
-            best(&missouri, &sure("7ABC123", 0.9)).text,
-            "7ABC123",
-            "other plates as before"
+            best(&rules(Region::Any, &[]), &lat).as_deref(),
+            Some("MHGV4L")
         );
-        assert_eq!(missouri.plate("YD6L3C").unwrap().1, 1.0);
-        assert!(missouri.plate("YDGL3C").unwrap().1 < 0.1);
+        let missouri = rules(Region::Any, &["LLNLNL"]);
+        assert_eq!(best(&missouri, &lat).as_deref(), Some("MH6V4L"));
+        // With no probability for a 6 the read stands, weighed down as unlisted.
+        let r = missouri.readings("", &sure("YDGL3C"));
+        assert_eq!(r[0].text, "YDGL3C");
+        assert!(r[0].confidence < 0.9, "{r:?}");
     }
 
     #[test]
-    fn a_character_nearly_as_likely_nothing_may_be_left_out() {
-        // AKS O 4329: the O barely there.
-        let mut g = sure("AKSO4329", 0.98);
-        g[3].p = 0.43;
-        g[3].blank = 0.40;
-        let us = Rules::new(Region::Us, &[]).unwrap();
-        let raw: String = g.iter().map(|g| g.ch).collect();
-        let r = us.readings(&raw, &g);
-        let score = |t: &str| r.iter().find(|r| r.text == t).unwrap().score;
-        assert_eq!(r[0].text, "AKS04329", "O is 0 in the US");
-        assert!((score("AKS4329") / score("AKS04329") - 0.40 / 0.43).abs() < 1e-3);
-        // A sure character is never left out.
-        assert!(r.iter().all(|r| r.text.len() >= 7), "{r:?}");
+    fn a_personalised_plate_is_read_when_nothing_that_fits_is_nearly_as_likely() {
+        let us = rules(Region::Us, &[]);
+        assert_eq!(
+            best(&us, &sure("4GOLF7")).as_deref(),
+            Some("4G0LF7"),
+            "O is 0"
+        );
+        assert_eq!(best(&us, &sure("7ABC123")).as_deref(), Some("7ABC123"));
     }
 
     #[test]
-    fn a_clock_overlay_has_no_plate_readings_whatever_its_alternatives() {
-        let us = Rules::new(Region::Us, &[]).unwrap();
-        let mut g = sure("20140512083410", 0.99);
-        g[4].blank = 0.3;
-        assert!(us.readings("2014-05-12 08:34:10", &g).is_empty());
-        assert!(us.readings("", &[]).is_empty());
+    fn a_clock_overlay_words_and_short_texts_are_not_plates() {
+        let us = rules(Region::Us, &[]);
+        assert!(us
+            .readings("2014-05-12 08:34:10", &sure("20140512083410"))
+            .is_empty());
+        assert!(us.readings("", &Lattice::default()).is_empty());
+        assert_eq!(best(&us, &sure("STOP")), None);
+        // VERROO would fit Florida's LLLLNN once its O's are 0's.
+        assert!(us.readings("VERROO", &sure("VERROO")).is_empty());
+        assert_eq!(best(&rules(Region::Any, &[]), &sure("12")), None);
+        assert!(
+            us.readings("20140428", &sure("20140428")).is_empty(),
+            "a date overlay"
+        );
+        // In Europe a plate has a letter: at most a look-alike reading, unsure.
+        let eu = rules(Region::Eu, &[]);
+        assert!(eu
+            .readings("12345", &sure("12345"))
+            .iter()
+            .all(|r| r.confidence < 0.2));
     }
 
     #[test]
     fn european_layouts_fix_confusions_by_position() {
-        // Poland: two letters, five digits.
-        assert_eq!(plate("WA56660", Region::Eu), Some(("WA56660".into(), 1.0)));
-        assert_eq!(plate("WA56G60", Region::Eu).unwrap().0, "WA56660");
-        // Germany: three letters (district and letters run together), four digits.
-        assert_eq!(plate("BAB1234", Region::Eu), Some(("BAB1234".into(), 1.0)));
-        // The United Kingdom.
-        assert_eq!(plate("AB12CDE", Region::Eu), Some(("AB12CDE".into(), 1.0)));
-    }
-
-    #[test]
-    fn texts_without_digits_or_of_the_wrong_length_are_not_plates() {
-        assert!(plate("STOP", Region::Us).is_none());
-        assert!(plate("12", Region::Any).is_none());
-        assert!(
-            plate("2014-04-28", Region::Us).is_none(),
-            "a timestamp overlay"
-        );
-        assert_eq!(plate("7ABC123", Region::Us).unwrap().0, "7ABC123");
-        assert_eq!(
-            plate("583XGN", Region::Us).unwrap().0,
-            "583XGN",
-            "no guessed layout"
-        );
-        assert_eq!(plate("xyz 99", Region::Any).unwrap().0, "XYZ99");
-        assert_eq!(
-            plate("HB6LOZ", Region::Us).unwrap().0,
-            "HB6L0Z",
-            "O is 0 in the US"
-        );
+        let eu = rules(Region::Eu, &[]);
+        // Czechia NLNNNNN: the first read as I, 1 nearly as likely.
+        let lat = lattice(&[
+            ('I', 0.6, &[('1', 0.35)]),
+            ('T', 0.97, &[]),
+            ('4', 0.97, &[]),
+            ('3', 0.97, &[]),
+            ('2', 0.97, &[]),
+            ('1', 0.97, &[]),
+            ('3', 0.97, &[]),
+        ]);
+        // All of Europe: IT43213 fits Denmark's LLNNNNN, and the recogniser said I.
+        assert_eq!(best(&eu, &lat).as_deref(), Some("IT43213"));
+        let cz = Rules::new(Region::Eu, &["CZ".into()], &[]).unwrap();
+        assert_eq!(best(&cz, &lat).as_deref(), Some("1T43213"));
+        // Poland LLNNNNN: a G read where a digit must be.
+        let lat = lattice(&[
+            ('W', 0.97, &[]),
+            ('A', 0.97, &[]),
+            ('5', 0.97, &[]),
+            ('6', 0.97, &[]),
+            ('G', 0.6, &[('6', 0.35)]),
+            ('6', 0.97, &[]),
+            ('0', 0.97, &[]),
+        ]);
+        assert_eq!(best(&eu, &lat).as_deref(), Some("WA56660"));
+        assert_eq!(best(&eu, &sure("AB12CDE")).as_deref(), Some("AB12CDE"));
+        // Slovakia LLNNNLL: O and 0 look alike, the layout tells them apart.
+        let mut sk = Rules::new(Region::Eu, &["SK".into()], &[]).unwrap();
+        sk.params.twins = 0.0;
+        assert_eq!(best(&sk, &sure("RK340A0")).as_deref(), Some("RK340A0"));
+        sk.params.twins = 0.3;
+        assert_eq!(best(&sk, &sure("RK340A0")).as_deref(), Some("RK340AO"));
     }
 }
