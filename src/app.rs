@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::analytics::{Counted, Counting, DetectedQueue, Input, ObjectDetection, PlateReading};
@@ -15,6 +16,7 @@ use crate::health::{self, Health};
 use crate::metrics::Metrics;
 use crate::mqtt;
 use crate::outbox::{Outbox, Recovery, Store};
+use crate::supervision::{Action, Policy, Supervision};
 use crate::synthetic::Synthetic;
 use crate::upload::Uploads;
 use crate::video::{FrameQueue, Pins, Video};
@@ -124,21 +126,54 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
     let mut outbox_task = tokio::spawn(outbox.run());
     let connection_task = tokio::spawn(connection.run());
     let mut publisher_task = tokio::spawn(publisher.run(shutdown.clone()));
-    let health_task =
-        tokio::spawn(Health::new(handle, metrics.clone(), config_rx.clone()).run(shutdown.clone()));
-    let synthetic_task =
-        tokio::spawn(Synthetic::new(config_rx.clone(), events_tx.clone()).run(shutdown.clone()));
-    let remote_task = remote_stage.map(|stage| tokio::spawn(stage.run(shutdown.clone())));
-    let upload_task = uploads.map(|u| {
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            if let Err(e) = u.run(shutdown).await {
-                tracing::error!(error = %e, "uploads stopped; file requests will go unanswered");
-            }
-        })
-    });
+    // Every other stage is supervised: its end is logged, counted in the
+    // metrics' `stages`, and met by its policy.
+    let mut stages = Supervisor::new(shutdown.clone(), metrics.clone());
+    {
+        let (handle, metrics, config_rx) = (handle.clone(), metrics.clone(), config_rx.clone());
+        stages.add("health", Policy::Restart, move |stop| {
+            let health = Health::new(handle.clone(), metrics.clone(), config_rx.clone());
+            Box::pin(async move {
+                health.run(stop).await;
+                Ok(())
+            })
+        });
+    }
+    {
+        let (config_rx, events_tx) = (config_rx.clone(), events_tx.clone());
+        stages.add("synthetic", Policy::Restart, move |stop| {
+            let synthetic = Synthetic::new(config_rx.clone(), events_tx.clone());
+            Box::pin(async move {
+                synthetic.run(stop).await;
+                Ok(())
+            })
+        });
+    }
+    // Built once around its state and inbound channel: when it ends, the daemon
+    // stops and systemd starts it again.
+    if let Some(stage) = remote_stage {
+        let mut once = Some(stage);
+        stages.add("remote_config", Policy::StopDaemon, move |stop| {
+            let stage = once.take();
+            Box::pin(async move {
+                stage.ok_or("cannot be started twice")?.run(stop).await;
+                Ok(())
+            })
+        });
+    }
+    if let Some(uploads) = uploads {
+        // The stage keeps its requests and jobs across restarts.
+        let uploads = Arc::new(tokio::sync::Mutex::new(uploads));
+        stages.add("uploads", Policy::Restart, move |stop| {
+            let uploads = uploads.clone();
+            Box::pin(async move {
+                let mut stage = uploads.lock().await;
+                stage.run(stop).await.map_err(|e| e.to_string())
+            })
+        });
+    }
     // Video: each analytic reads its own drop-oldest queue of the same frames.
-    let video_task = config.video.enabled.then(|| {
+    if config.video.enabled {
         let mut queues = Vec::new();
         // People counting idles while `[people]` is off (it can be switched on
         // remotely) and takes nothing then; plate reading is set at start-up.
@@ -151,7 +186,7 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
         let plates_q = FrameQueue::new(config.plates.frame_queue, metrics.clone(), |m| {
             &m.plate_frames_dropped
         });
-        let (people_in, plates_in, traffic_in, detection) = if config.detector.enabled {
+        let (people_in, plates_in, traffic_in) = if config.detector.enabled {
             let frames = FrameQueue::new(config.detector.frame_queue, metrics.clone(), |m| {
                 &m.detector_frames_dropped
             });
@@ -171,12 +206,15 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
             if config.plates.enabled {
                 outputs.push(plates.clone());
             }
-            let stage = ObjectDetection::new(config.detector.clone(), frames, outputs, metrics.clone());
-            let shutdown = shutdown.clone();
-            let task = tokio::spawn(async move {
-                if let Err(e) = stage.run(shutdown).await {
-                    tracing::error!(error = %e, "object detection stopped; people are not counted, plates not read");
-                }
+            let (cfg, metrics) = (config.detector.clone(), metrics.clone());
+            stages.add("object_detection", Policy::Restart, move |stop| {
+                let stage = ObjectDetection::new(
+                    cfg.clone(),
+                    frames.clone(),
+                    outputs.clone(),
+                    metrics.clone(),
+                );
+                Box::pin(async move { stage.run(stop).await.map_err(|e| e.to_string()) })
             });
             (
                 Input::Detections {
@@ -191,57 +229,71 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
                     queue: traffic,
                     tracking: config.detector.vehicle_tracking(),
                 }),
-                Some(task),
             )
         } else {
             queues.push(people_q.clone());
             if config.plates.enabled {
                 queues.push(plates_q.clone());
             }
-            (Input::Frames(people_q), Input::Frames(plates_q), None, None)
+            (Input::Frames(people_q), Input::Frames(plates_q), None)
         };
-        let counting = tokio::spawn(
-            Counting::new(
-                Counted::People,
-                config_rx.clone(),
-                people_in,
+        let counting = |stages: &mut Supervisor, name, counted, input: Input| {
+            let (config_rx, events_tx) = (config_rx.clone(), events_tx.clone());
+            stages.add(name, Policy::Restart, move |stop| {
+                let stage =
+                    Counting::new(counted, config_rx.clone(), input.clone(), events_tx.clone());
+                Box::pin(async move {
+                    stage.run(stop).await;
+                    Ok(())
+                })
+            });
+        };
+        counting(&mut stages, "people_counting", Counted::People, people_in);
+        if let Some(input) = traffic_in {
+            counting(&mut stages, "traffic_counting", Counted::Traffic, input);
+        }
+        if config.plates.enabled {
+            let (cfg, media, events_tx, metrics) = (
+                config.plates.clone(),
+                config.upload.media_dir.clone(),
                 events_tx.clone(),
-            )
-            .run(shutdown.clone()),
-        );
-        let traffic = traffic_in.map(|input| {
-            tokio::spawn(
-                Counting::new(Counted::Traffic, config_rx.clone(), input, events_tx.clone())
-                    .run(shutdown.clone()),
-            )
-        });
-        let plates = config.plates.enabled.then(|| {
-            tokio::spawn(
-                PlateReading::new(
-                    config.plates.clone(),
-                    config.upload.media_dir.clone(),
-                    plates_in,
+                metrics.clone(),
+            );
+            stages.add("plate_reading", Policy::Restart, move |stop| {
+                let stage = PlateReading::new(
+                    cfg.clone(),
+                    media.clone(),
+                    plates_in.clone(),
                     events_tx.clone(),
                     metrics.clone(),
-                )
-                .run(shutdown.clone()),
-            )
+                );
+                Box::pin(async move { stage.run(stop).await.map_err(|e| e.to_string()) })
+            });
+        }
+        let (cfg, pins, metrics) = (config.video.clone(), pins.clone(), metrics.clone());
+        stages.add("video", Policy::Restart, move |stop| {
+            let stage = Video::new(cfg.clone(), queues.clone(), pins.clone(), metrics.clone());
+            Box::pin(async move {
+                stage.run(stop).await;
+                Ok(())
+            })
         });
-        let video = tokio::spawn(
-            Video::new(config.video.clone(), queues, pins.clone(), metrics.clone())
-                .run(shutdown.clone()),
-        );
-        (video, counting, plates, detection, traffic)
-    });
+    }
     if config.detector.enabled && !config.video.enabled {
         tracing::warn!("[detector] is on but [video] is off: nothing to detect in");
     }
     if (config.people.enabled || config.plates.enabled) && !config.video.enabled {
         tracing::warn!("analytics are on but [video] is off: nothing to analyse");
     }
-    let log_task = log_reload
-        .map(|reload| tokio::spawn(follow_log_level(config_rx, reload, shutdown.clone())));
-    // Producers hold their own senders; the outbox ends once they are all gone.
+    if let Some(reload) = log_reload {
+        let reload = Arc::new(reload);
+        let config_rx = config_rx.clone();
+        stages.add("log_level", Policy::Degrade, move |stop| {
+            Box::pin(follow_log_level(config_rx.clone(), reload.clone(), stop))
+        });
+    }
+    // Producers hold their own senders (and the supervisor, to start them again);
+    // the outbox ends once they are all gone.
     drop(events_tx);
     health::notify_ready();
 
@@ -250,40 +302,18 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
         s = shutdown_signal() => tracing::info!(signal = s, "shutting down"),
         r = &mut publisher_task => failure = Some(stage_failed("publisher", r)),
         r = &mut outbox_task => failure = Some(stage_failed("outbox", r)),
+        e = stages.watch() => failure = Some(e),
     }
     health::notify_stopping();
     shutdown.cancel();
 
     let drain = async {
-        join_logged("synthetic", synthetic_task).await;
-        if let Some((video, counting, plates, detection, traffic)) = video_task {
-            join_logged("video", video).await;
-            if let Some(detection) = detection {
-                join_logged("object detection", detection).await;
-            }
-            join_logged("people counting", counting).await;
-            if let Some(traffic) = traffic {
-                join_logged("traffic counting", traffic).await;
-            }
-            if let Some(plates) = plates {
-                join_logged("plate reading", plates).await;
-            }
-        }
-        if let Some(t) = remote_task {
-            join_logged("remote configuration", t).await;
-        }
-        if let Some(t) = upload_task {
-            join_logged("uploads", t).await;
-        }
-        if let Some(t) = log_task {
-            join_logged("log level", t).await;
-        }
+        stages.drain().await;
         if !publisher_task.is_finished() || failure.is_none() {
             if let Ok(Err(e)) = (&mut publisher_task).await {
                 tracing::error!(error = %e, "publisher stopped with an error");
             }
         }
-        join_logged("health", health_task).await;
         join_logged("mqtt connection", connection_task).await;
         if !outbox_task.is_finished() || failure.is_none() {
             if let Ok(Err(e)) = (&mut outbox_task).await {
@@ -306,14 +336,14 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
 /// Applies `log.level` from the effective configuration as it changes.
 async fn follow_log_level(
     mut config: watch::Receiver<Arc<Config>>,
-    reload: LogReload,
+    reload: Arc<LogReload>,
     shutdown: CancellationToken,
-) {
+) -> Result<(), String> {
     let mut level = config.borrow().log.level.clone();
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => return,
-            changed = config.changed() => if changed.is_err() { return },
+            _ = shutdown.cancelled() => return Ok(()),
+            changed = config.changed() => if changed.is_err() { return Ok(()) },
         }
         let new = config.borrow_and_update().log.level.clone();
         if new != level {
@@ -342,6 +372,129 @@ fn stage_failed<E: std::fmt::Display>(
 async fn join_logged(stage: &str, task: JoinHandle<()>) {
     if let Err(e) = task.await {
         tracing::error!(stage, error = %e, "stage panicked");
+    }
+}
+
+/// Starts a stage (again) with the shutdown token.
+type Factory = Box<dyn FnMut(CancellationToken) -> BoxFuture<'static, Result<(), String>> + Send>;
+
+/// A stage's task: its index, how long it ran and how it ended.
+type Ended = (
+    usize,
+    Duration,
+    Result<Result<(), String>, tokio::task::JoinError>,
+);
+
+/// The supervised stages: each runs in its own task; when one ends, its
+/// [`Policy`] decides (see `crate::supervision`), and its state goes to the
+/// metrics.
+struct Supervisor {
+    stages: Vec<(&'static str, Supervision, Factory)>,
+    tasks: JoinSet<Ended>,
+    shutdown: CancellationToken,
+    metrics: Arc<Metrics>,
+}
+
+impl Supervisor {
+    fn new(shutdown: CancellationToken, metrics: Arc<Metrics>) -> Self {
+        Self {
+            stages: Vec::new(),
+            tasks: JoinSet::new(),
+            shutdown,
+            metrics,
+        }
+    }
+
+    /// Starts a stage under `policy`; `start` builds and runs it.
+    fn add(
+        &mut self,
+        name: &'static str,
+        policy: Policy,
+        start: impl FnMut(CancellationToken) -> BoxFuture<'static, Result<(), String>> + Send + 'static,
+    ) {
+        let supervision = Supervision::new(policy);
+        self.metrics.set_stage(name, supervision.status());
+        self.stages.push((name, supervision, Box::new(start)));
+        self.start(self.stages.len() - 1, Duration::ZERO);
+    }
+
+    /// Runs stage `i` in a task of its own after `delay` (cancelled by shutdown).
+    fn start(&mut self, i: usize, delay: Duration) {
+        let (name, _, start) = &mut self.stages[i];
+        let name = *name;
+        let run = start(self.shutdown.clone());
+        let (shutdown, metrics) = (self.shutdown.clone(), self.metrics.clone());
+        self.tasks.spawn(async move {
+            if !delay.is_zero() {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return (i, Duration::ZERO, Ok(Ok(()))),
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                tracing::info!(stage = name, "stage starting again");
+                metrics.stage_running(name);
+            }
+            let started = tokio::time::Instant::now();
+            // Its own task: a panic ends the stage, not the supervisor.
+            let result = tokio::spawn(run).await;
+            (i, started.elapsed(), result)
+        });
+    }
+
+    /// Meets the stages' ends with their policies; returns when one's policy is
+    /// to stop the daemon (never while none does).
+    async fn watch(&mut self) -> anyhow::Error {
+        loop {
+            let Some(joined) = self.tasks.join_next().await else {
+                return std::future::pending().await;
+            };
+            // The outer task does not panic; it reports the stage's end.
+            let Ok((i, ran, result)) = joined else {
+                continue;
+            };
+            let outcome = match result {
+                Ok(r) => r,
+                Err(e) => Err(format!("panicked: {e}")),
+            };
+            let (name, supervision, _) = &mut self.stages[i];
+            let name = *name;
+            let action = supervision.ended(outcome, ran, self.shutdown.is_cancelled());
+            let status = supervision.status().clone();
+            self.metrics.set_stage(name, &status);
+            let error = status.last_error.as_deref().unwrap_or("");
+            match action {
+                Action::Restart(after) => {
+                    tracing::error!(stage = name, error, restarts = status.restarts, after = ?after, "stage stopped; starting it again after a backoff");
+                    self.start(i, after);
+                }
+                Action::Degrade => {
+                    tracing::error!(stage = name, error, "stage stopped; running without it");
+                }
+                Action::StopDaemon(e) => {
+                    tracing::error!(stage = name, error = %e, "a stage stopped; shutting down");
+                    return anyhow::anyhow!("{name} failed: {e}");
+                }
+                Action::None => {}
+            }
+        }
+    }
+
+    /// After the shutdown signal: waits for every stage, then lets go of what
+    /// they were built from (the event senders among it).
+    async fn drain(mut self) {
+        while let Some(joined) = self.tasks.join_next().await {
+            if let Ok((i, ran, result)) = joined {
+                let outcome = match result {
+                    Ok(r) => r,
+                    Err(e) => Err(format!("panicked: {e}")),
+                };
+                let (name, supervision, _) = &mut self.stages[i];
+                if let Err(e) = &outcome {
+                    tracing::error!(stage = *name, error = %e, "stage stopped with an error");
+                }
+                supervision.ended(outcome, ran, true);
+                self.metrics.set_stage(name, supervision.status());
+            }
+        }
     }
 }
 

@@ -98,6 +98,7 @@ pub fn metrics_payload(
             "applied": Metrics::get(&m.configs_applied),
             "rejected": Metrics::get(&m.configs_rejected),
         },
+        "stages": m.stages(),
         "outbox_resets": Metrics::get(&m.outbox_resets),
         "rss_bytes": rss_bytes(),
         "cpu_s": cpu_seconds(),

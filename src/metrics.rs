@@ -115,6 +115,9 @@ pub struct Metrics {
     pub detector_last_error: std::sync::Mutex<String>,
     /// Video: the last error that stopped the pipeline (empty: none yet).
     pub video_last_error: std::sync::Mutex<String>,
+    /// Each supervised stage's state, written by the supervisor.
+    pub stages:
+        std::sync::Mutex<std::collections::BTreeMap<&'static str, crate::supervision::Status>>,
 }
 
 impl Metrics {
@@ -138,6 +141,28 @@ impl Metrics {
         let mut text = field.lock().unwrap_or_else(|e| e.into_inner());
         text.clear();
         text.push_str(v);
+    }
+
+    /// Records a stage's state.
+    pub fn set_stage(&self, name: &'static str, status: &crate::supervision::Status) {
+        let mut stages = self.stages.lock().unwrap_or_else(|e| e.into_inner());
+        stages.insert(name, status.clone());
+    }
+
+    /// Marks a stage running again (after its backoff), keeping its history.
+    pub fn stage_running(&self, name: &'static str) {
+        let mut stages = self.stages.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = stages.get_mut(name) {
+            s.state = crate::supervision::State::Running;
+        }
+    }
+
+    /// Every stage's state, by name.
+    pub fn stages(&self) -> std::collections::BTreeMap<&'static str, crate::supervision::Status> {
+        self.stages
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The text, or `None` when empty.

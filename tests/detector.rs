@@ -207,7 +207,7 @@ async fn the_daemon_counts_the_people_of_a_real_pedestrian_clip_by_their_tracks(
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_corrupt_detector_model_is_reported_and_the_daemon_publishes_on() {
+async fn a_corrupt_detector_model_is_reported_restarted_with_backoff_and_recovers_once_replaced() {
     let tmp = test_dir("detector-corrupt-model");
     let model = tmp.path().join("nanodet-m-416.onnx");
     std::fs::write(&model, b"not a model").unwrap();
@@ -219,16 +219,22 @@ async fn a_corrupt_detector_model_is_reported_and_the_daemon_publishes_on() {
     let recordings = rig.recordings();
     let daemon = rig.daemon(0);
     let _ = recordings;
-    // The error names the file, in the log and in the metrics; counts keep
-    // coming (empty: nobody can be seen), and so does everything else.
+    // The error names the file, in the log and in the metrics; the stage is
+    // started again and again; counts keep coming (empty: nobody can be seen),
+    // and so does everything else.
+    let stage = |m: &Value| m["stages"]["object_detection"].clone();
     wait_until(
-        "the model error in the metrics",
+        "the model error in the metrics, the stage restarting",
         Duration::from_secs(60),
         || {
             rig.observer.metrics().iter().any(|m| {
                 m["detector"]["last_error"]
                     .as_str()
                     .is_some_and(|e| e.contains("nanodet-m-416.onnx"))
+                    && stage(m)["restarts"].as_u64() >= Some(2)
+                    && stage(m)["last_error"]
+                        .as_str()
+                        .is_some_and(|e| e.contains("nanodet-m-416.onnx"))
             })
         },
     )
@@ -242,15 +248,32 @@ async fn a_corrupt_detector_model_is_reported_and_the_daemon_publishes_on() {
     .await;
     let log = daemon.log_text();
     assert!(
-        log.contains("object detection stopped") && log.contains("nanodet-m-416.onnx"),
+        log.contains("stage stopped; starting it again after a backoff")
+            && log.contains("object_detection")
+            && log.contains("nanodet-m-416.onnx"),
         "{log}"
     );
     let last = rig.observer.metrics().last().cloned().unwrap();
-    assert!(last["detector"]["errors"].as_u64().unwrap() >= 1, "{last}");
+    assert!(last["detector"]["errors"].as_u64().unwrap() >= 2, "{last}");
     assert!(
         last["video"]["frames_delivered"].as_u64().unwrap() > 0,
         "{last}"
     );
+    assert_eq!(last["stages"]["video"]["state"], "running", "{last}");
+    // The fault gone, the next restart takes: frames are analysed again and
+    // people are counted on the middle line.
+    std::fs::copy(models().join("nanodet-m-416.onnx"), &model).unwrap();
+    wait_until(
+        "the detector running again",
+        Duration::from_secs(90),
+        || {
+            rig.observer.metrics().last().is_some_and(|m| {
+                stage(m)["state"] == "running" && m["detector"]["frames"].as_u64() > Some(10)
+            })
+        },
+    )
+    .await;
+    assert!(daemon.log_text().contains("stage starting again"));
     assert_schemas(&rig.observer);
 }
 

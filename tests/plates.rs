@@ -258,7 +258,15 @@ static DAEMONS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// `[plates]` section. Returns the rig, the daemon, its media directory and the
 /// scene's directory (keep it alive).
 async fn road_rig(name: &str, plates: &str) -> (Rig, Daemon, PathBuf, tempfile::TempDir) {
-    let models = models();
+    road_rig_with(name, plates, &models()).await
+}
+
+/// [`road_rig`] with the models from `models`.
+async fn road_rig_with(
+    name: &str,
+    plates: &str,
+    models: &Path,
+) -> (Rig, Daemon, PathBuf, tempfile::TempDir) {
     // Two readers per daemon, one daemon at a time (see DAEMONS).
     let src = test_dir(&format!("{name}-src"));
     let video = src.path().join("road.mp4");
@@ -334,6 +342,51 @@ async fn with_hashing_on_plates_are_published_as_salted_hashes_only() {
                 .next()
                 .is_none()
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plate_reading_without_its_models_is_restarted_until_they_arrive_and_then_reads() {
+    let _turn = DAEMONS.lock().await;
+    let empty = test_dir("plates-no-models-yet");
+    let (rig, daemon, _media, _src) =
+        road_rig_with("plates-late-models", "snapshots = false\n", empty.path()).await;
+    let stage = |m: &Value| m["stages"]["plate_reading"].clone();
+    wait_until(
+        "plate reading restarting, the missing file named",
+        Duration::from_secs(60),
+        || {
+            rig.observer.metrics().iter().any(|m| {
+                stage(m)["state"] == "restarting"
+                    && stage(m)["restarts"].as_u64() >= Some(2)
+                    && stage(m)["last_error"]
+                        .as_str()
+                        .is_some_and(|e| e.contains("ch_PP-OCRv4_rec_infer.onnx"))
+            })
+        },
+    )
+    .await;
+    assert!(plate_events(&rig).is_empty());
+    let last = rig.observer.metrics().last().cloned().unwrap();
+    assert_eq!(last["stages"]["video"]["state"], "running", "{last}");
+    assert!(last["plates"]["errors"].as_u64().unwrap() >= 2, "{last}");
+    // The models arrive (as deploy/fetch-models.sh would put them): the next
+    // restart loads them and the passing vehicles are read.
+    for f in ["ch_PP-OCRv4_det_infer.onnx", "ch_PP-OCRv4_rec_infer.onnx"] {
+        std::fs::copy(models().join(f), empty.path().join(f)).unwrap();
+    }
+    wait_until("a plate event", Duration::from_secs(150), || {
+        !plate_events(&rig).is_empty()
+    })
+    .await;
+    let p = &plate_events(&rig)[0]["payload"];
+    assert!(p["plate"] == "ABC1234" || p["plate"] == "BRA2E19", "{p}");
+    let last = rig.observer.metrics().last().cloned().unwrap();
+    assert_eq!(
+        last["stages"]["plate_reading"]["state"], "running",
+        "{last}"
+    );
+    assert!(daemon.log_text().contains("stage starting again"));
+    assert_schemas(&rig.observer);
 }
 
 #[tokio::test(flavor = "multi_thread")]

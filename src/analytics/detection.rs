@@ -298,7 +298,9 @@ pub struct Detected {
 pub type DetectedQueue = Queue<Detected>;
 
 /// What an analytic reads: frames (without the detector), or the detector's
-/// output with the tracker settings for the objects it follows.
+/// output with the tracker settings for the objects it follows. Clones share
+/// the queue.
+#[derive(Clone)]
 pub enum Input {
     Frames(FrameQueue),
     Detections {
@@ -386,6 +388,8 @@ impl ObjectDetection {
                 return Err(e);
             }
         };
+        // Started again after a failure: frames are wanted again.
+        self.frames.set_wanted(true);
         tracing::info!(
             model = %self.cfg.model.display(),
             load_ms = started.elapsed().as_millis() as u64,

@@ -419,7 +419,10 @@ impl PlateReading {
         true
     }
 
-    pub async fn run(self, shutdown: CancellationToken) {
+    /// Loads the models and reads until shutdown; an error (bad rules, models that
+    /// cannot be loaded, the outbox gone) ends the stage, for the supervisor to
+    /// start it again.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ReadingError> {
         let cfg = self.cfg.clone();
         let dir = cfg.models_dir.clone();
         let vehicles_only = matches!(self.input, Input::Detections { .. });
@@ -429,14 +432,10 @@ impl PlateReading {
             cfg.detector_size
         };
         let backend = cfg.reader_backend();
-        let rules = match Rules::new(cfg.region, &cfg.countries, &cfg.layouts) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(error = %e, "plate reading is off");
-                self.input.set_wanted(false);
-                return;
-            }
-        };
+        // No frames queue up for a reader that is not there (yet).
+        self.input.set_wanted(false);
+        let rules =
+            Rules::new(cfg.region, &cfg.countries, &cfg.layouts).map_err(ReadingError::Rules)?;
         let loaded = tokio::task::spawn_blocking(move || {
             PlateReader::load(&dir, rules, &backend, det_size).map(Arc::new)
         })
@@ -444,16 +443,12 @@ impl PlateReading {
         let reader = match loaded {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
-                tracing::error!(error = %e, "plate reading is off: the models cannot be loaded");
-                self.input.set_wanted(false);
-                return;
+                Metrics::add(&self.metrics.plate_errors, 1);
+                return Err(ReadingError::Models(e));
             }
-            Err(e) => {
-                tracing::error!(error = %e, "plate reading is off: loading the models failed");
-                self.input.set_wanted(false);
-                return;
-            }
+            Err(e) => return Err(ReadingError::Models(PlateError::Inference(e.to_string()))),
         };
+        self.input.set_wanted(true);
         let mut snapshots = if cfg.snapshots {
             let dir = self.media_dir.join("snapshots");
             match Snapshots::open(dir.clone()) {
@@ -565,14 +560,14 @@ impl PlateReading {
                         Metrics::add(&self.metrics.plate_reads, reads.len() as u64);
                         let step = tracker.observe(ms(read.keep.frame.captured_at), &reads, &read.keep);
                         if !self.settle(&mut snapshots, step).await {
-                            return;
+                            return Err(ReadingError::OutboxGone);
                         }
                     }
                 }
                 _ = tick.tick(), if reading.is_empty() => {
                     let step = tracker.tick(ms(SystemTime::now()));
                     if !self.settle(&mut snapshots, step).await {
-                        return;
+                        return Err(ReadingError::OutboxGone);
                     }
                 }
             }
@@ -588,13 +583,27 @@ impl PlateReading {
             if let Ok(reads) = read.reads {
                 let step = tracker.observe(ms(read.keep.frame.captured_at), &reads, &read.keep);
                 if !self.settle(&mut snapshots, step).await {
-                    return;
+                    return Err(ReadingError::OutboxGone);
                 }
             }
         }
         let step = tracker.finish();
-        self.settle(&mut snapshots, step).await;
+        if !self.settle(&mut snapshots, step).await {
+            return Err(ReadingError::OutboxGone);
+        }
+        Ok(())
     }
+}
+
+/// Why plate reading stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadingError {
+    #[error("plate rules: {0}")]
+    Rules(String),
+    #[error("the models cannot be loaded: {0}")]
+    Models(PlateError),
+    #[error("the outbox no longer takes events")]
+    OutboxGone,
 }
 
 #[cfg(test)]

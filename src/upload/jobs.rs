@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
-use sqlx::{ConnectOptions, Connection, Row};
+use sqlx::{ConnectOptions, Row};
 
 use super::sql;
 
@@ -300,8 +300,9 @@ impl Jobs {
         Ok(done.rows_affected())
     }
 
+    #[cfg(test)]
     pub async fn close(self) -> Result<(), JobsError> {
-        self.conn.close().await?;
+        sqlx::Connection::close(self.conn).await?;
         Ok(())
     }
 }

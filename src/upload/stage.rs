@@ -137,7 +137,9 @@ impl Uploads {
         }
     }
 
-    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), UploadError> {
+    /// Takes requests and runs uploads until shutdown. On an error it returns with
+    /// its requests and jobs kept: running it again resumes the unfinished jobs.
+    pub async fn run(&mut self, shutdown: CancellationToken) -> Result<(), UploadError> {
         let mut waiting: VecDeque<String> = VecDeque::new();
         let mut delayed: Vec<(Instant, String)> = Vec::new();
         for job in self.jobs.unfinished().await? {
@@ -227,7 +229,7 @@ impl Uploads {
                 }
             }
         }
-        self.jobs.close().await?;
+        // The jobs database closes when the stage is dropped.
         Ok(())
     }
 

@@ -1,0 +1,185 @@
+//! What the supervisor (`app.rs`) does when a stage ends, without I/O: each
+//! stage's written policy, its state as the metrics report it, and the backoff
+//! between restarts.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// What a stage's end means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// Started again after a backoff that doubles from [`FIRST_BACKOFF`] to
+    /// [`MAX_BACKOFF`] (back to the first after a run of [`STEADY`]).
+    Restart,
+    /// The daemon stops with an error (systemd starts it again).
+    StopDaemon,
+    /// Left stopped, its error reported: the rest runs without it.
+    Degrade,
+}
+
+/// A stage's state as the metrics message reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    Running,
+    /// Ended unexpectedly; starts again after its backoff.
+    Restarting,
+    /// Ended and left stopped; the daemon runs without it.
+    Degraded,
+    /// Ended with the daemon's shutdown, or stopping the daemon.
+    Stopped,
+}
+
+/// A stage's state, how often it was restarted and why it last ended.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Status {
+    pub state: State,
+    pub restarts: u64,
+    pub last_error: Option<String>,
+}
+
+/// What the supervisor does next with an ended stage.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Start it again after this long.
+    Restart(Duration),
+    /// Stop the daemon with this error.
+    StopDaemon(String),
+    /// Leave it stopped.
+    Degrade,
+    /// Nothing: the daemon is shutting down.
+    None,
+}
+
+pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// A stage that ran this long before ending starts again after the first backoff.
+pub const STEADY: Duration = Duration::from_secs(120);
+
+/// One stage under supervision.
+#[derive(Debug, Clone)]
+pub struct Supervision {
+    pub policy: Policy,
+    status: Status,
+    backoff: Duration,
+}
+
+impl Supervision {
+    pub fn new(policy: Policy) -> Self {
+        Self {
+            policy,
+            status: Status {
+                state: State::Running,
+                restarts: 0,
+                last_error: None,
+            },
+            backoff: FIRST_BACKOFF,
+        }
+    }
+
+    pub fn status(&self) -> &Status {
+        &self.status
+    }
+
+    /// The stage ended after running `ran` with `outcome` (an error, or `Ok` for
+    /// a stage that returned on its own); `shutting_down` when the daemon asked it
+    /// to.
+    pub fn ended(
+        &mut self,
+        outcome: Result<(), String>,
+        ran: Duration,
+        shutting_down: bool,
+    ) -> Action {
+        if shutting_down {
+            self.status.state = State::Stopped;
+            if let Err(e) = outcome {
+                self.status.last_error = Some(e);
+            }
+            return Action::None;
+        }
+        let error = outcome
+            .err()
+            .unwrap_or_else(|| "stopped unexpectedly".to_owned());
+        self.status.last_error = Some(error.clone());
+        match self.policy {
+            Policy::Restart => {
+                if ran >= STEADY {
+                    self.backoff = FIRST_BACKOFF;
+                }
+                let after = self.backoff;
+                self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+                self.status.state = State::Restarting;
+                self.status.restarts += 1;
+                Action::Restart(after)
+            }
+            Policy::StopDaemon => {
+                self.status.state = State::Stopped;
+                Action::StopDaemon(error)
+            }
+            Policy::Degrade => {
+                self.status.state = State::Degraded;
+                Action::Degrade
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHORT: Duration = Duration::from_secs(3);
+
+    #[test]
+    fn a_restartable_stage_backs_off_doubling_to_the_cap_and_counts_restarts() {
+        let mut s = Supervision::new(Policy::Restart);
+        let mut waits = Vec::new();
+        for _ in 0..8 {
+            match s.ended(Err("model missing".into()), SHORT, false) {
+                Action::Restart(after) => waits.push(after.as_secs()),
+                other => panic!("{other:?}"),
+            }
+            assert_eq!(s.status().state, State::Restarting);
+        }
+        assert_eq!(waits, vec![1, 2, 4, 8, 16, 32, 60, 60]);
+        assert_eq!(s.status().restarts, 8);
+        assert_eq!(s.status().last_error.as_deref(), Some("model missing"));
+    }
+
+    #[test]
+    fn a_stage_that_ran_steadily_starts_again_after_the_first_backoff() {
+        let mut s = Supervision::new(Policy::Restart);
+        for _ in 0..4 {
+            s.ended(Err("x".into()), SHORT, false);
+        }
+        assert_eq!(
+            s.ended(Err("x".into()), STEADY, false),
+            Action::Restart(FIRST_BACKOFF)
+        );
+    }
+
+    #[test]
+    fn a_stage_returning_on_its_own_is_an_error_too() {
+        let mut s = Supervision::new(Policy::Degrade);
+        assert_eq!(s.ended(Ok(()), SHORT, false), Action::Degrade);
+        assert_eq!(s.status().state, State::Degraded);
+        assert_eq!(
+            s.status().last_error.as_deref(),
+            Some("stopped unexpectedly")
+        );
+    }
+
+    #[test]
+    fn a_vital_stage_stops_the_daemon_and_shutdown_restarts_nothing() {
+        let mut s = Supervision::new(Policy::StopDaemon);
+        assert_eq!(
+            s.ended(Err("disk gone".into()), SHORT, false),
+            Action::StopDaemon("disk gone".into())
+        );
+        let mut r = Supervision::new(Policy::Restart);
+        assert_eq!(r.ended(Ok(()), SHORT, true), Action::None);
+        assert_eq!(r.status().state, State::Stopped);
+        assert_eq!(r.status().restarts, 0);
+    }
+}
