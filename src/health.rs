@@ -33,7 +33,6 @@ pub fn metrics_payload(
             "refused": Metrics::get(&m.events_refused),
             "evicted": Metrics::get(&m.events_evicted),
             "expired": Metrics::get(&m.events_expired),
-            "producer_drops": Metrics::get(&m.producer_drops),
             "inbound_dropped": Metrics::get(&m.inbound_dropped),
         },
         "mqtt": {

@@ -36,8 +36,6 @@ pub struct Metrics {
     pub sessions_resumed: AtomicU64,
     /// Outbox databases moved aside because they could not be opened.
     pub outbox_resets: AtomicU64,
-    /// Frames or events dropped by a producer (reported by the producer).
-    pub producer_drops: AtomicU64,
     /// Responses (non-retained control messages) dropped after queueing too long offline.
     pub responses_dropped: AtomicU64,
     /// Incoming MQTT messages not taken by their stage (busy beyond the waiting

@@ -50,7 +50,7 @@ fn config_show(config: &std::path::Path) -> Value {
 async fn retained_config_applies_on_connect_live_and_survives_an_offline_reboot() {
     let mut rig = rig(
         "remote",
-        "[synthetic]\nenabled = false\nrate_per_sec = 20.0\n",
+        "[synthetic]\nenabled = false\nrate_per_sec = 10.0\n",
     )
     .await;
     let v1 = br#"{"version":1,"synthetic":{"enabled":true,"kind":"remote-one"}}"#;

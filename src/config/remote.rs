@@ -55,6 +55,9 @@ pub const TUNABLE: &[&str] = &[
     "traffic.hysteresis",
 ];
 
+/// The fastest synthetic source remote configuration may switch on or set.
+pub const REMOTE_SYNTHETIC_MAX_RATE: f64 = 10.0;
+
 /// Where an overlay came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -242,7 +245,29 @@ impl RemoteState {
     }
 
     fn recompute(&mut self) -> Result<(), Vec<FieldError>> {
-        self.effective = merge(&self.local, &self.layers())?;
+        let effective = merge(&self.local, &self.layers())?;
+        // One fleet message must not be able to flood the outbox (and, with
+        // `drop_oldest`, evict every real event): switched on or sped up from the
+        // cloud, the synthetic source is held to a trickle.
+        let remote_sets = |key: &str| {
+            self.layers()
+                .iter()
+                .any(|o| o.raw.get("synthetic").and_then(|s| s.get(key)).is_some())
+        };
+        let s = &effective.synthetic;
+        if s.enabled
+            && s.rate_per_sec > REMOTE_SYNTHETIC_MAX_RATE
+            && (remote_sets("enabled") || remote_sets("rate_per_sec"))
+        {
+            return Err(vec![error(
+                "synthetic.rate_per_sec",
+                format!(
+                    "at most {REMOTE_SYNTHETIC_MAX_RATE} per second when remote configuration switches the synthetic source on or sets its rate (the local file may set more), found {}",
+                    s.rate_per_sec
+                ),
+            )]);
+        }
+        self.effective = effective;
         Ok(())
     }
 
@@ -421,6 +446,30 @@ mod tests {
     }
 
     const MAX: usize = 64 * 1024;
+
+    #[test]
+    fn the_synthetic_source_switched_on_remotely_is_held_to_a_trickle() {
+        let mut s = state();
+        let flood = br#"{"version":1,"synthetic":{"enabled":true,"rate_per_sec":100000.0}}"#;
+        match s.on_message(Source::Group, flood, MAX) {
+            Outcome::Rejected { errors, .. } => {
+                assert_eq!(errors[0].field, "synthetic.rate_per_sec");
+                assert!(
+                    errors[0].expected.starts_with("at most 10 per second"),
+                    "{errors:?}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!s.effective().synthetic.enabled, "nothing changed");
+        let trickle = br#"{"version":2,"synthetic":{"enabled":true,"rate_per_sec":5.0}}"#;
+        assert_eq!(s.on_message(Source::Group, trickle, MAX), Outcome::Applied);
+        // A fast source of the local file may still be renamed remotely.
+        let local = LOCAL.replace("rate_per_sec = 2.0", "rate_per_sec = 500.0\nenabled = true");
+        let mut fast = RemoteState::new(Config::parse(&local).unwrap(), &Persisted::default()).0;
+        let kind = br#"{"version":1,"synthetic":{"kind":"soak"}}"#;
+        assert_eq!(fast.on_message(Source::Device, kind, MAX), Outcome::Applied);
+    }
 
     #[test]
     fn device_overrides_group_overrides_local() {
