@@ -102,10 +102,10 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
         )
         .await
         {
-            Ok(u) => Some(u),
+            Ok(u) => Some(Ok(u)),
             Err(e) => {
                 tracing::error!(error = %e, "uploads unavailable; file requests will go unanswered");
-                None
+                Some(Err(e.to_string()))
             }
         }
     } else {
@@ -161,7 +161,15 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
             })
         });
     }
-    if let Some(uploads) = uploads {
+    if let Some(Err(e)) = &uploads {
+        // Shown degraded, with why, for as long as the daemon runs.
+        let e = e.clone();
+        stages.add("uploads", Policy::Degrade, move |_| {
+            let e = e.clone();
+            Box::pin(async move { Err(e) })
+        });
+    }
+    if let Some(Ok(uploads)) = uploads {
         // The stage keeps its requests and jobs across restarts.
         let uploads = Arc::new(tokio::sync::Mutex::new(uploads));
         stages.add("uploads", Policy::Restart, move |stop| {

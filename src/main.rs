@@ -10,6 +10,7 @@ mod health;
 mod metrics;
 mod mqtt;
 mod outbox;
+mod sqlite;
 mod supervision;
 mod synthetic;
 mod tools;

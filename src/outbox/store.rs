@@ -14,6 +14,7 @@ use sqlx::{ConnectOptions, Connection, Row};
 use super::sql;
 use crate::config::{OutboxConfig, Synchronous, WhenFull};
 use crate::events::{encode_body, encode_event, now_ms, NewEvent, StoredEvent};
+use crate::sqlite::is_corruption;
 
 /// Errors of the outbox.
 #[derive(Debug, thiserror::Error)]
@@ -132,18 +133,6 @@ fn db_err(path: &Path) -> impl FnOnce(sqlx::Error) -> OutboxError + '_ {
     move |source| OutboxError::Db {
         path: path.to_owned(),
         source,
-    }
-}
-
-/// SQLite result codes that mean "this file is not a usable database".
-fn is_corruption(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Database(d) => d
-            .code()
-            .and_then(|c| c.parse::<i32>().ok())
-            .map(|c| matches!(c & 0xff, 11 | 26))
-            .unwrap_or(false),
-        _ => false,
     }
 }
 

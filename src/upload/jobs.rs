@@ -20,6 +20,8 @@ use super::sql;
 pub enum JobsError {
     #[error("jobs database {path}: {source}")]
     Open { path: PathBuf, source: sqlx::Error },
+    #[error("jobs database {path} is corrupt: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
     #[error("jobs database: {0}")]
     Sql(#[from] sqlx::Error),
 }
@@ -112,7 +114,9 @@ impl Jobs {
     pub async fn open(path: &Path) -> Result<Self, JobsError> {
         match Self::try_open(path).await {
             Ok(j) => Ok(j),
-            Err(e) => {
+            // Only a corrupt database is given up; any other error is reported with
+            // the jobs in it kept, for the next start.
+            Err(e @ JobsError::Corrupt { .. }) => {
                 let aside = path.with_extension("db.corrupt");
                 tracing::error!(path = %path.display(), error = %e, moved_to = %aside.display(), "upload jobs database unusable; starting a new one");
                 if let Err(e) = std::fs::rename(path, &aside) {
@@ -124,13 +128,23 @@ impl Jobs {
                 }
                 Self::try_open(path).await
             }
+            Err(e) => Err(e),
         }
     }
 
     async fn try_open(path: &Path) -> Result<Self, JobsError> {
-        let open = |source| JobsError::Open {
-            path: path.to_owned(),
-            source,
+        let open = |source: sqlx::Error| {
+            if crate::sqlite::is_corruption(&source) {
+                JobsError::Corrupt {
+                    path: path.to_owned(),
+                    reason: source.to_string(),
+                }
+            } else {
+                JobsError::Open {
+                    path: path.to_owned(),
+                    source,
+                }
+            }
         };
         let mut conn = SqliteConnectOptions::from_str("sqlite://")
             .map_err(open)?
@@ -147,7 +161,10 @@ impl Jobs {
             .await
             .map_err(open)?;
         if check != "ok" {
-            return Err(open(sqlx::Error::Protocol(format!("quick_check: {check}"))));
+            return Err(JobsError::Corrupt {
+                path: path.to_owned(),
+                reason: format!("quick_check: {check}"),
+            });
         }
         Ok(Self { conn })
     }
@@ -351,5 +368,18 @@ mod tests {
         let mut jobs = Jobs::open(&path).await.unwrap();
         assert!(jobs.insert("r1", "{}", 1).await.unwrap().is_ok());
         assert!(dir.path().join("uploads.db.corrupt").exists());
+    }
+
+    #[tokio::test]
+    async fn a_database_that_cannot_be_opened_for_another_reason_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        // A directory where the file should be: SQLite cannot open it, and it is
+        // no corrupt database to give up.
+        let path = dir.path().join("uploads.db");
+        std::fs::create_dir(&path).unwrap();
+        let e = Jobs::open(&path).await.err().unwrap();
+        assert!(matches!(e, JobsError::Open { .. }), "{e}");
+        assert!(path.is_dir());
+        assert!(!dir.path().join("uploads.db.corrupt").exists());
     }
 }
