@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::clients;
 use super::jobs::{Done, Job, JobState, Jobs, JobsError, Part};
-use super::machine::{Failure, Next, Progress, Retry};
+use super::machine::{Next, Progress, Retry};
 use super::media;
 use super::throttle::Throttle;
 use super::transfer::{self, Counter, Report, S3Upload, TransferError};
@@ -339,10 +339,7 @@ impl Uploads {
             Ok(r) => r,
             Err(rejection) => {
                 // Accepted before, refused now (a configuration change).
-                let outcome = Err(TransferError {
-                    reason: rejection.reason,
-                    failure: Failure::Permanent,
-                });
+                let outcome = Err(TransferError::permanent(rejection.reason));
                 self.on_finished(id, outcome).await?;
                 return Ok(());
             }
@@ -561,10 +558,7 @@ impl Context {
         size_out: Arc<std::sync::atomic::AtomicU64>,
     ) -> Result<Done, TransferError> {
         let media_dir = &self.config.upload.media_dir;
-        let permanent = |reason: String| TransferError {
-            reason,
-            failure: Failure::Permanent,
-        };
+        let permanent = TransferError::permanent;
         let path = match &a.request.what {
             What::File(rel) => media::resolve(media_dir, rel).map_err(permanent)?,
             What::Event(event) => {
@@ -591,10 +585,7 @@ impl Context {
                             return Err(permanent(e.to_string()))
                         }
                         Err(e) => {
-                            return Err(TransferError {
-                                reason: format!("cutting the clip: {e}"),
-                                failure: Failure::Transient,
-                            })
+                            return Err(TransferError::transient(format!("cutting the clip: {e}")))
                         }
                     }
                 }
@@ -615,7 +606,11 @@ impl Context {
                 },
             ))
             .await
-            .ok();
+            .map_err(|_| {
+                TransferError::transient(
+                    "the upload stage stopped; the job resumes at its next start",
+                )
+            })?;
         let (tx, mut rx) = mpsc::channel(16);
         let forward = {
             let reports = reports.clone();

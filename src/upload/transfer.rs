@@ -27,22 +27,39 @@ const CHUNK: usize = 64 * 1024;
 pub struct TransferError {
     pub reason: String,
     pub failure: Failure,
+    /// The S3 error code, when S3 answered with one (`NoSuchUpload`, ...).
+    pub s3_code: Option<String>,
 }
 
 impl TransferError {
-    fn transient(reason: impl Into<String>) -> Self {
+    pub fn transient(reason: impl Into<String>) -> Self {
         Self {
             reason: reason.into(),
             failure: Failure::Transient,
+            s3_code: None,
         }
     }
 
-    fn permanent(reason: impl Into<String>) -> Self {
+    pub fn permanent(reason: impl Into<String>) -> Self {
         Self {
             reason: reason.into(),
             failure: Failure::Permanent,
+            s3_code: None,
         }
     }
+
+    /// S3 no longer knows the multipart upload (expired, aborted or completed).
+    fn no_such_upload(&self) -> bool {
+        self.s3_code.as_deref() == Some("NoSuchUpload")
+    }
+}
+
+/// Sends a report; the stage gone (it stopped, to be started again) ends the
+/// attempt: progress it cannot record is not made silently.
+async fn report(reports: &mpsc::Sender<Report>, r: Report) -> Result<(), TransferError> {
+    reports.send(r).await.map_err(|_| {
+        TransferError::transient("the upload stage stopped; the job resumes at its next start")
+    })
 }
 
 /// What an attempt reports while it runs.
@@ -147,11 +164,13 @@ where
     } else {
         format!("{what}: {code}: {detail}")
     };
-    if permanent {
+    let mut err = if permanent {
         TransferError::permanent(reason)
     } else {
         TransferError::transient(reason)
-    }
+    };
+    err.s3_code = (!code.is_empty()).then_some(code);
+    err
 }
 
 impl S3Upload<'_> {
@@ -190,7 +209,7 @@ impl S3Upload<'_> {
                     .upload_id()
                     .ok_or_else(|| TransferError::transient("S3 returned no upload id"))?
                     .to_owned();
-                reports.send(Report::UploadId(Some(id.clone()))).await.ok();
+                report(reports, Report::UploadId(Some(id.clone()))).await?;
                 (id, Vec::new())
             }
         };
@@ -237,9 +256,9 @@ impl S3Upload<'_> {
                 Err(e) => {
                     counter.bytes.store(sent_before, Relaxed);
                     let err = sdk_error(&format!("part {n} of {count}"), e);
-                    if err.reason.contains("NoSuchUpload") {
+                    if err.no_such_upload() {
                         // The upload expired or was aborted: the next attempt starts over.
-                        reports.send(Report::UploadId(None)).await.ok();
+                        report(reports, Report::UploadId(None)).await?;
                     }
                     return Err(err);
                 }
@@ -253,7 +272,7 @@ impl S3Upload<'_> {
                 etag: etag.clone(),
                 size: len as u64,
             };
-            reports.send(Report::Part(part.clone())).await.ok();
+            report(reports, Report::Part(part.clone())).await?;
             done_parts.push(part);
             completed.push(
                 CompletedPart::builder()
@@ -277,7 +296,7 @@ impl S3Upload<'_> {
             .await
             .map_err(|e| {
                 let err = sdk_error("completing the multipart upload", e);
-                if err.reason.contains("NoSuchUpload") {
+                if err.no_such_upload() {
                     // Completed by an attempt whose answer was lost, or expired.
                     TransferError::transient(err.reason)
                 } else {
@@ -370,4 +389,36 @@ pub async fn put_presigned(
         etag,
         location: url.split('?').next().unwrap_or(url).to_owned(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_report_the_stage_can_no_longer_take_ends_the_attempt() {
+        let (tx, rx) = mpsc::channel(1);
+        assert!(report(&tx, Report::UploadId(None)).await.is_ok());
+        drop(rx);
+        let e = report(&tx, Report::UploadId(Some("u".into())))
+            .await
+            .unwrap_err();
+        assert_eq!(e.failure, Failure::Transient);
+        assert!(
+            e.reason.contains("resumes at its next start"),
+            "{}",
+            e.reason
+        );
+    }
+
+    #[test]
+    fn an_expired_multipart_upload_is_known_by_its_s3_code_not_its_message() {
+        let mut e = TransferError::transient("part 2 of 3: the upload does not exist");
+        assert!(!e.no_such_upload());
+        e.s3_code = Some("NoSuchUpload".into());
+        assert!(e.no_such_upload());
+        let mut other = TransferError::transient("mentions NoSuchUpload in passing");
+        other.s3_code = Some("SlowDown".into());
+        assert!(!other.no_such_upload());
+    }
 }
