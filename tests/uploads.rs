@@ -193,6 +193,56 @@ async fn uploads_by_bucket_and_by_presigned_url_arrive_intact_and_are_never_repe
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn requests_beyond_max_pending_are_rejected_with_the_reason_and_counted() {
+    let dir = test_dir("uploads-max-pending");
+    let media = dir.path().join("media");
+    std::fs::create_dir_all(&media).unwrap();
+    let rig = Rig::new(
+        "uploads-max-pending",
+        &format!(
+            "[health]\nmetrics_interval = \"1s\"\n[upload]\nmedia_dir = \"{}\"\nmax_pending = 2\n",
+            media.display()
+        ),
+    )
+    .await;
+    let _daemon = rig.daemon_with_s3_credentials(0);
+    wait_subscribed(&rig).await;
+    // Ranges that end in an hour stay pending (waiting to be recorded).
+    let fmt = |t| humantime::format_rfc3339_millis(t).to_string();
+    let later = std::time::SystemTime::now() + Duration::from_secs(3600);
+    let range = |id: &str| {
+        json!({"request_id": id, "from": fmt(later), "to": fmt(later + Duration::from_secs(10)),
+               "s3": {"bucket": "clips", "key": id}})
+    };
+    for id in ["p-1", "p-2"] {
+        request(&rig, range(id)).await;
+        wait_until(&format!("{id} accepted"), Duration::from_secs(15), || {
+            rig.observer
+                .responses_for(id)
+                .iter()
+                .any(|r| r["state"] == "accepted")
+        })
+        .await;
+    }
+    request(&rig, range("p-3")).await;
+    let r = outcome(&rig, "p-3", Duration::from_secs(15)).await;
+    assert_eq!(r["state"], "rejected", "{r}");
+    assert!(
+        r["reason"].as_str().unwrap().contains("upload.max_pending"),
+        "{r}"
+    );
+    // The first two are still what they were: asked again, they say so.
+    request(&rig, range("p-1")).await;
+    wait_until("counted", Duration::from_secs(15), || {
+        rig.observer
+            .metrics()
+            .last()
+            .is_some_and(|m| m["uploads"]["rejected"] == 1 && m["uploads"]["accepted"] == 2)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn hostile_requests_are_rejected_with_a_reason_and_nothing_outside_the_media_dir_is_read() {
     let dir = test_dir("uploads-hostile");
     let media = dir.path().join("media");

@@ -315,6 +315,12 @@ pub struct UploadConfig {
     /// Uploads running at once (1-8).
     #[serde(default = "default_upload_concurrency")]
     pub concurrency: usize,
+    /// Accepted uploads not yet finished, at most (1-10000): each pins the
+    /// recordings it needs, so a burst of requests could otherwise fill the disk.
+    /// A request beyond it is rejected with the reason and counted in
+    /// `uploads.rejected`.
+    #[serde(default = "default_upload_max_pending")]
+    pub max_pending: usize,
     /// Bandwidth cap for all uploads together, bytes per second (one second of
     /// burst); 0 for none.
     #[serde(default)]
@@ -748,6 +754,9 @@ fn default_media_dir() -> PathBuf {
 fn default_upload_concurrency() -> usize {
     2
 }
+fn default_upload_max_pending() -> usize {
+    64
+}
 fn default_part_size() -> u64 {
     8 * 1024 * 1024
 }
@@ -972,6 +981,7 @@ impl Default for UploadConfig {
             enabled: true,
             media_dir: default_media_dir(),
             concurrency: default_upload_concurrency(),
+            max_pending: default_upload_max_pending(),
             max_bytes_per_sec: 0,
             part_size: default_part_size(),
             max_request_bytes: default_max_request_bytes(),

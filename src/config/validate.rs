@@ -407,6 +407,7 @@ impl Config {
         }
         let u = &self.upload;
         c.range("upload.concurrency", u.concurrency, 1, 8);
+        c.range("upload.max_pending", u.max_pending, 1, 10_000);
         c.range(
             "upload.part_size",
             u.part_size,

@@ -204,6 +204,14 @@ impl Jobs {
         Ok(rows.iter().map(job).collect())
     }
 
+    /// How many jobs are queued or uploading.
+    pub async fn unfinished_count(&mut self) -> Result<usize, JobsError> {
+        let n: i64 = sqlx::query_scalar(sql::COUNT_UNFINISHED)
+            .fetch_one(&mut self.conn)
+            .await?;
+        Ok(n as usize)
+    }
+
     pub async fn set_state(
         &mut self,
         request_id: &str,

@@ -39,6 +39,8 @@ pub const UNFINISHED_JOBS: &str =
     "SELECT request_id, request, state, attempts, upload_id, source, size,
             sha256, etag, location, error
      FROM jobs WHERE state IN ('queued', 'uploading') ORDER BY created_ms";
+pub const COUNT_UNFINISHED: &str =
+    "SELECT COUNT(*) FROM jobs WHERE state IN ('queued', 'uploading')";
 pub const SET_STATE: &str =
     "UPDATE jobs SET state = ?2, attempts = ?3, error = ?4, updated_ms = ?5 WHERE request_id = ?1";
 pub const SET_SOURCE: &str =

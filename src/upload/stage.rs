@@ -269,8 +269,13 @@ impl Uploads {
             return Ok(None);
         }
         // A repeated request is answered from its job above, even once expired.
+        let pending = self.jobs.unfinished_count().await?;
+        let max_pending = self.config.upload.max_pending;
         let refused = match request.expired(SystemTime::now()) {
             Some(reason) => Err(reason),
+            None if pending >= max_pending => Err(format!(
+                "{pending} uploads are pending, the most upload.max_pending allows; ask again when some are done"
+            )),
             None => self.check_source(&request),
         };
         if let Err(reason) = refused {
