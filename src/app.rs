@@ -130,7 +130,9 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
     // metrics' `stages`, and met by its policy.
     let mut stages = Supervisor::new(shutdown.clone(), metrics.clone());
     {
-        let (handle, metrics, config_rx) = (handle.clone(), metrics.clone(), config_rx.clone());
+        // The handle itself, not a clone: the outbox ends once every handle and
+        // sender is gone.
+        let (metrics, config_rx) = (metrics.clone(), config_rx.clone());
         stages.add("health", Policy::Restart, move |stop| {
             let health = Health::new(handle.clone(), metrics.clone(), config_rx.clone());
             Box::pin(async move {
@@ -383,6 +385,9 @@ async fn join_logged(stage: &str, task: JoinHandle<()>) {
     }
 }
 
+/// How long the shutdown waits before saying which stages it still waits for.
+const DRAIN_REPORT: Duration = Duration::from_secs(3);
+
 /// Starts a stage (again) with the shutdown token.
 type Factory = Box<dyn FnMut(CancellationToken) -> BoxFuture<'static, Result<(), String>> + Send>;
 
@@ -489,8 +494,30 @@ impl Supervisor {
     /// After the shutdown signal: waits for every stage, then lets go of what
     /// they were built from (the event senders among it).
     async fn drain(mut self) {
-        while let Some(joined) = self.tasks.join_next().await {
+        // Stages left degraded have no task any more.
+        let mut stopped: Vec<bool> = self
+            .stages
+            .iter()
+            .map(|(_, s, _)| s.status().state == crate::supervision::State::Degraded)
+            .collect();
+        loop {
+            let joined = match tokio::time::timeout(DRAIN_REPORT, self.tasks.join_next()).await {
+                Ok(Some(joined)) => joined,
+                Ok(None) => break,
+                Err(_) => {
+                    let waiting: Vec<&str> = self
+                        .stages
+                        .iter()
+                        .zip(&stopped)
+                        .filter(|(_, s)| !**s)
+                        .map(|((name, _, _), _)| *name)
+                        .collect();
+                    tracing::warn!(stages = ?waiting, "waiting for stages to stop");
+                    continue;
+                }
+            };
             if let Ok((i, ran, result)) = joined {
+                stopped[i] = true;
                 let outcome = match result {
                     Ok(r) => r,
                     Err(e) => Err(format!("panicked: {e}")),

@@ -70,6 +70,12 @@ async fn edgecam_publishes_through_the_alpn_front_with_birth_and_goodbye() {
         "exit status {status:?}\n{}",
         daemon.log_text()
     );
+    // Every stage, the publisher and the outbox stopped: none was given up on.
+    let log = daemon.log_text();
+    assert!(
+        log.contains("stopped") && !log.contains("did not stop in time"),
+        "{log}"
+    );
     wait_until("offline goodbye", Duration::from_secs(10), || {
         observer.statuses().iter().any(|s| s["state"] == "offline")
     })
