@@ -124,8 +124,13 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
 
     let shutdown = CancellationToken::new();
     let mut outbox_task = tokio::spawn(outbox.run());
-    let connection_task = tokio::spawn(connection.run());
+    let mut connection_task = tokio::spawn(connection.run());
     let mut publisher_task = tokio::spawn(publisher.run(shutdown.clone()));
+    // These three end the daemon when one ends (systemd starts it again): while
+    // it runs, they run.
+    for vital in ["outbox", "publisher", "mqtt_connection"] {
+        metrics.set_stage(vital, Supervision::new(Policy::StopDaemon).status());
+    }
     // Every other stage is supervised: its end is logged, counted in the
     // metrics' `stages`, and met by its policy.
     let mut stages = Supervisor::new(shutdown.clone(), metrics.clone());
@@ -151,14 +156,13 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
             })
         });
     }
-    // Built once around its state and inbound channel: when it ends, the daemon
-    // stops and systemd starts it again.
     if let Some(stage) = remote_stage {
-        let mut once = Some(stage);
-        stages.add("remote_config", Policy::StopDaemon, move |stop| {
-            let stage = once.take();
+        // The stage keeps its layers and inbound messages across restarts.
+        let stage = Arc::new(tokio::sync::Mutex::new(stage));
+        stages.add("remote_config", Policy::Restart, move |stop| {
+            let stage = stage.clone();
             Box::pin(async move {
-                stage.ok_or("cannot be started twice")?.run(stop).await;
+                stage.lock().await.run(stop).await;
                 Ok(())
             })
         });
@@ -298,7 +302,7 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
     if let Some(reload) = log_reload {
         let reload = Arc::new(reload);
         let config_rx = config_rx.clone();
-        stages.add("log_level", Policy::Degrade, move |stop| {
+        stages.add("log_level", Policy::Restart, move |stop| {
             Box::pin(follow_log_level(config_rx.clone(), reload.clone(), stop))
         });
     }
@@ -312,6 +316,7 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
         s = shutdown_signal() => tracing::info!(signal = s, "shutting down"),
         r = &mut publisher_task => failure = Some(stage_failed("publisher", r)),
         r = &mut outbox_task => failure = Some(stage_failed("outbox", r)),
+        r = &mut connection_task => failure = Some(stage_failed("mqtt connection", r.map(Ok::<(), String>))),
         e = stages.watch() => failure = Some(e),
     }
     health::notify_stopping();
@@ -324,7 +329,9 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
                 tracing::error!(error = %e, "publisher stopped with an error");
             }
         }
-        join_logged("mqtt connection", connection_task).await;
+        if !connection_task.is_finished() || failure.is_none() {
+            join_logged("mqtt connection", connection_task).await;
+        }
         if !outbox_task.is_finished() || failure.is_none() {
             if let Ok(Err(e)) = (&mut outbox_task).await {
                 tracing::error!(error = %e, "outbox stopped with an error");

@@ -112,7 +112,9 @@ impl RemoteStage {
         }
     }
 
-    pub async fn run(mut self, shutdown: CancellationToken) {
+    /// Applies configuration messages until shutdown; run again after an end, it
+    /// goes on with the same state and inbound messages.
+    pub async fn run(&mut self, shutdown: CancellationToken) {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
