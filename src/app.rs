@@ -467,14 +467,16 @@ impl Supervisor {
             let Some(joined) = self.tasks.join_next().await else {
                 return std::future::pending().await;
             };
-            // The outer task does not panic; it reports the stage's end.
-            let Ok((i, ran, result)) = joined else {
-                continue;
+            // The outer task does not panic (the stage runs in a task of its own);
+            // were it lost anyway, its stage could not be named: say so.
+            let (i, ran, result) = match joined {
+                Ok(ended) => ended,
+                Err(e) => {
+                    tracing::error!(error = %e, "a supervisor task was lost; its stage is not watched any more");
+                    continue;
+                }
             };
-            let outcome = match result {
-                Ok(r) => r,
-                Err(e) => Err(format!("panicked: {e}")),
-            };
+            let outcome = stage_outcome(result);
             let (name, supervision, _) = &mut self.stages[i];
             let name = *name;
             let action = supervision.ended(outcome, ran, self.shutdown.is_cancelled());
@@ -525,10 +527,7 @@ impl Supervisor {
             };
             if let Ok((i, ran, result)) = joined {
                 stopped[i] = true;
-                let outcome = match result {
-                    Ok(r) => r,
-                    Err(e) => Err(format!("panicked: {e}")),
-                };
+                let outcome = stage_outcome(result);
                 let (name, supervision, _) = &mut self.stages[i];
                 if let Err(e) = &outcome {
                     tracing::error!(stage = *name, error = %e, "stage stopped with an error");
@@ -538,6 +537,11 @@ impl Supervisor {
             }
         }
     }
+}
+
+/// How a stage's own task ended: its result, or its panic as an error.
+fn stage_outcome(result: Result<Result<(), String>, tokio::task::JoinError>) -> Result<(), String> {
+    result.unwrap_or_else(|e| Err(format!("panicked: {e}")))
 }
 
 async fn shutdown_signal() -> &'static str {

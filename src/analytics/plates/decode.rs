@@ -108,7 +108,7 @@ impl Lattice {
 }
 
 /// One place of a layout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Slot {
     Letter,
     Digit,

@@ -218,7 +218,7 @@ impl Rules {
             }
             patterns.extend(expanded);
         }
-        patterns.sort_by_key(|p| format!("{p:?}"));
+        patterns.sort();
         patterns.dedup();
         Ok(Self {
             region,
