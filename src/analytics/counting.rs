@@ -99,7 +99,8 @@ pub fn count_payload(
 
 struct Run {
     cfg: PeopleConfig,
-    counter: Method,
+    /// `None` only while a frame is being counted off the runtime.
+    counter: Option<Method>,
     tally: Tally,
     /// The open interval.
     start_ms: i64,
@@ -124,7 +125,7 @@ impl Run {
             )),
         };
         Self {
-            counter,
+            counter: Some(counter),
             tally: Tally::new(&cfg.lines, &cfg.zones),
             cfg,
             start_ms,
@@ -199,7 +200,24 @@ impl Counting {
                 changed = self.config.changed() => if changed.is_err() { return },
                 item = self.input.next(), if run.is_some() => {
                     let Some(r) = run.as_mut() else { continue };
-                    let (crossings, occupancy, captured_at) = count(&mut r.counter, item);
+                    let Some(mut counter) = r.counter.take() else { return };
+                    // Counting a frame is image work: off the runtime's threads,
+                    // the counter lent to the blocking task and given back.
+                    let job = tokio::task::spawn_blocking(move || {
+                        let counted = count(&mut counter, item);
+                        (counter, counted)
+                    })
+                    .await;
+                    let (crossings, occupancy, captured_at) = match job {
+                        Ok((counter, counted)) => {
+                            r.counter = Some(counter);
+                            counted
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "counting a frame failed; the stage ends");
+                            return;
+                        }
+                    };
                     r.tally.add(&crossings, &occupancy);
                     let at = ms(captured_at);
                     for c in &crossings {
@@ -239,8 +257,7 @@ impl Counting {
 fn count(counter: &mut Method, item: Item) -> (Vec<Crossing>, Vec<(String, u32)>, SystemTime) {
     match (counter, item) {
         (Method::Blobs(c), Item::Frame(frame)) => {
-            let crossings =
-                tokio::task::block_in_place(|| c.process(&frame.rgb, frame.width, frame.height));
+            let crossings = c.process(&frame.rgb, frame.width, frame.height);
             (crossings, c.occupancy(), frame.captured_at)
         }
         (Method::Tracks(c), Item::Detected(d)) => {

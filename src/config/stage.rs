@@ -154,7 +154,12 @@ impl RemoteStage {
                     hash = %config_hash(&effective),
                     "applied remote configuration"
                 );
-                if let Err(e) = save_persisted(&self.persist_path, &self.state.persisted()) {
+                // A file write with two fsyncs: off the runtime.
+                let (path, persisted) = (self.persist_path.clone(), self.state.persisted());
+                let saved = tokio::task::spawn_blocking(move || save_persisted(&path, &persisted))
+                    .await
+                    .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+                if let Err(e) = saved {
                     tracing::error!(path = %self.persist_path.display(), error = %e, "remote configuration applied but not persisted; a restart will not keep it");
                 }
                 self.config_tx.send_replace(Arc::new(effective));

@@ -390,7 +390,14 @@ impl Store {
         let n = accepted.len() as i64;
         if self.max_seq + n > self.seq_reserved {
             let reserve = self.max_seq + n + SEQ_RESERVE;
-            write_seq_floor(&seq_file_path(&self.path), reserve)?;
+            // A file write with two fsyncs: off the runtime.
+            let path = seq_file_path(&self.path);
+            tokio::task::spawn_blocking(move || write_seq_floor(&path, reserve))
+                .await
+                .map_err(|e| OutboxError::SeqFile {
+                    path: seq_file_path(&self.path),
+                    source: std::io::Error::other(e.to_string()),
+                })??;
             self.seq_reserved = reserve;
         }
 

@@ -276,7 +276,13 @@ impl Uploads {
             None if pending >= max_pending => Err(format!(
                 "{pending} uploads are pending, the most upload.max_pending allows; ask again when some are done"
             )),
-            None => self.check_source(&request),
+            None => {
+                // Path resolution and a recordings scan: off the runtime.
+                let (config, req) = (self.config.clone(), request.clone());
+                tokio::task::spawn_blocking(move || check_source(&config, &req))
+                    .await
+                    .unwrap_or_else(|e| Err(format!("the source cannot be checked: {e}")))
+            }
         };
         if let Err(reason) = refused {
             Metrics::add(&self.metrics.uploads_rejected, 1);
@@ -293,7 +299,10 @@ impl Uploads {
             self.respond(repeat_answer(&existing)).await;
             return Ok(None);
         }
-        pin(&self.pins, &self.config, &request);
+        let (pins, config, req) = (self.pins.clone(), self.config.clone(), request.clone());
+        if let Err(e) = tokio::task::spawn_blocking(move || pin(&pins, &config, &req)).await {
+            tracing::error!(request_id = %id, error = %e, "cannot pin the request's recordings");
+        }
         Metrics::add(&self.metrics.uploads_accepted, 1);
         tracing::info!(request_id = %id, what = ?request.what, "file request accepted");
         let mut accepted = Response::new(Some(&id), State::Accepted);
@@ -303,31 +312,6 @@ impl Uploads {
         }
         self.respond(accepted).await;
         Ok(Some((id, at)))
-    }
-
-    /// What can be checked at once about the source (the file exists and is
-    /// allowed; the recordings cover a past range).
-    fn check_source(&self, request: &FileRequest) -> Result<(), String> {
-        let media_dir = &self.config.upload.media_dir;
-        match &request.what {
-            What::File(rel) => media::resolve(media_dir, rel).map(|_| ()),
-            What::Event(event) => {
-                media::resolve(media_dir, &format!("snapshots/{event}.jpg")).map(|_| ())
-            }
-            What::Range { from, to } => {
-                if *to + self.config.video.segment_duration + CLIP_SETTLE > SystemTime::now() {
-                    return Ok(()); // not recorded yet: checked when it is
-                }
-                clips::plan(
-                    &self.config.video.recordings_dir,
-                    *from,
-                    *to,
-                    SystemTime::now(),
-                )
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-            }
-        }
     }
 
     async fn start(
@@ -524,6 +508,26 @@ fn repeat_answer(job: &Job) -> Response {
     };
     r.note = Some("repeated request_id: answered from the first request's job".into());
     r
+}
+
+/// What can be checked at once about the source (the file exists and is
+/// allowed; the recordings cover a past range).
+fn check_source(config: &Config, request: &FileRequest) -> Result<(), String> {
+    let media_dir = &config.upload.media_dir;
+    match &request.what {
+        What::File(rel) => media::resolve(media_dir, rel).map(|_| ()),
+        What::Event(event) => {
+            media::resolve(media_dir, &format!("snapshots/{event}.jpg")).map(|_| ())
+        }
+        What::Range { from, to } => {
+            if *to + config.video.segment_duration + CLIP_SETTLE > SystemTime::now() {
+                return Ok(()); // not recorded yet: checked when it is
+            }
+            clips::plan(&config.video.recordings_dir, *from, *to, SystemTime::now())
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+    }
 }
 
 /// Holds the recordings a request needs until its job ends.

@@ -219,7 +219,14 @@ impl S3Upload<'_> {
             let offset = (n - 1) * part_size;
             let len = part_size.min(size - offset) as usize;
             let data = read_part(&mut file, path, offset, len).await?;
-            hasher.update(&data);
+            // Hashing a part (8 MiB by default) is CPU work: off the runtime.
+            let (h, data) = tokio::task::spawn_blocking(move || {
+                hasher.update(&data);
+                (hasher, data)
+            })
+            .await
+            .map_err(|e| TransferError::transient(format!("hashing a part failed: {e}")))?;
+            hasher = h;
             let number = n as i32;
             if let Some(p) = done_parts
                 .iter()

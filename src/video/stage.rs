@@ -52,6 +52,36 @@ pub struct Video {
     metrics: Arc<Metrics>,
 }
 
+/// Deletes from `dir` what the retention plan says, logging and counting each
+/// deletion; updates the recording-bytes gauge.
+fn retain(dir: &std::path::Path, limits: segments::Retention, pins: &Pins, metrics: &Metrics) {
+    let segments = match segments::scan(dir) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(dir = %dir.display(), error = %e, "cannot list recordings; retention skipped");
+            return;
+        }
+    };
+    let mut bytes: u64 = segments.iter().map(|s| s.bytes).sum();
+    for path in segments::plan(&segments, limits, SystemTime::now(), |s| pins.holds(s)) {
+        let size = segments
+            .iter()
+            .find(|s| s.path == path)
+            .map_or(0, |s| s.bytes);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                bytes -= size;
+                Metrics::add(&metrics.segments_deleted, 1);
+                tracing::info!(path = %path.display(), bytes = size, "recording deleted by retention");
+            }
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "cannot delete a recording")
+            }
+        }
+    }
+    Metrics::set(&metrics.recording_bytes, bytes as i64);
+}
+
 /// `20261122T043015.123Z.mkv` for the current UTC time.
 fn segment_name(at: SystemTime) -> String {
     let stamp = humantime::format_rfc3339_millis(at).to_string();
@@ -59,39 +89,20 @@ fn segment_name(at: SystemTime) -> String {
 }
 
 impl Video {
-    /// Applies retention to the recordings directory: deletes what the plan says,
-    /// logging and counting each deletion; updates the recording-bytes gauge.
-    fn retain(&self, dir: &std::path::Path) {
-        let segments = match segments::scan(dir) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(dir = %dir.display(), error = %e, "cannot list recordings; retention skipped");
-                return;
-            }
-        };
+    /// Applies retention to the recordings directory (a directory scan and
+    /// deletions: off the runtime, one at a time).
+    async fn retain(&self, dir: &std::path::Path) {
         let limits = segments::Retention {
             max_bytes: self.cfg.retention_max_bytes,
             max_age: self.cfg.retention_max_age,
             segment_duration: self.cfg.segment_duration,
         };
-        let mut bytes: u64 = segments.iter().map(|s| s.bytes).sum();
-        for path in segments::plan(&segments, limits, SystemTime::now(), |s| self.pins.holds(s)) {
-            let size = segments
-                .iter()
-                .find(|s| s.path == path)
-                .map_or(0, |s| s.bytes);
-            match std::fs::remove_file(&path) {
-                Ok(()) => {
-                    bytes -= size;
-                    Metrics::add(&self.metrics.segments_deleted, 1);
-                    tracing::info!(path = %path.display(), bytes = size, "recording deleted by retention");
-                }
-                Err(e) => {
-                    tracing::error!(path = %path.display(), error = %e, "cannot delete a recording")
-                }
-            }
+        let (dir, pins, metrics) = (dir.to_owned(), self.pins.clone(), self.metrics.clone());
+        if let Err(e) =
+            tokio::task::spawn_blocking(move || retain(&dir, limits, &pins, &metrics)).await
+        {
+            tracing::error!(error = %e, "retention failed");
         }
-        Metrics::set(&self.metrics.recording_bytes, bytes as i64);
     }
 
     pub fn new(
@@ -275,7 +286,7 @@ impl Video {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut ticks: u64 = 0;
         let mut rates = Rates::new(&self.metrics);
-        self.retain(&dir);
+        self.retain(&dir).await;
         let result = loop {
             tokio::select! {
                 _ = shutdown.cancelled() => {
@@ -316,7 +327,7 @@ impl Video {
                                     Metrics::add(&self.metrics.segments_closed, 1);
                                     let location = s.get::<String>("location").unwrap_or_default();
                                     tracing::info!(%location, "segment recorded");
-                                    self.retain(&dir);
+                                    self.retain(&dir).await;
                                 }
                             }
                         }
@@ -326,7 +337,7 @@ impl Video {
                 _ = tick.tick() => {
                     ticks += 1;
                     if ticks.is_multiple_of(60) {
-                        self.retain(&dir);
+                        self.retain(&dir).await;
                     }
                     if ticks.is_multiple_of(RATE_TICKS) {
                         rates.update(&self.metrics);
