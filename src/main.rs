@@ -189,6 +189,10 @@ enum Command {
         /// Print one JSON line per image instead of text.
         #[arg(long)]
         json: bool,
+        /// Each image is one line of text that fills it (a plate cropped to its
+        /// main line): the recognisers only, no text detection.
+        #[arg(long)]
+        line: bool,
     },
     /// Score plate reading on a labelled data set (`labels.tsv`: region/file, box,
     /// plate): top-1 and any-of accuracy per region, and time per image.
@@ -400,8 +404,18 @@ fn main() -> ExitCode {
             countries,
             layouts,
             json,
+            line,
         } => tools::read_plates(
-            &images, &models, &backend, &region, &countries, &layouts, json,
+            &images,
+            &models,
+            &backend,
+            &tools::PlateRead {
+                region,
+                countries,
+                layouts,
+                json,
+                line,
+            },
         ),
         Command::PlateLayouts { region } => tools::plate_layouts(region.as_deref()),
         Command::EvalPlates {

@@ -92,6 +92,9 @@ pub struct BackendArgs {
     /// 1312x736 for whole images, 960x544 for vehicle boxes (`--vehicles`).
     #[arg(long)]
     detector: Option<String>,
+    /// Which recognisers read each text box: ppocr, edgecam or both.
+    #[arg(long, default_value = "ppocr")]
+    recognisers: String,
 }
 
 impl BackendArgs {
@@ -108,6 +111,15 @@ impl BackendArgs {
         parsed.with_context(|| {
             format!(
                 "--detector must be WIDTHxHEIGHT in multiples of 32 (at least 320x192), found {given:?}"
+            )
+        })
+    }
+
+    fn recognisers(&self) -> anyhow::Result<analytics::plates::Recognisers> {
+        analytics::plates::Recognisers::parse(&self.recognisers).with_context(|| {
+            format!(
+                "--recognisers must be ppocr, edgecam or both, found {:?}",
+                self.recognisers
             )
         })
     }
@@ -132,15 +144,30 @@ fn region(s: &str) -> anyhow::Result<analytics::plates::Region> {
         .with_context(|| format!("--region must be br, eu, us or any, found {s:?}"))
 }
 
+/// What `edgecam read-plates` reads with and prints.
+pub struct PlateRead {
+    pub region: String,
+    pub countries: Vec<String>,
+    pub layouts: Vec<String>,
+    /// One JSON line per image.
+    pub json: bool,
+    /// Each image is one line of text (no text detection).
+    pub line: bool,
+}
+
 pub fn read_plates(
     images: &[PathBuf],
     models: &Path,
     backend: &BackendArgs,
-    region_name: &str,
-    countries: &[String],
-    layouts: &[String],
-    json: bool,
+    opts: &PlateRead,
 ) -> anyhow::Result<()> {
+    let PlateRead {
+        region: ref region_name,
+        ref countries,
+        ref layouts,
+        json,
+        line,
+    } = *opts;
     let rules = analytics::plates::Rules::new(region(region_name)?, countries, layouts)
         .map_err(|e| anyhow::anyhow!("--country/--layout: {e}"))?;
     let reader = analytics::plates::PlateReader::load(
@@ -148,26 +175,51 @@ pub fn read_plates(
         rules,
         &backend.backend(models)?,
         backend.detector_size()?,
+        backend.recognisers()?,
     )?;
     for path in images {
         let started = std::time::Instant::now();
-        let result = load_jpeg(path).and_then(|img| Ok(reader.read(&img)?));
+        let result = load_jpeg(path).and_then(|img| {
+            Ok(if line {
+                reader.read_line(&img)?
+            } else {
+                analytics::plates::LineRead {
+                    plates: reader.read(&img)?,
+                    read: Default::default(),
+                }
+            })
+        });
         let ms = started.elapsed().as_secs_f64() * 1000.0;
         match (json, result) {
-            (true, Ok(plates)) => println!(
+            (true, Ok(r)) if line => println!(
                 "{}",
-                serde_json::json!({"file": path, "plates": plates, "ms": ms})
+                serde_json::json!({"file": path, "plates": r.plates, "read": r.read, "ms": ms})
+            ),
+            (true, Ok(r)) => println!(
+                "{}",
+                serde_json::json!({"file": path, "plates": r.plates, "ms": ms})
             ),
             (true, Err(e)) => println!(
                 "{}",
                 serde_json::json!({"file": path, "error": format!("{e:#}")})
             ),
-            (false, Ok(plates)) => {
-                let reads: Vec<String> = plates
+            (false, Ok(r)) => {
+                let reads: Vec<String> = r
+                    .plates
                     .iter()
                     .map(|p| format!("{} ({:.2})", p.text, p.confidence))
                     .collect();
-                println!("{}: {}  [{ms:.0} ms]", path.display(), reads.join(", "));
+                let alone: Vec<String> = r.read.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+                let alone = if alone.is_empty() {
+                    String::new()
+                } else {
+                    format!("  ({})", alone.join(", "))
+                };
+                println!(
+                    "{}: {}{alone}  [{ms:.0} ms]",
+                    path.display(),
+                    reads.join(", ")
+                );
             }
             (false, Err(e)) => println!("{}: error: {e:#}", path.display()),
         }
@@ -225,6 +277,7 @@ pub fn eval_plates(
         None
     };
     let mut no_vehicle = 0usize;
+    let recognisers = backend.recognisers()?;
     let backend = backend.backend(models)?;
     // REGION:LAYOUT → the layouts of each region.
     let mut extra: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
@@ -237,7 +290,8 @@ pub fn eval_plates(
     let labels = std::fs::read_to_string(data.join("labels.tsv"))
         .with_context(|| format!("no labels.tsv in {}", data.display()))?;
     let mut readers = std::collections::BTreeMap::new();
-    // Per image with --folds: its region and top-1 under each weighting of FOLD_GRID.
+    // Per image with --folds: its region and top-1 under each weighting.
+    let weightings = fold_grid(recognisers == analytics::plates::Recognisers::Both);
     let mut grid: Vec<(String, Vec<bool>)> = Vec::new();
     let mut decode_ms = 0.0;
     let mut confusions = Confusions::default();
@@ -270,6 +324,7 @@ pub fn eval_plates(
                     .map_err(|e| anyhow::anyhow!("--layout: {e}"))?,
                     &backend,
                     det_size,
+                    recognisers,
                 )?,
             );
         }
@@ -321,12 +376,13 @@ pub fn eval_plates(
         }
         if folds.is_some() {
             // Top-1 with each weighting, decoded from the same recognition.
-            let mut hits = Vec::with_capacity(FOLD_GRID.len());
-            for &(unlisted, extra, twins) in FOLD_GRID {
+            let mut hits = Vec::with_capacity(weightings.len());
+            for &(unlisted, extra, twins, plate) in &weightings {
                 let mut rules = reader.rules().clone();
                 rules.params.unlisted = unlisted;
                 rules.params.extra = extra;
                 rules.params.twins = twins;
+                rules.params.plate = plate;
                 let reads = reader.read_with(&img, &rules, &mut memo)?;
                 hits.push(reads.first().is_some_and(|p| p.text == truth));
             }
@@ -382,65 +438,48 @@ pub fn eval_plates(
     }
     confusions.print();
     if let Some(k) = folds {
-        cross_validate(&grid, k);
+        cross_validate(&grid, &weightings, k);
     }
     Ok(())
 }
 
-/// The decoder's weightings `--folds` chooses from: (unlisted, extra, twins).
-const FOLD_GRID: &[(f32, f32, f32)] = &[
-    (0.01, 0.01, 0.0),
-    (0.01, 0.01, 0.1),
-    (0.01, 0.01, 0.3),
-    (0.01, 0.03, 0.0),
-    (0.01, 0.03, 0.1),
-    (0.01, 0.03, 0.3),
-    (0.01, 0.1, 0.0),
-    (0.01, 0.1, 0.1),
-    (0.01, 0.1, 0.3),
-    (0.03, 0.01, 0.0),
-    (0.03, 0.01, 0.1),
-    (0.03, 0.01, 0.3),
-    (0.03, 0.03, 0.0),
-    (0.03, 0.03, 0.1),
-    (0.03, 0.03, 0.3),
-    (0.03, 0.1, 0.0),
-    (0.03, 0.1, 0.1),
-    (0.03, 0.1, 0.3),
-    (0.1, 0.01, 0.0),
-    (0.1, 0.01, 0.1),
-    (0.1, 0.01, 0.3),
-    (0.1, 0.03, 0.0),
-    (0.1, 0.03, 0.1),
-    (0.1, 0.03, 0.3),
-    (0.1, 0.1, 0.0),
-    (0.1, 0.1, 0.1),
-    (0.1, 0.1, 0.3),
-    (0.3, 0.01, 0.0),
-    (0.3, 0.01, 0.1),
-    (0.3, 0.01, 0.3),
-    (0.3, 0.03, 0.0),
-    (0.3, 0.03, 0.1),
-    (0.3, 0.03, 0.3),
-    (0.3, 0.1, 0.0),
-    (0.3, 0.1, 0.1),
-    (0.3, 0.1, 0.3),
-];
+/// The decoder's weightings `--folds` chooses from: (unlisted, extra, twins,
+/// plate); the last, edgecam's recogniser's share of the vote, only varies when
+/// both recognisers read.
+fn fold_grid(both: bool) -> Vec<(f32, f32, f32, f32)> {
+    // With both, `extra` at 0.1 (never chosen with one) makes room for `plate`.
+    let (plates, extras): (&[f32], &[f32]) = if both {
+        (&[0.5, 1.0, 2.0], &[0.01, 0.03])
+    } else {
+        (&[1.0], &[0.01, 0.03, 0.1])
+    };
+    let mut grid = Vec::new();
+    for unlisted in [0.01, 0.03, 0.1, 0.3] {
+        for &extra in extras {
+            for twins in [0.0, 0.1, 0.3] {
+                for &plate in plates {
+                    grid.push((unlisted, extra, twins, plate));
+                }
+            }
+        }
+    }
+    grid
+}
 
 /// K-fold cross-validation of the decoder's weighting per region: image `i` of a
 /// region is in fold `i % k`; each fold is scored with the weighting that did best
 /// on the other folds (the first of equals). Prints the held-out top-1 per region
 /// and the weighting each fold got, then the weighting the whole set prefers.
-fn cross_validate(grid: &[(String, Vec<bool>)], k: usize) {
+fn cross_validate(grid: &[(String, Vec<bool>)], weightings: &[(f32, f32, f32, f32)], k: usize) {
     let mut regions: Vec<&str> = grid.iter().map(|(r, _)| r.as_str()).collect();
     regions.sort();
     regions.dedup();
     let best_of = |rows: &[&Vec<bool>]| -> usize {
-        (0..FOLD_GRID.len())
+        (0..weightings.len())
             .max_by_key(|&g| (rows.iter().filter(|h| h[g]).count(), usize::MAX - g))
             .unwrap_or(0)
     };
-    println!("\n{k}-fold cross-validated top-1 (weighting chosen on the other folds: unlisted/extra/twins)");
+    println!("\n{k}-fold cross-validated top-1 (weighting chosen on the other folds: unlisted/extra/twins/plate)");
     let (mut n_all, mut hit_all) = (0, 0);
     for region in regions {
         let rows: Vec<&Vec<bool>> = grid
@@ -462,13 +501,13 @@ fn cross_validate(grid: &[(String, Vec<bool>)], k: usize) {
                 .enumerate()
                 .filter(|(i, h)| i % k == fold && h[g])
                 .count();
-            let (u, e, t) = FOLD_GRID[g];
-            chosen.push(format!("{u}/{e}/{t}"));
+            let (u, e, t, p) = weightings[g];
+            chosen.push(format!("{u}/{e}/{t}/{p}"));
         }
         let all = best_of(&rows);
-        let (u, e, t) = FOLD_GRID[all];
+        let (u, e, t, p) = weightings[all];
         println!(
-            "{region:<7} {:>6}  {hit:>4} {:>6.1} %  folds: {}  whole set: {u}/{e}/{t} ({} images)",
+            "{region:<7} {:>6}  {hit:>4} {:>6.1} %  folds: {}  whole set: {u}/{e}/{t}/{p} ({} images)",
             rows.len(),
             100.0 * hit as f64 / rows.len().max(1) as f64,
             chosen.join(" "),

@@ -229,6 +229,25 @@ fn a_recogniser_whose_classes_do_not_match_its_character_table_or_an_unknown_cou
             && err.contains("does not match its character table"),
         "{err}"
     );
+    // The same for edgecam's recogniser: `0` and `1` run together.
+    let mut rec = std::fs::read(models.join("edgecam-plate-rec.onnx")).unwrap();
+    let key = rec.windows(9).position(|w| w == b"character").unwrap();
+    let newline = key + rec[key..].iter().position(|&b| b == b'\n').unwrap();
+    rec[newline] = b' ';
+    std::fs::write(bad.join("edgecam-plate-rec.onnx"), &rec).unwrap();
+    let out = edgecam()
+        .args(["read-plates", "--recognisers", "edgecam", "--models"])
+        .arg(&bad)
+        .arg(&a)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("edgecam-plate-rec.onnx")
+            && err.contains("does not match its character table of 35 characters"),
+        "{err}"
+    );
     // An unknown country is named, before any model is loaded.
     let out = edgecam()
         .args([
@@ -570,4 +589,119 @@ async fn with_the_detector_text_that_is_on_no_vehicle_is_never_read() {
         "{last}"
     );
     assert!(plate_events(&rig).is_empty());
+}
+
+/// The Python that runs train/render.py (tests/run.sh makes one with Pillow and
+/// numpy: `EDGECAM_TEST_PYTHON`).
+fn render_python() -> PathBuf {
+    let python = std::env::var_os("EDGECAM_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/render-venv/bin/python")
+        });
+    assert!(
+        python.exists(),
+        "no Python for the plate renderer at {}: tests/run.sh makes it (EDGECAM_TEST_PYTHON)",
+        python.display()
+    );
+    python
+}
+
+/// Renders `count` plates with `seed` in `fonts` (train/render.py) as JPEGs in
+/// `dir`, named NNNNN_LABEL.jpg.
+fn render(dir: &Path, seed: u32, count: u32, fonts: &str) -> Vec<(PathBuf, String)> {
+    let out = std::process::Command::new(render_python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("train/render.py"))
+        .args(["--seed", &seed.to_string(), "--count", &count.to_string()])
+        .args(["--fonts", fonts, "--jpg"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut files: Vec<(PathBuf, String)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| {
+            let stem = p.file_stem().unwrap().to_string_lossy().into_owned();
+            let label = stem.split_once('_').unwrap().1.to_owned();
+            (p, label)
+        })
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), count as usize);
+    files
+}
+
+#[test]
+fn the_plate_renderer_is_deterministic_with_a_seed() {
+    let dir = test_dir("render-seed");
+    let [a, b, c] = ["a", "b", "c"].map(|n| dir.path().join(n));
+    let first = render(&a, 5, 20, "test");
+    let again = render(&b, 5, 20, "test");
+    let other = render(&c, 6, 20, "test");
+    let bytes = |v: &[(PathBuf, String)]| -> Vec<(Vec<u8>, String)> {
+        v.iter()
+            .map(|(p, l)| (std::fs::read(p).unwrap(), l.clone()))
+            .collect()
+    };
+    assert_eq!(bytes(&first), bytes(&again));
+    let differ = bytes(&first)
+        .iter()
+        .zip(bytes(&other))
+        .filter(|(x, y)| **x != *y)
+        .count();
+    assert_eq!(differ, 20, "another seed renders other plates");
+}
+
+/// edgecam's recogniser, alone (no layouts), reads plates rendered with a seed
+/// and in fonts it was never trained on (train/render.py's test fonts): each
+/// image is one plate's main line as the daemon crops it.
+#[test]
+fn the_plate_recogniser_reads_rendered_plates_it_never_saw() {
+    let models = models();
+    let dir = test_dir("render-read");
+    let plates = render(dir.path(), 424_242, 400, "test");
+    let paths: Vec<&Path> = plates.iter().map(|(p, _)| p.as_path()).collect();
+    let out = edgecam()
+        .args([
+            "read-plates",
+            "--json",
+            "--line",
+            "--recognisers",
+            "edgecam",
+        ])
+        .args(["--region", "any", "--models"])
+        .arg(&models)
+        .args(&paths)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), plates.len());
+    let mut wrong = Vec::new();
+    for ((_, label), line) in plates.iter().zip(&lines) {
+        // The recogniser alone, before any layout.
+        let read = line["read"]["edgecam"].as_str().unwrap();
+        if read != label {
+            wrong.push(format!("{label} read {read:?}"));
+        }
+    }
+    let exact = 1.0 - wrong.len() as f64 / plates.len() as f64;
+    eprintln!(
+        "exact {:.1} % of {} rendered plates; wrong: {wrong:?}",
+        exact * 100.0,
+        plates.len()
+    );
+    assert!(exact >= 0.95, "exact {:.3}: {wrong:?}", exact);
 }

@@ -26,6 +26,8 @@ packages=(
   # fetching the models and ONNX Runtime from PyPI over HTTPS; a virtual
   # environment for converting the object detector to ONNX
   python3 python3-venv ca-certificates
+  # the plate renderer's fonts that edgecam's recogniser was never trained on
+  fonts-roboto-unhinted fonts-freefont-ttf
   # the deployment checks: systemd-analyze, dpkg-deb, and the benches' curl
   systemd dpkg curl
   # the build stamps the binary with its git hash
@@ -73,6 +75,14 @@ if [ ! -f "$media/examples/data/vtest.avi" ]; then
   rm -rf target/testdata/deb
 fi
 export EDGECAM_TEST_MEDIA="$media/examples/data"
+# The plate renderer (train/render.py) for the recogniser's tests: Pillow and numpy
+# from PyPI in a virtual environment kept under target/.
+export EDGECAM_TEST_PYTHON="$PWD/target/render-venv/bin/python"
+if ! "$EDGECAM_TEST_PYTHON" -c "import PIL, numpy" 2>/dev/null; then
+  rm -rf target/render-venv
+  python3 -m venv target/render-venv
+  target/render-venv/bin/pip install --quiet --disable-pip-version-check "pillow==13.0.0" "numpy==2.4.6"
+fi
 # The plate development set, real photographs the tests may read (never copied):
 # beside the repository unless EDGECAM_TEST_PLATES says where. Without it the test
 # that drives a real car past the camera is skipped, and the summary says so.

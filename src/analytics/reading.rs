@@ -358,23 +358,36 @@ impl PlateReading {
     async fn report(&self, snapshots: &mut Option<Snapshots>, v: Vehicle<Keep>) -> bool {
         let mut ev = NewEvent::observed("plate", v.first_seen_ms, &serde_json::Value::Null);
         let mut snapshot_name = None;
-        if let (Some(store), Some(frame)) = (
-            snapshots.as_mut(),
+        if let (Some(frame), true) = (
             v.snapshot.as_ref().map(|k| k.frame.clone()),
+            snapshots.is_some(),
         ) {
             let name = format!("{}.jpg", ev.event_id);
-            let quality = self.cfg.snapshot_quality;
-            let encoded =
-                tokio::task::spawn_blocking(move || snapshot::jpeg(&frame, None, quality))
-                    .await
-                    .map_err(|e| e.to_string())
-                    .and_then(|r| r.map_err(|e| e.to_string()));
-            let written = encoded.and_then(|jpeg| {
-                tokio::task::block_in_place(|| {
-                    store.write(name.clone(), &jpeg, self.cfg.max_snapshots)
-                })
-                .map_err(|e| e.to_string())
-            });
+            let (quality, max) = (self.cfg.snapshot_quality, self.cfg.max_snapshots);
+            // Encoding, writing and deleting the oldest are file work: off the
+            // runtime, the store lent to the blocking task and given back.
+            let mut store = snapshots.take();
+            let file = name.clone();
+            let job = tokio::task::spawn_blocking(move || {
+                let written = match store.as_mut() {
+                    Some(store) => snapshot::jpeg(&frame, None, quality)
+                        .map_err(|e| e.to_string())
+                        .and_then(|jpeg| store.write(file, &jpeg, max).map_err(|e| e.to_string())),
+                    None => Err("no snapshot store".to_owned()),
+                };
+                (store, written)
+            })
+            .await;
+            let written = match job {
+                Ok((store, written)) => {
+                    *snapshots = store;
+                    written
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "the snapshot writer failed; snapshots are off until the stage restarts");
+                    Err(e.to_string())
+                }
+            };
             match written {
                 Ok(deleted) => {
                     Metrics::add(&self.metrics.plate_snapshots, 1);
@@ -436,8 +449,9 @@ impl PlateReading {
         self.input.set_wanted(false);
         let rules =
             Rules::new(cfg.region, &cfg.countries, &cfg.layouts).map_err(ReadingError::Rules)?;
+        let recognisers = cfg.recognisers;
         let loaded = tokio::task::spawn_blocking(move || {
-            PlateReader::load(&dir, rules, &backend, det_size).map(Arc::new)
+            PlateReader::load(&dir, rules, &backend, det_size, recognisers).map(Arc::new)
         })
         .await;
         let reader = match loaded {

@@ -100,14 +100,21 @@ pub struct PlatesConfig {
     /// 1280x720 analytics frames suit the detector best).
     #[serde(default)]
     pub enabled: bool,
-    /// Directory holding `ch_PP-OCRv4_det_infer.onnx` and `ch_PP-OCRv4_rec_infer.onnx`
-    /// (`deploy/fetch-models.sh` puts them there).
+    /// Directory holding `ch_PP-OCRv4_det_infer.onnx`, `ch_PP-OCRv4_rec_infer.onnx`
+    /// and `edgecam-plate-rec.onnx` (`deploy/fetch-models.sh` puts them there).
     #[serde(default = "default_models_dir")]
     pub models_dir: PathBuf,
     /// The runtime for the models: `tract` (built in) or `onnxruntime` (builds
     /// with the `ort` feature; about twice as fast, needs its shared library).
     #[serde(default)]
     pub backend: PlatesBackend,
+    /// Which recognisers read each line of text the detector finds: `ppocr`
+    /// (PP-OCRv4's general text recogniser; the default, the most accurate on real
+    /// photographs), `edgecam` (edgecam's own, trained on rendered plates: smaller
+    /// and faster) or `both` (their readings pooled); docs/plates.md says what each
+    /// gives.
+    #[serde(default)]
+    pub recognisers: crate::analytics::plates::Recognisers,
     /// The ONNX Runtime shared library for `backend = "onnxruntime"`; empty:
     /// `libonnxruntime.so` in `models_dir` (`deploy/fetch-onnxruntime.sh DIR` puts
     /// it there).
@@ -920,6 +927,7 @@ impl Default for PlatesConfig {
             enabled: false,
             models_dir: default_models_dir(),
             backend: PlatesBackend::Tract,
+            recognisers: Default::default(),
             onnxruntime_library: PathBuf::new(),
             region: default_plates_region(),
             countries: Vec::new(),

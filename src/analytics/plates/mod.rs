@@ -12,5 +12,5 @@ pub mod rules;
 pub mod tracker;
 
 pub use ocr::Image;
-pub use reader::{Backend, Memo, PlateError, PlateReader, DET_SIZE};
+pub use reader::{Backend, LineRead, Memo, PlateError, PlateReader, Recognisers, DET_SIZE};
 pub use rules::{Region, Rules};

@@ -18,6 +18,36 @@ pub const REC_W: usize = 320;
 
 pub const DETECTOR_FILE: &str = "ch_PP-OCRv4_det_infer.onnx";
 pub const RECOGNISER_FILE: &str = "ch_PP-OCRv4_rec_infer.onnx";
+/// edgecam's own plate recogniser, trained on rendered plates (`train/`):
+/// 32 high, at most 192 wide; blank, `0-9`, `A-Z`.
+pub const PLATE_RECOGNISER_FILE: &str = "edgecam-plate-rec.onnx";
+pub const PLATE_REC_H: usize = 32;
+pub const PLATE_REC_W: usize = 192;
+
+/// Which recognisers read each text box.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Recognisers {
+    /// PP-OCRv4's general text recogniser only (the default: the most accurate
+    /// on real photographs, docs/plates.md).
+    #[default]
+    Ppocr,
+    /// edgecam's plate recogniser only.
+    Edgecam,
+    /// Both; their readings are pooled.
+    Both,
+}
+
+impl Recognisers {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "ppocr" => Some(Self::Ppocr),
+            "edgecam" => Some(Self::Edgecam),
+            "both" => Some(Self::Both),
+            _ => None,
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlateError {
@@ -159,6 +189,15 @@ pub struct PlateRead {
     pub raw: String,
 }
 
+/// A line of text read by [`PlateReader::read_line`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LineRead {
+    /// Plates, best first.
+    pub plates: Vec<PlateRead>,
+    /// Each recogniser's own reading: its letters and digits, greedy.
+    pub read: std::collections::BTreeMap<&'static str, String>,
+}
+
 /// A character read with at least this probability is sure.
 const SURE: f32 = 0.9;
 
@@ -169,79 +208,52 @@ const DET: ocr::DetParams = ocr::DetParams {
     unclip: 1.6,
 };
 
-pub struct PlateReader {
-    det: Box<dyn Inference>,
-    rec: Box<dyn Inference>,
+/// A text recogniser: its model, input size and character table.
+struct Rec {
+    model: Box<dyn Inference>,
     dict: ocr::Dictionary,
-    rules: Rules,
-    /// The detector's input, width and height.
-    det_size: [usize; 2],
+    /// Input height and (most) width.
+    size: [usize; 2],
 }
 
-impl PlateReader {
-    /// Loads the two models from `dir` for `backend`, the detector for input of
-    /// `det_size` (width, height; multiples of 32).
-    pub fn load(
-        dir: &Path,
-        rules: Rules,
+impl Rec {
+    /// Loads the recogniser at `path` for input `h` x `w`; its character table
+    /// comes from the model's metadata (`character`, one a line; PP-OCR's tables
+    /// end in a space that is not written there: `space`).
+    fn load(
+        path: &Path,
         backend: &Backend,
-        det_size: [usize; 2],
+        h: usize,
+        w: usize,
+        space: bool,
     ) -> Result<Self, PlateError> {
-        let [det_w, det_h] = det_size;
-        let det_path = dir.join(DETECTOR_FILE);
-        let rec_path = dir.join(RECOGNISER_FILE);
-        let bytes = std::fs::read(&rec_path).map_err(|e| PlateError::Model {
-            path: rec_path.clone(),
+        let bytes = std::fs::read(path).map_err(|e| PlateError::Model {
+            path: path.to_owned(),
             reason: e.to_string(),
         })?;
         let chars =
             super::onnx_meta::metadata(&bytes, "character").ok_or_else(|| PlateError::Model {
-                path: rec_path.clone(),
+                path: path.to_owned(),
                 reason: "no character list in its metadata".into(),
             })?;
+        drop(bytes);
         let mut dict: Vec<String> = chars.lines().map(str::to_owned).collect();
-        dict.push(" ".into());
-        let (det, rec): (Box<dyn Inference>, Box<dyn Inference>) = match backend {
-            Backend::Tract => (
-                Box::new(Tract::load(&det_path, [1, 3, det_h, det_w])?),
-                Box::new(Tract::load(&rec_path, [1, 3, REC_H, REC_W])?),
-            ),
-            #[cfg(feature = "ort")]
-            Backend::Onnxruntime { library, sessions } => (
-                Box::new(Ort::load(
-                    library,
-                    &det_path,
-                    [1, 3, det_h, det_w],
-                    *sessions,
-                )?),
-                Box::new(Ort::load(
-                    library,
-                    &rec_path,
-                    [1, 3, REC_H, REC_W],
-                    *sessions,
-                )?),
-            ),
-            #[cfg(not(feature = "ort"))]
-            Backend::Onnxruntime { .. } => {
-                return Err(PlateError::Model {
-                    path: det_path,
-                    reason: "this build has no onnxruntime backend (build with --features ort)"
-                        .into(),
-                })
-            }
-        };
+        if space {
+            dict.push(" ".into());
+        }
+        let model = load_model(backend, path, [1, 3, h, w])?;
         let dict = ocr::Dictionary::new(dict);
         // The recogniser's classes must be its character table's (and blank): a
         // model with another table would read wrong characters, not fail.
-        let (shape, _) = rec
-            .run(vec![0.0; 3 * REC_H * REC_W])
+        let (shape, _) = model
+            .run(vec![0.0; 3 * h * w])
             .map_err(|e| PlateError::Model {
-                path: rec_path.clone(),
+                path: path.to_owned(),
                 reason: e,
             })?;
         if shape.len() != 3 || shape[2] != dict.classes() {
             return Err(PlateError::Model {
-                path: rec_path,
+                path: path.to_owned(),
                 reason: format!(
                     "its output {shape:?} does not match its character table of {} characters and blank",
                     dict.classes() - 1
@@ -249,9 +261,87 @@ impl PlateReader {
             });
         }
         Ok(Self {
-            det,
-            rec,
+            model,
             dict,
+            size: [h, w],
+        })
+    }
+
+    fn recognise(&self, img: &Image, b: &TextBox) -> Result<ocr::Decoded, PlateError> {
+        let [h, w] = self.size;
+        let input = ocr::recogniser_input(img, b, h, w);
+        let (shape, probs) = self.model.run(input).map_err(PlateError::Inference)?;
+        let (steps, classes) = (shape[1], shape[2]);
+        Ok(ocr::ctc_decode(&probs, steps, classes, &self.dict))
+    }
+}
+
+/// One model on `backend` for input `shape`.
+fn load_model(
+    backend: &Backend,
+    path: &Path,
+    shape: [usize; 4],
+) -> Result<Box<dyn Inference>, PlateError> {
+    match backend {
+        Backend::Tract => Ok(Box::new(Tract::load(path, shape)?)),
+        #[cfg(feature = "ort")]
+        Backend::Onnxruntime { library, sessions } => {
+            Ok(Box::new(Ort::load(library, path, shape, *sessions)?))
+        }
+        #[cfg(not(feature = "ort"))]
+        Backend::Onnxruntime { .. } => Err(PlateError::Model {
+            path: path.to_owned(),
+            reason: "this build has no onnxruntime backend (build with --features ort)".into(),
+        }),
+    }
+}
+
+pub struct PlateReader {
+    det: Box<dyn Inference>,
+    /// PP-OCRv4's recogniser, edgecam's, or both (at least one).
+    ppocr: Option<Rec>,
+    plate: Option<Rec>,
+    rules: Rules,
+    /// The detector's input, width and height.
+    det_size: [usize; 2],
+}
+
+impl PlateReader {
+    /// Loads the text detector and `recognisers` from `dir` for `backend`, the
+    /// detector for input of `det_size` (width, height; multiples of 32).
+    pub fn load(
+        dir: &Path,
+        rules: Rules,
+        backend: &Backend,
+        det_size: [usize; 2],
+        recognisers: Recognisers,
+    ) -> Result<Self, PlateError> {
+        let [det_w, det_h] = det_size;
+        let ppocr = match recognisers {
+            Recognisers::Edgecam => None,
+            _ => Some(Rec::load(
+                &dir.join(RECOGNISER_FILE),
+                backend,
+                REC_H,
+                REC_W,
+                true,
+            )?),
+        };
+        let plate = match recognisers {
+            Recognisers::Ppocr => None,
+            _ => Some(Rec::load(
+                &dir.join(PLATE_RECOGNISER_FILE),
+                backend,
+                PLATE_REC_H,
+                PLATE_REC_W,
+                false,
+            )?),
+        };
+        let det = load_model(backend, &dir.join(DETECTOR_FILE), [1, 3, det_h, det_w])?;
+        Ok(Self {
+            det,
+            ppocr,
+            plate,
             rules,
             det_size,
         })
@@ -265,17 +355,51 @@ impl PlateReader {
         Ok(ocr::detector_boxes(&prob, (mw, mh), scale, img, DET))
     }
 
-    /// Reads the text in one box.
-    pub fn recognise(&self, img: &Image, b: &TextBox) -> Result<ocr::Decoded, PlateError> {
-        let input = ocr::recogniser_input(img, b, REC_H, REC_W);
-        let (shape, probs) = self.rec.run(input).map_err(PlateError::Inference)?;
-        let (steps, classes) = (shape[1], shape[2]);
-        Ok(ocr::ctc_decode(&probs, steps, classes, &self.dict))
+    /// The recognisers that read each box, in turn (0: PP-OCR, 1: edgecam's).
+    fn recognisers(&self) -> impl Iterator<Item = (usize, &Rec)> {
+        [&self.ppocr, &self.plate]
+            .into_iter()
+            .enumerate()
+            .filter_map(|(k, r)| r.as_ref().map(|r| (k, r)))
     }
 
     /// The layouts and weights the reader decodes with.
     pub fn rules(&self) -> &Rules {
         &self.rules
+    }
+
+    /// Reads `img` as one line of text that fills it (a plate already cropped
+    /// to its main line): no detection, one crop; the recognisers' readings pooled.
+    /// Also what each recogniser read alone (greedy, before the layouts), by name.
+    pub fn read_line(&self, img: &Image) -> Result<LineRead, PlateError> {
+        let (w, h) = (img.width as f32, img.height as f32);
+        let b = TextBox::rotated((w / 2.0, h / 2.0, w, h, 0.0), 1.0, img.width, img.height);
+        let mut votes = Vec::new();
+        let mut read = std::collections::BTreeMap::new();
+        for (k, rec) in self.recognisers() {
+            let d = rec.recognise(img, &b)?;
+            let weight = if k == 1 { self.rules.params.plate } else { 1.0 };
+            vote(
+                &mut votes,
+                self.rules.readings(&d.text, &d.lattice),
+                weight,
+                &d.text,
+                b,
+            );
+            let alone: String = d.glyphs.iter().map(|g| g.ch).collect();
+            read.insert(if k == 1 { "edgecam" } else { "ppocr" }, alone);
+        }
+        votes.sort_by(|a, b| b.score.total_cmp(&a.score));
+        let plates = votes
+            .into_iter()
+            .map(|v| PlateRead {
+                text: v.text,
+                confidence: v.confidence,
+                bbox: [0, 0, img.width, img.height],
+                raw: v.raw,
+            })
+            .collect();
+        Ok(LineRead { plates, read })
     }
 
     /// Plates in the image, best first.
@@ -318,35 +442,44 @@ impl PlateReader {
                     .thickened(b.thick * 0.1, img.width, img.height),
             ];
             let mut votes: Vec<Vote> = Vec::new();
-            // What the first crop read, when every character was sure.
-            let mut sure_first: Option<Option<String>> = None;
-            for (i, crop) in crops.into_iter().enumerate() {
-                let d = match memo.crops.get(&(n, i)) {
-                    Some(d) => d,
-                    None => {
-                        let d = self.recognise(img, &crop)?;
-                        memo.crops.entry((n, i)).or_insert(d)
+            // What each recogniser read of the first crop, when every character
+            // was sure.
+            let mut sure_first: [Option<Option<String>>; 2] = [None, None];
+            'crops: for (i, crop) in crops.into_iter().enumerate() {
+                let mut agreed = i == 1;
+                let mut short = i == 0;
+                for (k, rec) in self.recognisers() {
+                    let d = match memo.crops.get(&(n, i, k)) {
+                        Some(d) => d,
+                        None => {
+                            let d = rec.recognise(img, &crop)?;
+                            memo.crops.entry((n, i, k)).or_insert(d)
+                        }
+                    };
+                    short &= d.glyphs.len() < 4;
+                    let readings = rules.readings(&d.text, &d.lattice);
+                    // The first two crops read the same, every character sure (a
+                    // plate, or a word that is none): the other three would not
+                    // change it.
+                    let sure = d
+                        .glyphs
+                        .iter()
+                        .all(|g| g.p >= SURE)
+                        .then(|| readings.first().map(|r| r.text.clone()));
+                    agreed &= sure.is_some() && sure == sure_first[k];
+                    if i == 0 {
+                        sure_first[k] = sure;
                     }
-                };
+                    let weight = if k == 1 { rules.params.plate } else { 1.0 };
+                    vote(&mut votes, readings, weight, &d.text, crop);
+                }
                 // Too short to be a plate on the first crop: not worth more.
-                if i == 0 && d.glyphs.len() < 4 {
-                    break;
+                if short {
+                    votes.clear();
+                    break 'crops;
                 }
-                let readings = rules.readings(&d.text, &d.lattice);
-                // The first two crops read the same, every character sure (a plate,
-                // or a word that is none): the other three would not change it.
-                let sure = d
-                    .glyphs
-                    .iter()
-                    .all(|g| g.p >= SURE)
-                    .then(|| readings.first().map(|r| r.text.clone()));
-                let agreed = i == 1 && sure.is_some() && sure == sure_first;
-                if i == 0 {
-                    sure_first = sure;
-                }
-                vote(&mut votes, readings, &d.text, crop);
                 if agreed {
-                    break;
+                    break 'crops;
                 }
             }
             let Some(Vote {
@@ -377,11 +510,12 @@ impl PlateReader {
 }
 
 /// What [`PlateReader::read_with`] keeps of an image: its text boxes, and the
-/// recognition of each (box, crop).
+/// recognition of each (box, crop) by each recogniser.
 #[derive(Default)]
 pub struct Memo {
     boxes: Option<Vec<TextBox>>,
-    crops: std::collections::HashMap<(usize, usize), ocr::Decoded>,
+    /// By (box, crop, recogniser).
+    crops: std::collections::HashMap<(usize, usize, usize), ocr::Decoded>,
 }
 
 /// One plate text's votes over the crops of a box.
@@ -395,19 +529,19 @@ struct Vote {
     crop: TextBox,
 }
 
-/// Adds one crop's readings to the votes.
-fn vote(votes: &mut Vec<Vote>, readings: Vec<Reading>, raw: &str, crop: TextBox) {
+/// Adds one crop's readings to the votes, their scores times `weight`.
+fn vote(votes: &mut Vec<Vote>, readings: Vec<Reading>, weight: f32, raw: &str, crop: TextBox) {
     for r in readings {
         match votes.iter_mut().find(|v| v.text == r.text) {
             Some(v) => {
-                v.score += r.score;
+                v.score += weight * r.score;
                 if r.confidence > v.confidence {
                     (v.confidence, v.raw, v.crop) = (r.confidence, raw.to_owned(), crop);
                 }
             }
             None => votes.push(Vote {
                 text: r.text,
-                score: r.score,
+                score: weight * r.score,
                 confidence: r.confidence,
                 raw: raw.to_owned(),
                 crop,

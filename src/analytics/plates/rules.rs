@@ -57,6 +57,7 @@ impl Region {
             extra: 0.01,
             twins,
             width: 16,
+            plate: 1.0,
         }
     }
 }
@@ -136,6 +137,9 @@ pub struct Params {
     pub twins: f32,
     /// Texts the beam search keeps at each step.
     pub width: usize,
+    /// With both recognisers, edgecam's plate recogniser's readings count this
+    /// much of PP-OCR's.
+    pub plate: f32,
 }
 
 /// Characters that look alike on plates (see [`Params::twins`]).
