@@ -43,7 +43,7 @@ for pc in gstreamer-1.0 gstreamer-app-1.0 gstreamer-rtsp-server-1.0; do
 done
 python3 -c "import ensurepip, venv" 2>/dev/null \
   || { echo "preflight: python3 cannot make a virtual environment (Debian package python3-venv)" >&2; exit 1; }
-fc-list | grep -q . || { echo "preflight: no font installed (Debian package fonts-dejavu-core)" >&2; exit 1; }
+[ -n "$(fc-list)" ] || { echo "preflight: no font installed (Debian package fonts-dejavu-core)" >&2; exit 1; }
 if ! command -v cargo >/dev/null 2>&1; then
   echo "preflight: cargo is missing: install a Rust toolchain (https://rustup.rs), then run this again" >&2
   exit 1
