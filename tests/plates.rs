@@ -93,13 +93,19 @@ fn at(v: &Value) -> std::time::SystemTime {
     humantime::parse_rfc3339(v.as_str().unwrap()).unwrap()
 }
 
-/// `read-plates --json` on `images` with the given backend arguments: one JSON
-/// value per image.
+/// `read-plates --json --region br` on `images` with the given backend
+/// arguments: one JSON value per image.
 fn read_plates(backend: &[&str], images: &[&Path]) -> Vec<Value> {
+    let args = [&["--region", "br"][..], backend].concat();
+    read_plates_with(&args, images)
+}
+
+/// `read-plates --json` on `images` with `args`: one JSON value per image.
+fn read_plates_with(args: &[&str], images: &[&Path]) -> Vec<Value> {
     let out = edgecam()
-        .args(["read-plates", "--json", "--region", "br", "--models"])
+        .args(["read-plates", "--json", "--models"])
         .arg(models())
-        .args(backend)
+        .args(args)
         .args(images)
         .output()
         .unwrap();
@@ -662,32 +668,11 @@ fn the_plate_renderer_is_deterministic_with_a_seed() {
 /// image is one plate's main line as the daemon crops it.
 #[test]
 fn the_plate_recogniser_reads_rendered_plates_it_never_saw() {
-    let models = models();
     let dir = test_dir("render-read");
     let plates = render(dir.path(), 424_242, 400, "test");
     let paths: Vec<&Path> = plates.iter().map(|(p, _)| p.as_path()).collect();
-    let out = edgecam()
-        .args([
-            "read-plates",
-            "--json",
-            "--line",
-            "--recognisers",
-            "edgecam",
-        ])
-        .args(["--region", "any", "--models"])
-        .arg(&models)
-        .args(&paths)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let args = ["--line", "--recognisers", "edgecam", "--region", "any"];
+    let lines = read_plates_with(&args, &paths);
     assert_eq!(lines.len(), plates.len());
     let mut wrong = Vec::new();
     for ((_, label), line) in plates.iter().zip(&lines) {
