@@ -202,6 +202,30 @@ fn without_the_ort_feature_the_onnxruntime_backend_is_refused_clearly() {
     assert_eq!(read_plates(&[], &[&a])[0]["plates"][0]["text"], "ABC1234");
 }
 
+/// Copies the recogniser `from` to `to` with two lines of its character table
+/// run together (the first newline `skip` bytes or more after the `character`
+/// key becomes a space): the same size, one character fewer than its classes.
+fn join_table_lines(from: &Path, to: &Path, skip: usize) {
+    let mut rec = std::fs::read(from).unwrap();
+    let key = rec.windows(9).position(|w| w == b"character").unwrap() + skip;
+    let newline = key + rec[key..].iter().position(|&b| b == b'\n').unwrap();
+    rec[newline] = b' ';
+    std::fs::write(to, &rec).unwrap();
+}
+
+/// `read-plates ARGS MODELS IMAGE`, which must fail: its stderr.
+fn refused(args: &[&str], models: &Path, image: &Path) -> String {
+    let out = edgecam()
+        .arg("read-plates")
+        .args(args)
+        .arg(models)
+        .arg(image)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
 fn a_recogniser_whose_classes_do_not_match_its_character_table_or_an_unknown_country_is_refused() {
     let models = models();
@@ -217,38 +241,18 @@ fn a_recogniser_whose_classes_do_not_match_its_character_table_or_an_unknown_cou
         bad.join("ch_PP-OCRv4_det_infer.onnx"),
     )
     .unwrap();
-    let mut rec = std::fs::read(models.join("ch_PP-OCRv4_rec_infer.onnx")).unwrap();
-    let key = rec.windows(9).position(|w| w == b"character").unwrap();
-    let newline = key + 40 + rec[key + 40..].iter().position(|&b| b == b'\n').unwrap();
-    rec[newline] = b' ';
-    std::fs::write(bad.join("ch_PP-OCRv4_rec_infer.onnx"), &rec).unwrap();
-    let out = edgecam()
-        .args(["read-plates", "--models"])
-        .arg(&bad)
-        .arg(&a)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let rec = "ch_PP-OCRv4_rec_infer.onnx";
+    join_table_lines(&models.join(rec), &bad.join(rec), 40);
+    let err = refused(&["--models"], &bad, &a);
     assert!(
         err.contains("ch_PP-OCRv4_rec_infer.onnx")
             && err.contains("does not match its character table"),
         "{err}"
     );
     // The same for edgecam's recogniser: `0` and `1` run together.
-    let mut rec = std::fs::read(models.join("edgecam-plate-rec.onnx")).unwrap();
-    let key = rec.windows(9).position(|w| w == b"character").unwrap();
-    let newline = key + rec[key..].iter().position(|&b| b == b'\n').unwrap();
-    rec[newline] = b' ';
-    std::fs::write(bad.join("edgecam-plate-rec.onnx"), &rec).unwrap();
-    let out = edgecam()
-        .args(["read-plates", "--recognisers", "edgecam", "--models"])
-        .arg(&bad)
-        .arg(&a)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let rec = "edgecam-plate-rec.onnx";
+    join_table_lines(&models.join(rec), &bad.join(rec), 0);
+    let err = refused(&["--recognisers", "edgecam", "--models"], &bad, &a);
     assert!(
         err.contains("edgecam-plate-rec.onnx")
             && err.contains("does not match its character table of 35 characters"),
