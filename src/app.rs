@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::analytics::{Counted, Counting, DetectedQueue, Input, ObjectDetection, PlateReading};
 use crate::config::{self, stage::RemoteStage, Config};
 use crate::health::{self, Health};
+use crate::homeassistant::{self, HomeAssistant};
 use crate::metrics::Metrics;
 use crate::mqtt;
 use crate::outbox::{Outbox, Recovery, Store};
@@ -111,6 +112,17 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
     } else {
         None
     };
+    // Home Assistant discovery: runs whatever the setting (it removes what it
+    // published once switched off, remotely too); Home Assistant's birth messages
+    // are routed to it when the feature is on at start-up.
+    let homeassistant = {
+        let births = homeassistant::birth_topic(&config).map(|topic| {
+            let (tx, rx) = mpsc::channel(4);
+            inbound.push((topic, tx));
+            rx
+        });
+        HomeAssistant::new(config_rx.clone(), retained_tx.clone(), births)
+    };
     drop(retained_tx);
     let wiring = mqtt::Wiring {
         outbox: handle.clone(),
@@ -182,6 +194,17 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
             let uploads = uploads.clone();
             Box::pin(async move {
                 let mut stage = uploads.lock().await;
+                stage.run(stop).await.map_err(|e| e.to_string())
+            })
+        });
+    }
+    {
+        // The stage keeps what it published across restarts.
+        let stage = Arc::new(tokio::sync::Mutex::new(homeassistant));
+        stages.add("homeassistant", Policy::Restart, move |stop| {
+            let stage = stage.clone();
+            Box::pin(async move {
+                let mut stage = stage.lock().await;
                 stage.run(stop).await.map_err(|e| e.to_string())
             })
         });

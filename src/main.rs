@@ -7,6 +7,7 @@ mod commands;
 mod config;
 mod events;
 mod health;
+mod homeassistant;
 mod metrics;
 mod mqtt;
 mod outbox;

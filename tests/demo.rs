@@ -14,7 +14,10 @@ async fn the_demo_shows_plates_people_uploads_and_a_config_change() {
             .expect("EDGECAM_TEST_MODELS: run bash tests/run.sh, which fetches the models"),
     );
     let mut lines = Vec::new();
-    let outcome = common::demo::run(&models, false, &mut |l: &str| lines.push(l.to_owned())).await;
+    let outcome = common::demo::run(&models, false, None, &mut || {}, &mut |l: &str| {
+        lines.push(l.to_owned())
+    })
+    .await;
     let shown = lines.join("\n");
     let texts: Vec<&str> = outcome
         .plates

@@ -80,6 +80,9 @@ pub struct Config {
     /// the analytics.
     #[serde(default)]
     pub detector: crate::analytics::DetectorConfig,
+    /// Home Assistant MQTT discovery (off by default).
+    #[serde(default)]
+    pub homeassistant: crate::homeassistant::HomeAssistantConfig,
 }
 
 /// The runtime that runs the plate models.

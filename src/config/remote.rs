@@ -53,6 +53,9 @@ pub const TUNABLE: &[&str] = &[
     "traffic.interval",
     "traffic.crossing_events",
     "traffic.hysteresis",
+    "homeassistant.enabled",
+    "homeassistant.prefix",
+    "homeassistant.name",
 ];
 
 /// The fastest synthetic source remote configuration may switch on or set.

@@ -405,6 +405,9 @@ impl Config {
         for (field, expected) in self.detector.problems() {
             c.check(false, &field, || expected);
         }
+        for (field, expected) in self.homeassistant.problems() {
+            c.check(false, &field, || expected);
+        }
         let u = &self.upload;
         c.range("upload.concurrency", u.concurrency, 1, 8);
         c.range("upload.max_pending", u.max_pending, 1, 10_000);
@@ -547,6 +550,10 @@ mod tests {
         assert_eq!(example.video, super::super::VideoConfig::default());
         assert_eq!(example.people, super::super::PeopleConfig::default());
         assert_eq!(example.plates, super::super::PlatesConfig::default());
+        assert_eq!(
+            example.homeassistant,
+            crate::homeassistant::HomeAssistantConfig::default()
+        );
         assert_eq!(example.identity.broker_port, 443);
         assert_eq!(example.identity.alpn, vec!["x-amzn-mqtt-ca"]);
     }

@@ -211,8 +211,18 @@ pub fn camera_config(video: &Path, media: &Path, s3_port: u16, models: &Path) ->
 }
 
 /// Runs the demo; `say` gets every line to show (`raw`: each message's topic and
-/// JSON instead of a summary). `models` holds the OCR models.
-pub async fn run(models: &Path, raw: bool, say: &mut dyn FnMut(&str)) -> Outcome {
+/// JSON instead of a summary). `models` holds the OCR models. With `console` (a
+/// folder built by `console/build.sh`), the broker also listens for browsers on a
+/// WebSocket, the folder is served on loopback, and the console's address (with
+/// the connection settings in its fragment) is shown; `hold` then runs before the
+/// daemon is stopped, so the page can be watched.
+pub async fn run(
+    models: &Path,
+    raw: bool,
+    console: Option<&Path>,
+    hold: &mut dyn FnMut(),
+    say: &mut dyn FnMut(&str),
+) -> Outcome {
     let started = Instant::now();
     let dir = test_dir("demo");
     let video = dir.path().join("scene.mp4");
@@ -221,12 +231,31 @@ pub async fn run(models: &Path, raw: bool, say: &mut dyn FnMut(&str)) -> Outcome
     let s3 = S3Server::start(&dir.path().join("s3"));
     s3.bucket(BUCKET);
     let media = dir.path().join("media");
-    let rig = Rig::new("demo", &camera_config(&video, &media, s3.port, models)).await;
+    let camera = camera_config(&video, &media, s3.port, models);
+    let rig = if console.is_some() {
+        Rig::with_websockets("demo", &camera).await
+    } else {
+        Rig::new("demo", &camera).await
+    };
     rig.recordings();
     say(&format!(
         "broker: Mosquitto behind haproxy on 127.0.0.1:{} (client certificate and ALPN x-amzn-mqtt-ca, like AWS IoT Core on 443); S3: s3s-fs on 127.0.0.1:{}, bucket {BUCKET}",
         rig.front.port, s3.port
     ));
+    let _site = match (console, &rig.broker.ws) {
+        (Some(site), Some(ws)) => {
+            let server = super::browser::StaticServer::start(site, &dir.path().join("http.log"));
+            say(&format!(
+                "fleet console: open {}#broker={}&username={}&password={}&bucket={BUCKET}&camera={CAMERA}&connect=1 in a browser on this machine",
+                server.url("index.html"),
+                ws.url(),
+                ws.username,
+                ws.password
+            ));
+            Some(server)
+        }
+        _ => None,
+    };
     let mut daemon = rig.daemon_with_s3_credentials(0);
     say("edgecam started; what the broker receives from it:");
 
@@ -374,6 +403,9 @@ pub async fn run(models: &Path, raw: bool, say: &mut dyn FnMut(&str)) -> Outcome
     while Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(200)).await;
         show(&mut outcome, say);
+    }
+    if console.is_some() {
+        hold();
     }
     daemon.proc.terminate();
     tokio::time::sleep(Duration::from_millis(300)).await;

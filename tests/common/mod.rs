@@ -659,8 +659,15 @@ impl Observer {
     /// Subscribes with a persistent session (`id` fixed), so messages published while
     /// the broker restarts are queued for us.
     pub async fn start(port: u16, id: &str) -> Self {
+        Self::subscribe(port, id, &format!("{CAMERA}/#"), false).await
+    }
+
+    /// Records what arrives on `filter`; with `clean`, a new session (the
+    /// broker's retained messages arrive first, flagged retained).
+    pub async fn subscribe(port: u16, id: &str, filter: &str, clean: bool) -> Self {
+        let filter = filter.to_owned();
         let mut opts = MqttOptions::new(id, "127.0.0.1", port);
-        opts.set_clean_session(false)
+        opts.set_clean_session(clean)
             .set_keep_alive(Duration::from_secs(30))
             .set_max_packet_size(4 << 20, 4 << 20);
         let (client, mut eventloop) = AsyncClient::new(opts, 100);
@@ -676,7 +683,7 @@ impl Observer {
             loop {
                 match eventloop.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        let _ = sub.subscribe(format!("{CAMERA}/#"), QoS::AtLeastOnce).await;
+                        let _ = sub.subscribe(filter.clone(), QoS::AtLeastOnce).await;
                     }
                     Ok(Event::Incoming(Packet::SubAck(_))) => {
                         if let Some(tx) = ready_tx.take() {
