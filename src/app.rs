@@ -31,6 +31,7 @@ pub type LogReload = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
 /// Runs the daemon until SIGTERM or SIGINT, or until a stage fails.
 pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result<()> {
+    let started_ms = crate::events::now_ms();
     let metrics = Arc::new(Metrics::default());
     // The configuration applied last survives reboots: start from it.
     let remote = config::stage::load_effective(local);
@@ -151,7 +152,12 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
         // sender is gone.
         let (metrics, config_rx) = (metrics.clone(), config_rx.clone());
         stages.add("health", Policy::Restart, move |stop| {
-            let health = Health::new(handle.clone(), metrics.clone(), config_rx.clone());
+            let health = Health::new(
+                handle.clone(),
+                metrics.clone(),
+                config_rx.clone(),
+                started_ms,
+            );
             Box::pin(async move {
                 health.run(stop).await;
                 Ok(())

@@ -10,8 +10,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::events::now_ms;
-use crate::metrics::{cpu_seconds, rss_bytes, Metrics};
+use crate::metrics::{cpu_seconds, mono_ms, rss_bytes, Metrics};
 use crate::outbox::{OutboxHandle, OutboxStats};
+use crate::supervision::watchdog_verdict;
 
 /// Payload of `<camera-id>/status/metrics` (schema: `docs/schemas/metrics.json`).
 pub fn metrics_payload(
@@ -124,6 +125,21 @@ pub struct Health {
     outbox: OutboxHandle,
     metrics: Arc<Metrics>,
     config: watch::Receiver<Arc<Config>>,
+    /// When the daemon started, ms since the epoch.
+    started_ms: i64,
+}
+
+/// `<state_dir>/status.json`: the metrics message as of the last status line,
+/// rewritten (atomically) every `health.metrics_interval`, connected or not, for
+/// `edgecam status` on the camera itself.
+pub fn status_path(config: &Config) -> std::path::PathBuf {
+    config.storage.state_dir.join("status.json")
+}
+
+fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
 }
 
 fn log_ticker(interval: Duration) -> tokio::time::Interval {
@@ -140,15 +156,19 @@ impl Health {
         outbox: OutboxHandle,
         metrics: Arc<Metrics>,
         config: watch::Receiver<Arc<Config>>,
+        started_ms: i64,
     ) -> Self {
         Self {
             outbox,
             metrics,
             config,
+            started_ms,
         }
     }
 
-    /// Pings the systemd watchdog while the outbox answers, and logs a status line.
+    /// Pings the systemd watchdog while the daemon is sound (the outbox answers,
+    /// the MQTT loop comes round, every stage is within its policy), and logs a
+    /// status line.
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut usec = 0u64;
         let watchdog =
@@ -160,18 +180,26 @@ impl Health {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = ping.tick(), if watchdog.is_some() => {
-                    // Only a responsive outbox earns a ping: a wedged daemon gets restarted.
+                    // Only a responsive outbox, an MQTT loop that comes round and
+                    // stages within their policies earn a ping: a wedged daemon
+                    // gets restarted.
                     match tokio::time::timeout(Duration::from_secs(5), self.outbox.stats()).await {
-                        Ok(Ok(_)) => {
-                            if let Err(e) = sd_notify::notify(false, &[NotifyState::Watchdog]) {
-                                tracing::warn!(error = %e, "cannot ping the systemd watchdog");
+                        Ok(Ok(_)) => match self.verdict() {
+                            Ok(()) => {
+                                if let Err(e) = sd_notify::notify(false, &[NotifyState::Watchdog]) {
+                                    tracing::warn!(error = %e, "cannot ping the systemd watchdog");
+                                }
                             }
-                        }
+                            Err(why) => tracing::error!(reason = %why, "withholding the watchdog ping"),
+                        },
                         Ok(Err(e)) => tracing::error!(error = %e, "outbox not healthy; withholding the watchdog ping"),
                         Err(_) => tracing::error!("outbox did not answer in 5s; withholding the watchdog ping"),
                     }
                 }
-                _ = log.tick(), if !log_interval.is_zero() => self.log_status(),
+                _ = log.tick(), if !log_interval.is_zero() => {
+                    self.log_status();
+                    self.write_status().await;
+                }
                 Ok(()) = self.config.changed() => {
                     let interval = self.config.borrow_and_update().health.metrics_interval;
                     if interval != log_interval {
@@ -179,6 +207,50 @@ impl Health {
                         log = log_ticker(interval);
                     }
                 }
+            }
+        }
+    }
+
+    /// Whether the watchdog may be pinged (see [`watchdog_verdict`]).
+    fn verdict(&self) -> Result<(), String> {
+        let m = &self.config.borrow().mqtt;
+        // The loop polls at least once a keepalive, a connection attempt plus its
+        // backoff, or an acknowledgement wait; twice that is stuck.
+        let limit = 2 * (m.keepalive + m.connect_timeout + m.backoff_max + m.ack_timeout);
+        let last = self
+            .metrics
+            .mqtt_loop_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let idle = Duration::from_millis(mono_ms().saturating_sub(last));
+        let stages = self.metrics.stages();
+        watchdog_verdict(stages.iter().map(|(n, s)| (*n, s)), idle, limit)
+    }
+
+    /// Writes the status file; a failure is logged and the daemon carries on.
+    async fn write_status(&self) {
+        let stats = match tokio::time::timeout(Duration::from_secs(5), self.outbox.stats()).await {
+            Ok(Ok(s)) => Some(s),
+            _ => None,
+        };
+        let config = self.config.borrow().clone();
+        let payload = metrics_payload(
+            &config.identity.camera_id,
+            self.started_ms,
+            &self.metrics,
+            stats.as_ref(),
+        );
+        let path = status_path(&config);
+        let written = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || write_atomically(&path, payload.as_bytes())).await
+        };
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot write the status file")
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "the status file task failed")
             }
         }
     }

@@ -58,6 +58,17 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// What the running daemon last reported about itself (uptime, outbox, MQTT,
+    /// each stage's state), from `<state_dir>/status.json`, which it rewrites every
+    /// `health.metrics_interval`, connected or not.
+    Status {
+        /// Configuration file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Print the JSON (the metrics message's) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Inspect the outbox.
     Outbox {
         #[command(subcommand)]
@@ -331,6 +342,7 @@ fn main() -> ExitCode {
         Command::Config {
             command: ConfigCommand::Show { config, json },
         } => load(&config).and_then(|c| config_show(&config, c, json)),
+        Command::Status { config, json } => load(&config).and_then(|c| tools::status(&c, json)),
         Command::Outbox {
             command: OutboxCommand::Stats { config, json },
         } => load(&config).and_then(|c| runtime()?.block_on(outbox_stats(&c, json))),

@@ -113,6 +113,9 @@ pub struct Metrics {
     pub detector_last_error: std::sync::Mutex<String>,
     /// Video: the last error that stopped the pipeline (empty: none yet).
     pub video_last_error: std::sync::Mutex<String>,
+    /// When the MQTT event loop last came round ([`mono_ms`]): the watchdog's
+    /// sign that the connection task is not stuck.
+    pub mqtt_loop_ms: AtomicU64,
     /// Each supervised stage's state, written by the supervisor.
     pub stages:
         std::sync::Mutex<std::collections::BTreeMap<&'static str, crate::supervision::Status>>,
@@ -168,6 +171,16 @@ impl Metrics {
         let text = field.lock().unwrap_or_else(|e| e.into_inner());
         (!text.is_empty()).then(|| text.clone())
     }
+}
+
+/// Milliseconds on a monotonic clock that starts at the first call (wall-clock
+/// steps do not move it).
+pub fn mono_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
 }
 
 /// Resident set size of this process in bytes (Linux), 0 when unknown.

@@ -125,11 +125,75 @@ impl Supervision {
     }
 }
 
+/// Whether the systemd watchdog may be pinged: every supervised stage is running
+/// or within its policy (restarting after its backoff, or degraded by design), and
+/// the MQTT event loop has come round within `loop_limit` (it polls at least once
+/// a keepalive, a connection timeout or a backoff; a loop stuck past that is a
+/// wedged daemon that only a restart frees). `Err` says why the ping is withheld.
+pub fn watchdog_verdict<'a>(
+    stages: impl IntoIterator<Item = (&'a str, &'a Status)>,
+    loop_idle: Duration,
+    loop_limit: Duration,
+) -> Result<(), String> {
+    if loop_idle > loop_limit {
+        return Err(format!(
+            "the MQTT event loop has not come round for {} s (limit {} s)",
+            loop_idle.as_secs(),
+            loop_limit.as_secs()
+        ));
+    }
+    let stopped: Vec<&str> = stages
+        .into_iter()
+        .filter(|(_, s)| s.state == State::Stopped)
+        .map(|(name, _)| name)
+        .collect();
+    if stopped.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "stopped outside a shutdown: {}",
+            stopped.join(", ")
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const SHORT: Duration = Duration::from_secs(3);
+
+    fn status(state: State) -> Status {
+        Status {
+            state,
+            restarts: 0,
+            last_error: None,
+        }
+    }
+
+    #[test]
+    fn the_watchdog_is_fed_while_stages_run_restart_or_degrade_by_policy() {
+        let (run, restart, degraded) = (
+            status(State::Running),
+            status(State::Restarting),
+            status(State::Degraded),
+        );
+        let stages = [
+            ("video", &run),
+            ("uploads", &degraded),
+            ("plate_reading", &restart),
+        ];
+        assert_eq!(watchdog_verdict(stages, SHORT, STEADY), Ok(()));
+    }
+
+    #[test]
+    fn a_stopped_stage_or_a_stuck_mqtt_loop_withholds_the_watchdog() {
+        let (run, stopped) = (status(State::Running), status(State::Stopped));
+        let err = watchdog_verdict([("video", &run), ("health", &stopped)], SHORT, STEADY);
+        assert_eq!(err, Err("stopped outside a shutdown: health".into()));
+        let err = watchdog_verdict([("video", &run)], STEADY * 2, STEADY).unwrap_err();
+        assert!(err.contains("MQTT event loop"), "{err}");
+    }
 
     #[test]
     fn a_restartable_stage_backs_off_doubling_to_the_cap_and_counts_restarts() {

@@ -1373,3 +1373,68 @@ pub fn plate_layouts(only: Option<&str>) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `edgecam status`: what the running daemon last wrote to its status file.
+pub fn status(config: &Config, json: bool) -> anyhow::Result<()> {
+    let path = crate::health::status_path(config);
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "no status at {}: the daemon writes it every health.metrics_interval once it runs (is it running, with this configuration's state_dir?)",
+            path.display()
+        )
+    })?;
+    let s: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a status file", path.display()))?;
+    if json {
+        println!("{s}");
+        return Ok(());
+    }
+    let now = crate::events::now_ms();
+    let age_s = s["ts"].as_i64().map(|ts| (now - ts).max(0) / 1000);
+    let interval = config.health.metrics_interval.as_secs() as i64;
+    let fresh = age_s.is_some_and(|a| a <= 3 * interval.max(1));
+    println!(
+        "camera {}  version {}  up {} s",
+        s["camera_id"].as_str().unwrap_or("?"),
+        s["version"].as_str().unwrap_or("?"),
+        s["uptime_s"]
+    );
+    println!(
+        "written {} s ago{}",
+        age_s.map_or("?".to_owned(), |a| a.to_string()),
+        if fresh {
+            ""
+        } else {
+            " — older than three metrics intervals: the daemon is not running, or stuck"
+        }
+    );
+    let o = &s["outbox"];
+    println!(
+        "outbox   depth {}  oldest {} s  evicted {}  expired {}  refused {}  last seq {} (acked {})",
+        o["depth"], o["oldest_age_s"], o["evicted"], o["expired"], o["refused"], o["last_seq"], o["last_acked_seq"]
+    );
+    let m = &s["mqtt"];
+    println!(
+        "mqtt     connects {}  errors {}  dead links {}  batches {}  republished {}",
+        m["connects"],
+        m["connection_errors"],
+        m["dead_links"],
+        m["batches_published"],
+        m["batches_republished"]
+    );
+    println!(
+        "process  rss {} MiB  cpu {} s",
+        s["rss_bytes"].as_u64().unwrap_or(0) >> 20,
+        s["cpu_s"]
+    );
+    println!("stages");
+    for (name, st) in s["stages"].as_object().into_iter().flatten() {
+        println!(
+            "  {name:<18} {:<10} restarts {:<4} {}",
+            st["state"].as_str().unwrap_or("?"),
+            st["restarts"],
+            st["last_error"].as_str().unwrap_or("")
+        );
+    }
+    Ok(())
+}

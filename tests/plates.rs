@@ -37,6 +37,7 @@ fn draw(path: &Path, plate: &str) {
 
 #[test]
 fn read_plates_reads_a_drawn_plate_and_not_the_timestamp() {
+    let _turn = DAEMONS.blocking_lock();
     let models = models();
     let dir = test_dir("plates");
     let a = dir.path().join("a.jpg");
@@ -123,6 +124,7 @@ fn read_plates_with(args: &[&str], images: &[&Path]) -> Vec<Value> {
 #[cfg(feature = "ort")]
 #[test]
 fn onnxruntime_reads_what_tract_reads() {
+    let _turn = DAEMONS.blocking_lock();
     let lib = models().join("libonnxruntime.so");
     assert!(
         lib.exists(),
@@ -279,8 +281,9 @@ fn a_recogniser_whose_classes_do_not_match_its_character_table_or_an_unknown_cou
     assert!(err.contains("countries[1]: no country \"XQ\""), "{err}");
 }
 
-/// The daemon tests take turns: two daemons reading plates at once on two cores
-/// would each read too few frames of a passing vehicle.
+/// The daemon tests take turns, and so do the tests that read many plates
+/// (`blocking_lock` outside the runtime): two of them at once on two cores starve
+/// a daemon, which then reads too few frames of a passing vehicle.
 static DAEMONS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The daemon reading plates on the looping road scene; `plates` adds to its
@@ -648,6 +651,7 @@ fn render(dir: &Path, seed: u32, count: u32, fonts: &str) -> Vec<(PathBuf, Strin
 
 #[test]
 fn the_plate_renderer_is_deterministic_with_a_seed() {
+    let _turn = DAEMONS.blocking_lock();
     let dir = test_dir("render-seed");
     let [a, b, c] = ["a", "b", "c"].map(|n| dir.path().join(n));
     let first = render(&a, 5, 20, "test");
@@ -672,6 +676,7 @@ fn the_plate_renderer_is_deterministic_with_a_seed() {
 /// image is one plate's main line as the daemon crops it.
 #[test]
 fn the_plate_recogniser_reads_rendered_plates_it_never_saw() {
+    let _turn = DAEMONS.blocking_lock();
     let dir = test_dir("render-read");
     let plates = render(dir.path(), 424_242, 400, "test");
     let paths: Vec<&Path> = plates.iter().map(|(p, _)| p.as_path()).collect();

@@ -621,7 +621,9 @@ pub struct MqttConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthConfig {
-    /// Interval of the metrics message on `<camera-id>/status/metrics`; `0s` turns it off.
+    /// Interval of the metrics message on `<camera-id>/status/metrics`, of the
+    /// status line in the log and of `<state_dir>/status.json` (read by
+    /// `edgecam status`); `0s` turns them off.
     #[serde(default = "default_metrics_interval", with = "humantime_serde")]
     pub metrics_interval: Duration,
 }

@@ -162,6 +162,10 @@ impl Connection {
         let mut connected = false;
         let mut watch = AckWatch::new(Instant::now());
         loop {
+            self.metrics.mqtt_loop_ms.store(
+                crate::metrics::mono_ms(),
+                std::sync::atomic::Ordering::Relaxed,
+            );
             let ack_timeout = watch.timeout(self.config.borrow().mqtt.ack_timeout);
             let deadline = if connected {
                 watch.deadline(ack_timeout)

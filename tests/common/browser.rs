@@ -55,6 +55,8 @@ impl Browser {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let port = free_port();
         let mut cmd = Command::new(tool("chromedriver"));
+        // Its own process group, so that Chromium goes with it (see Drop).
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         cmd.arg(format!("--port={port}"));
         let driver = Proc::spawn(cmd, dir.join("chromedriver.log"));
         wait_port(port, "chromedriver");
@@ -237,6 +239,17 @@ impl Browser {
             .delete(format!("{}/session/{}", self.base, self.session))
             .send()
             .await;
+    }
+}
+
+/// chromedriver and every Chromium process it started (its process group) are
+/// killed, also when a test panicked before `close`.
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child's process group; no memory involved.
+        unsafe {
+            libc::kill(-self._driver.pid(), libc::SIGKILL);
+        }
     }
 }
 

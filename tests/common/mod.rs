@@ -580,6 +580,30 @@ impl Daemon {
         }
     }
 
+    /// Starts edgecam as systemd would with `Type=notify` and `WatchdogSec`:
+    /// NOTIFY_SOCKET, WATCHDOG_USEC, and WATCHDOG_PID naming the daemon itself
+    /// (a shell that writes its own pid and then becomes edgecam).
+    pub fn start_under_systemd(
+        config: &Path,
+        log: &Path,
+        socket: &Path,
+        watchdog_usec: u64,
+    ) -> Self {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg("WATCHDOG_PID=$$ exec \"$0\" \"$@\"")
+            .arg(edgecam_bin())
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .env("NOTIFY_SOCKET", socket)
+            .env("WATCHDOG_USEC", watchdog_usec.to_string());
+        Self {
+            config: config.to_owned(),
+            proc: Proc::spawn(cmd, log.to_owned()),
+        }
+    }
+
     pub fn log_text(&self) -> String {
         self.proc.log_text()
     }
