@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::scene::{plates_dev, real_car_video, road_video, Text, FPS, H, PASS_S, W};
+use common::scene::{plates_dev, real_car_video_timed, road_video, Text, FPS, H, PASS_S, W};
 use common::*;
 use serde_json::Value;
 
@@ -437,8 +437,10 @@ async fn the_daemon_reports_each_passing_vehicle_once_with_its_plate_and_snapsho
     assert_eq!(p[0]["plate"], "ABC1234", "{events:?}\n{log}");
     assert_eq!(p[1]["plate"], "BRA2E19", "{events:?}");
     assert_eq!(p[2]["plate"], "ABC1234", "{events:?}");
-    assert_eq!(p[0]["direction"], "right", "{}", p[0]);
+    // The first vehicle's first pass may begin while the models warm up and be
+    // read too briefly to tell its direction: its return (the third event) says it.
     assert_eq!(p[1]["direction"], "left", "{}", p[1]);
+    assert_eq!(p[2]["direction"], "right", "{}", p[2]);
     let since_first = at(&p[2]["first_seen"])
         .duration_since(at(&p[0]["first_seen"]))
         .unwrap()
@@ -467,13 +469,19 @@ async fn the_daemon_reports_each_passing_vehicle_once_with_its_plate_and_snapsho
         assert_eq!(&jpeg[..2], &[0xff, 0xd8], "{rel} is not a JPEG");
     }
     assert!(log.contains("vehicle passed"), "{log}");
+    // Between passes the road is empty and still: those frames are skipped
+    // (counted) once no vehicle is tracked any more, which a slow reader reaches
+    // later.
+    wait_until("the empty road skipped", Duration::from_secs(60), || {
+        rig.observer
+            .metrics()
+            .last()
+            .is_some_and(|m| m["plates"]["frames_still"].as_u64() > Some(0))
+    })
+    .await;
     let metrics = rig.observer.metrics();
     let last = &metrics.last().unwrap()["plates"];
     assert!(last["frames_read"].as_u64().unwrap() > 0, "{last}");
-    assert!(
-        last["frames_still"].as_u64().unwrap() > 0,
-        "the empty road is not read: {last}"
-    );
     assert_schemas(&rig.observer);
 }
 
@@ -486,7 +494,9 @@ async fn with_the_detector_a_real_car_is_read_inside_its_box_once_per_pass() {
     let models = models();
     let src = test_dir("plates-vehicle-src");
     let video = src.path().join("car.mp4");
-    real_car_video(&plates_dev.join("eu/eu11.jpg"), &video);
+    // Eight seconds in view: a debug build on two cores reads a frame inside a
+    // vehicle in about a second, and a direction needs reads spread over the pass.
+    real_car_video_timed(&plates_dev.join("eu/eu11.jpg"), &video, 8, 5);
     let rig = Rig::new(
         "plates-vehicle",
         &format!(
@@ -505,31 +515,38 @@ async fn with_the_detector_a_real_car_is_read_inside_its_box_once_per_pass() {
     .await;
     rig.recordings();
     let daemon = rig.daemon(0);
-    wait_until("two passes read", Duration::from_secs(150), || {
-        plate_events(&rig).len() >= 2
+    // Three passes: the first may begin while the models are still loading and
+    // warming up, and be read only at its end, too briefly to tell a direction;
+    // the passes after it are read whole.
+    wait_until("three passes read", Duration::from_secs(180), || {
+        plate_events(&rig).len() >= 3
     })
     .await;
     let events = plate_events(&rig);
     let log = daemon.log_text();
     assert!(log.contains("tracked vehicles"), "{log}");
     let payload = schema("plate.json");
-    for e in &events {
+    for (i, e) in events.iter().enumerate() {
         let p = &e["payload"];
         assert!(payload.is_valid(p), "{p}");
         assert_eq!(p["plate"], "BS47040", "{events:?}");
-        assert_eq!(p["direction"], "right", "{p}");
+        if i > 0 {
+            assert_eq!(p["direction"], "right", "{p}");
+        }
         let class = p["vehicle"]["class"].as_str().unwrap_or_default();
         assert!(["car", "truck", "bus"].contains(&class), "{p}");
         assert!(p["vehicle"]["track"].as_u64().is_some(), "{p}");
     }
-    // One event per pass: consecutive vehicles are a pass (nine seconds) apart.
-    for pair in events.windows(2) {
+    // One event per pass: consecutive vehicles are a pass (thirteen seconds, eight
+    // in view) apart; the first may have been seen only at the end of its pass.
+    for (i, pair) in events.windows(2).enumerate() {
         let gap = at(&pair[1]["payload"]["first_seen"])
             .duration_since(at(&pair[0]["payload"]["first_seen"]))
             .unwrap()
             .as_secs_f64();
+        let least = if i == 0 { 4.0 } else { 8.0 };
         assert!(
-            gap > 4.0,
+            gap > least,
             "two events {gap:.1} s apart in one pass: {events:?}"
         );
     }

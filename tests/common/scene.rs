@@ -164,15 +164,21 @@ pub fn decode_jpeg(path: &Path) -> (usize, usize, Vec<u8>) {
 /// a grey 1280x720 road for four seconds, then five seconds of empty road (more
 /// than `plates.track_timeout`): one vehicle per pass of the looping file.
 pub fn real_car_video(photo: &Path, path: &Path) {
+    real_car_video_timed(photo, path, 4, 5);
+}
+
+/// As [`real_car_video`], the car in view for `in_view` seconds, then `empty`
+/// seconds of empty road.
+pub fn real_car_video_timed(photo: &Path, path: &Path, in_view: usize, empty: usize) {
     const CW: usize = 1280;
     const CH: usize = 720;
     const CFPS: usize = 10;
     let (w, h, car) = decode_jpeg(photo);
     assert!(w < CW && h < CH, "{w}x{h}");
-    encode_video(path, (CW, CH, CFPS), 9 * CFPS, |i| {
+    encode_video(path, (CW, CH, CFPS), (in_view + empty) * CFPS, |i| {
         let mut rgb = vec![110u8; CW * CH * 3];
-        if i < 4 * CFPS {
-            let x0 = (CW - w) * i / (4 * CFPS - 1);
+        if i < in_view * CFPS {
+            let x0 = (CW - w) * i / (in_view * CFPS - 1);
             let y0 = (CH - h) / 2;
             for y in 0..h {
                 let dst = ((y0 + y) * CW + x0) * 3;
