@@ -371,6 +371,14 @@
     return Number.isFinite(ms) ? new Date(ms).toLocaleString() : "";
   }
 
+  // Stage states: from the retained status, published again whenever one
+  // changes, else from the latest metrics.
+  function stagesOf(c) {
+    if (c.status && c.status.state === "online" && c.status.stages) return c.status.stages;
+    const last = c.metrics[c.metrics.length - 1];
+    return (last && last.m.stages) || {};
+  }
+
   function warnings(c) {
     const w = [];
     const st = c.status;
@@ -390,12 +398,12 @@
         const since = Date.now() - c.metrics[c.metrics.length - 1].at;
         if (st && st.state === "online" && interval > 0 && since > 3 * interval) w.push("no metrics for " + fmtAge(since / 1000));
       }
-      for (const [name, s] of Object.entries(last.stages || {})) {
-        if (s.state === "restarting" || s.state === "degraded") {
-          w.push(name + " " + s.state + (s.last_error ? ": " + s.last_error : ""));
-        }
-      }
       if (last.video && last.video.last_error) w.push("video: " + last.video.last_error);
+    }
+    for (const [name, s] of Object.entries(stagesOf(c))) {
+      if (s.state === "restarting" || s.state === "degraded") {
+        w.push(name + " " + s.state + (s.last_error ? ": " + s.last_error : ""));
+      }
     }
     const gaps = lastingGaps(c);
     if (gaps.length) w.push("missing seq " + gaps.map((g) => (g.from === g.to ? g.from : g.from + "–" + g.to)).join(", "));
@@ -422,7 +430,7 @@
     const st = c.status || {};
     const last = (c.metrics[c.metrics.length - 1] || {}).m || {};
     const ob = last.outbox || {};
-    const stages = Object.values(last.stages || {});
+    const stages = Object.values(stagesOf(c));
     const running = stages.filter((s) => s.state === "running").length;
     const values = [
       c.id,

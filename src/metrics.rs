@@ -119,6 +119,8 @@ pub struct Metrics {
     /// Each supervised stage's state, written by the supervisor.
     pub stages:
         std::sync::Mutex<std::collections::BTreeMap<&'static str, crate::supervision::Status>>,
+    /// Told when a stage's state changes (the retained status carries them).
+    pub stages_changed: tokio::sync::Notify,
 }
 
 impl Metrics {
@@ -147,14 +149,19 @@ impl Metrics {
     /// Records a stage's state.
     pub fn set_stage(&self, name: &'static str, status: &crate::supervision::Status) {
         let mut stages = self.stages.lock().unwrap_or_else(|e| e.into_inner());
-        stages.insert(name, status.clone());
+        if stages.insert(name, status.clone()).as_ref() != Some(status) {
+            self.stages_changed.notify_one();
+        }
     }
 
     /// Marks a stage running again (after its backoff), keeping its history.
     pub fn stage_running(&self, name: &'static str) {
         let mut stages = self.stages.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(s) = stages.get_mut(name) {
-            s.state = crate::supervision::State::Running;
+            if s.state != crate::supervision::State::Running {
+                s.state = crate::supervision::State::Running;
+                self.stages_changed.notify_one();
+            }
         }
     }
 

@@ -398,6 +398,21 @@ async fn plate_reading_without_its_models_is_restarted_until_they_arrive_and_the
     )
     .await;
     assert!(plate_events(&rig).is_empty());
+    // The retained status says so too, for a dashboard that subscribes late.
+    let status_stage = |state: &'static str| {
+        move |s: &Value| s["state"] == "online" && s["stages"]["plate_reading"]["state"] == state
+    };
+    wait_until(
+        "the retained status showing plate reading restarting",
+        Duration::from_secs(15),
+        || {
+            rig.observer
+                .statuses()
+                .iter()
+                .any(status_stage("restarting"))
+        },
+    )
+    .await;
     let last = rig.observer.metrics().last().cloned().unwrap();
     assert_eq!(last["stages"]["video"]["state"], "running", "{last}");
     assert!(last["plates"]["errors"].as_u64().unwrap() >= 2, "{last}");
@@ -418,6 +433,17 @@ async fn plate_reading_without_its_models_is_restarted_until_they_arrive_and_the
         "{last}"
     );
     assert!(daemon.log_text().contains("stage starting again"));
+    wait_until(
+        "the retained status showing plate reading running again",
+        Duration::from_secs(15),
+        || {
+            rig.observer
+                .statuses()
+                .last()
+                .is_some_and(status_stage("running"))
+        },
+    )
+    .await;
     assert_schemas(&rig.observer);
 }
 

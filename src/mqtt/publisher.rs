@@ -36,6 +36,10 @@ pub struct Publisher {
     metrics: Arc<Metrics>,
     metrics_interval: Duration,
     started_ms: i64,
+    /// When the current connection was made (the status's `ts`).
+    connected_ms: i64,
+    /// A stage's state changed since the retained status was last published.
+    status_stale: bool,
     session: Session,
     packer: Packer,
     limiter: RateLimiter,
@@ -72,17 +76,27 @@ pub struct Publisher {
     pending_retained: Vec<ControlPublish>,
 }
 
-/// The retained `online` birth message.
-pub fn birth_payload(camera_id: &str, started_ms: i64) -> String {
+/// The retained `online` message: the birth on connect (`connected_ms`: now), and
+/// again when a supervised stage's state changes, with every stage's state.
+pub fn birth_payload(
+    camera_id: &str,
+    started_ms: i64,
+    connected_ms: i64,
+    stages: &std::collections::BTreeMap<&'static str, crate::supervision::Status>,
+) -> String {
     serde_json::json!({
         "state": "online",
         "camera_id": camera_id,
         "version": env!("CARGO_PKG_VERSION"),
         "started_at": started_ms,
-        "ts": now_ms(),
+        "ts": connected_ms,
+        "stages": stages,
     })
     .to_string()
 }
+
+/// A stage's state change is published in the retained status at most this often.
+const STATUS_EVERY: Duration = Duration::from_secs(5);
 
 /// The retained `offline` message: the Last Will, and the goodbye at shutdown.
 pub fn offline_payload(camera_id: &str, reason: &str) -> String {
@@ -110,6 +124,8 @@ impl Publisher {
             metrics: wiring.metrics,
             metrics_interval: config.health.metrics_interval,
             started_ms: now_ms(),
+            connected_ms: 0,
+            status_stale: false,
             session: Session::default(),
             packer: Packer::default(),
             connected: false,
@@ -144,6 +160,9 @@ impl Publisher {
         let mut metrics_tick = metrics_ticker(self.metrics_interval).await;
         let mut wake: Option<Instant> = None;
         let mut retained_open = true;
+        let mut status_tick = tokio::time::interval(STATUS_EVERY);
+        status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let metrics = self.metrics.clone();
         loop {
             // The oldest incoming message waiting for room, and its stage's sender.
             let waiting = self
@@ -178,6 +197,11 @@ impl Publisher {
                 }
                 _ = sleep_until(wake), if wake.is_some() => wake = None,
                 _ = metrics_tick.tick(), if !self.metrics_interval.is_zero() => self.publish_metrics().await,
+                _ = metrics.stages_changed.notified() => self.status_stale = true,
+                _ = status_tick.tick(), if self.status_stale && self.connected => {
+                    self.status_stale = false;
+                    self.send_birth();
+                }
                 changed = self.config.changed() => {
                     if changed.is_ok() {
                         let config = self.config.borrow_and_update().clone();
@@ -221,8 +245,9 @@ impl Publisher {
                 // outbox sends every unacknowledged event again, as after a new one.
                 self.forget_session();
                 self.connected = true;
-                let birth = birth_payload(&self.camera_id, self.started_ms);
-                self.send_status(birth);
+                self.connected_ms = now_ms();
+                self.status_stale = false;
+                self.send_birth();
                 // A new session has no subscriptions: make them. A kept one has
                 // them (and re-subscribing would make the broker send every
                 // retained message again).
@@ -485,6 +510,13 @@ impl Publisher {
         // Queued ahead of the next batch, so the ceilings hold and a long drain at
         // the bandwidth ceiling still reports. A newer snapshot replaces an unsent one.
         self.pending_metrics = Some(payload);
+    }
+
+    /// Publishes the retained `online` status with every stage's state.
+    fn send_birth(&mut self) {
+        let stages = self.metrics.stages();
+        let birth = birth_payload(&self.camera_id, self.started_ms, self.connected_ms, &stages);
+        self.send_status(birth);
     }
 
     /// Publishes a retained status message at once (one per connection or shutdown),
