@@ -136,12 +136,6 @@ pub fn status_path(config: &Config) -> std::path::PathBuf {
     config.storage.state_dir.join("status.json")
 }
 
-fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
-}
-
 fn log_ticker(interval: Duration) -> tokio::time::Interval {
     let period = if interval.is_zero() {
         Duration::from_secs(3600)
@@ -242,7 +236,12 @@ impl Health {
         let path = status_path(&config);
         let written = {
             let path = path.clone();
-            tokio::task::spawn_blocking(move || write_atomically(&path, payload.as_bytes())).await
+            tokio::task::spawn_blocking(move || {
+                // Not fsynced: it is rewritten every interval, and a stale one
+                // after a power cut says how old it is.
+                crate::fsutil::write_atomically(&path, payload.as_bytes(), false)
+            })
+            .await
         };
         match written {
             Ok(Ok(())) => {}

@@ -293,12 +293,8 @@ fn load_record(path: &Path) -> BTreeSet<String> {
 }
 
 fn save_record(path: &Path, topics: &BTreeSet<String>) -> std::io::Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(
-        &tmp,
-        serde_json::to_vec(topics).expect("a set of strings serializes"),
-    )?;
-    std::fs::rename(&tmp, path)
+    let bytes = serde_json::to_vec(topics).expect("a set of strings serializes");
+    crate::fsutil::write_atomically(path, &bytes, true)
 }
 
 /// The discovery stage: publishes what the configuration asks for, removes what

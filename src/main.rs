@@ -6,6 +6,7 @@ mod app;
 mod commands;
 mod config;
 mod events;
+mod fsutil;
 mod health;
 mod homeassistant;
 mod metrics;

@@ -44,16 +44,8 @@ pub fn load_persisted(path: &Path) -> Persisted {
 }
 
 fn save_persisted(path: &Path, persisted: &Persisted) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("json.tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&serde_json::to_vec_pretty(persisted).expect("overlays serialize"))?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    let bytes = serde_json::to_vec_pretty(persisted).expect("overlays serialize");
+    crate::fsutil::write_atomically(path, &bytes, true)
 }
 
 /// The local configuration with the persisted overlays over it.
