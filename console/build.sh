@@ -20,13 +20,16 @@ tgz="$cache/mqtt-$MQTT_VERSION.tgz"
 mkdir -p "$cache"
 if [ ! -f "$tgz" ] || ! echo "$MQTT_SHA512  $tgz" | sha512sum --check --status; then
   echo "fetching mqtt.js $MQTT_VERSION from the npm registry"
-  curl -fsSL --retry 3 -o "$tgz.part" "https://registry.npmjs.org/mqtt/-/mqtt-$MQTT_VERSION.tgz"
-  if ! echo "$MQTT_SHA512  $tgz.part" | sha512sum --check --status; then
+  # Several builds may run at once (the tests do): each fetches into its own file
+  # and renames it into place, which is atomic, so none sees another's half file.
+  part="$(mktemp "$tgz.XXXXXX.part")"
+  trap 'rm -f "$part"' EXIT
+  curl -fsSL --retry 3 -o "$part" "https://registry.npmjs.org/mqtt/-/mqtt-$MQTT_VERSION.tgz"
+  if ! echo "$MQTT_SHA512  $part" | sha512sum --check --status; then
     echo "console/build.sh: mqtt-$MQTT_VERSION.tgz does not match its pinned sha512; refusing it" >&2
-    rm -f "$tgz.part"
     exit 1
   fi
-  mv "$tgz.part" "$tgz"
+  mv -f "$part" "$tgz"
 fi
 
 rm -rf "$out"
