@@ -491,14 +491,14 @@
       tr.dataset.eventId = e.event_id;
       const vals = [
         new Date(e.ts).toLocaleTimeString(),
-        p.plate || "",
-        Number.isFinite(p.confidence) ? p.confidence.toFixed(2) : "",
+        p.plate === null ? `(unread: ${(p.reason || "").replace(/_/g, " ")})` : p.plate || "",
+        p.plate !== null && Number.isFinite(p.confidence) ? p.confidence.toFixed(2) : "",
         p.vehicle ? p.vehicle.class : "",
         p.direction || "",
         String(e.seq),
       ];
       for (const v of vals) { const td = document.createElement("td"); td.textContent = v; tr.appendChild(td); }
-      tr.children[1].className = "plate-text";
+      tr.children[1].className = p.plate === null ? "plate-text unread" : "plate-text";
       const td = document.createElement("td");
       const done = snapshots.get(e.event_id);
       const link = done ? linkFor(c, done) : null;

@@ -200,7 +200,7 @@ pub fn discovery(config: &Config) -> BTreeMap<String, String> {
             json!({
                 "name": "Last plate",
                 "state_topic": format!("{cam}/events/plate"),
-                "value_template": "{{ value_json.events[-1].payload.plate }}",
+                "value_template": "{{ value_json.events[-1].payload.plate or 'unread' }}",
                 "json_attributes_topic": format!("{cam}/events/plate"),
                 "json_attributes_template": "{{ value_json.events[-1].payload | tojson }}",
                 "icon": "mdi:car-info",

@@ -99,6 +99,7 @@ pub struct Metrics {
     pub plate_reads: AtomicU64,
     pub plate_vehicles: AtomicU64,
     pub plate_tracks_discarded: AtomicU64,
+    pub plate_vehicles_unread: AtomicU64,
     pub plate_read_us_total: AtomicU64,
     pub plate_errors: AtomicU64,
     pub plate_snapshots: AtomicU64,

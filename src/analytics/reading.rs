@@ -30,7 +30,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::detection::{Input, Item};
-use super::plates::tracker::{Observation, Tracker, TrackerParams, Vehicle};
+use super::plates::tracker::{Observation, Step, Tracker, TrackerParams, Vehicle};
+use super::plates::unread::{Ledger, Seen, Unread};
 use super::plates::{Image, PlateError, PlateReader, Rules};
 use super::tracking::{self, VEHICLES};
 use crate::config::PlatesConfig;
@@ -177,6 +178,9 @@ fn crop(frame: &Frame, [x, y, w, h]: [u32; 4]) -> Image {
 /// Reads the plate inside each vehicle's box, boxes in frame pixels: a vehicle
 /// shows one plate, so of the texts read in its box only the most confident is
 /// kept (a sticker or a dealer's badge that also reads like a plate loses to it).
+/// The box is read with a margin (a plate at the edge of a tight box), but a text
+/// whose centre lies outside the box itself is not on the vehicle (a caption, the
+/// road's markings) and is not kept.
 pub fn read_vehicles(
     reader: &PlateReader,
     frame: &Frame,
@@ -189,10 +193,15 @@ pub fn read_vehicles(
             continue;
         };
         // Best first.
-        let best = reader
-            .read(&crop(frame, c))?
-            .into_iter()
-            .find(|r| r.confidence >= min_confidence);
+        let best = reader.read(&crop(frame, c))?.into_iter().find(|r| {
+            let (cx, cy) = (
+                (c[0] + r.bbox[0]) as f32 + r.bbox[2] as f32 / 2.0,
+                (c[1] + r.bbox[1]) as f32 + r.bbox[3] as f32 / 2.0,
+            );
+            let on_vehicle =
+                v.bbox[0] <= cx && cx <= v.bbox[2] && v.bbox[1] <= cy && cy <= v.bbox[3];
+            r.confidence >= min_confidence && on_vehicle
+        });
         if let Some(r) = best {
             let bbox = [r.bbox[0] + c[0], r.bbox[1] + c[1], r.bbox[2], r.bbox[3]];
             // Two overlapping vehicles may both see one plate: it is read once.
@@ -221,6 +230,17 @@ pub fn owner<'a>(vehicles: &'a [VehicleBox], plate: &[u32; 4]) -> Option<&'a Veh
             let area = |v: &VehicleBox| (v.bbox[2] - v.bbox[0]) * (v.bbox[3] - v.bbox[1]);
             area(a).total_cmp(&area(b))
         })
+}
+
+/// Tells the ledger (if any) which texts were read inside which vehicle.
+fn note_reads(ledger: &mut Option<Ledger<Keep>>, keep: &Keep, reads: &[Observation]) {
+    if let Some(ledger) = ledger.as_mut() {
+        for r in reads {
+            if let Some(o) = owner(&keep.vehicles, &r.bbox) {
+                ledger.read(o.track, &r.text, r.confidence);
+            }
+        }
+    }
 }
 
 /// What the tracker keeps of a read frame: the frame (for the snapshot) and the
@@ -314,15 +334,18 @@ impl PlateReading {
         }
     }
 
+    /// A text as published: itself, or its salted hash.
+    fn shown(&self, text: &str) -> String {
+        if self.cfg.hash_plates {
+            plate_hash(&self.cfg.hash_salt, text)
+        } else {
+            text.to_owned()
+        }
+    }
+
     /// The event payload of a vehicle.
     fn payload(&self, v: &Vehicle<Keep>, snapshot: Option<&str>) -> serde_json::Value {
-        let shown = |t: &str| {
-            if self.cfg.hash_plates {
-                plate_hash(&self.cfg.hash_salt, t)
-            } else {
-                t.to_owned()
-            }
-        };
+        let shown = |t: &str| self.shown(t);
         let frame = v.snapshot.as_ref().map(|k| [k.frame.width, k.frame.height]);
         let vehicle = match (&self.input, &v.snapshot) {
             (Input::Detections { .. }, Some(k)) => owner(&k.vehicles, &v.bbox)
@@ -350,56 +373,94 @@ impl PlateReading {
             "track": v.track,
             "vehicle": vehicle,
             "snapshot": snapshot,
+            "reason": null,
         })
+    }
+
+    /// The event payload of a vehicle that passed without a plate read.
+    fn payload_unread(&self, u: &Unread<Keep>, snapshot: Option<&str>) -> serde_json::Value {
+        let frame = u.snapshot.as_ref().map(|k| [k.frame.width, k.frame.height]);
+        serde_json::json!({
+            "plate": null,
+            "hashed": self.cfg.hash_plates,
+            "confidence": 0.0,
+            "region": self.cfg.region,
+            "reads": u.reads,
+            "text_reads": 0,
+            "alternates": u.texts.iter().map(|a| serde_json::json!({
+                "plate": self.shown(&a.text),
+                "confidence": (a.confidence * 1000.0).round() / 1000.0,
+                "reads": a.reads,
+            })).collect::<Vec<_>>(),
+            "first_seen": rfc3339(u.first_seen_ms),
+            "last_seen": rfc3339(u.last_seen_ms),
+            "box": u.bbox,
+            "frame": frame,
+            "direction": u.direction,
+            "still_present": false,
+            "track": null,
+            "vehicle": {"class": u.class, "track": u.track},
+            "snapshot": snapshot,
+            "reason": u.reason,
+        })
+    }
+
+    /// Writes the snapshot of event `event_id` (and deletes the oldest beyond
+    /// `max_snapshots`); its name under the media directory, or `None` (counted)
+    /// when it cannot be written.
+    async fn snapshot(
+        &self,
+        snapshots: &mut Option<Snapshots>,
+        event_id: uuid::Uuid,
+        frame: Option<Arc<Frame>>,
+    ) -> Option<String> {
+        let frame = frame.filter(|_| snapshots.is_some())?;
+        let name = format!("{event_id}.jpg");
+        let (quality, max) = (self.cfg.snapshot_quality, self.cfg.max_snapshots);
+        // Encoding, writing and deleting the oldest are file work: off the
+        // runtime, the store lent to the blocking task and given back.
+        let mut store = snapshots.take();
+        let file = name.clone();
+        let job = tokio::task::spawn_blocking(move || {
+            let written = match store.as_mut() {
+                Some(store) => snapshot::jpeg(&frame, None, quality)
+                    .map_err(|e| e.to_string())
+                    .and_then(|jpeg| store.write(file, &jpeg, max).map_err(|e| e.to_string())),
+                None => Err("no snapshot store".to_owned()),
+            };
+            (store, written)
+        })
+        .await;
+        let written = match job {
+            Ok((store, written)) => {
+                *snapshots = store;
+                written
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the snapshot writer failed; snapshots are off until the stage restarts");
+                Err(e.to_string())
+            }
+        };
+        match written {
+            Ok(deleted) => {
+                Metrics::add(&self.metrics.plate_snapshots, 1);
+                Metrics::add(&self.metrics.plate_snapshots_deleted, deleted);
+                Some(format!("snapshots/{name}"))
+            }
+            Err(e) => {
+                Metrics::add(&self.metrics.plate_snapshot_errors, 1);
+                tracing::warn!(error = %e, "cannot write the vehicle's snapshot; its event says snapshot null");
+                None
+            }
+        }
     }
 
     /// Commits a vehicle's event (and writes its snapshot); false when the outbox
     /// is gone.
     async fn report(&self, snapshots: &mut Option<Snapshots>, v: Vehicle<Keep>) -> bool {
         let mut ev = NewEvent::observed("plate", v.first_seen_ms, &serde_json::Value::Null);
-        let mut snapshot_name = None;
-        if let (Some(frame), true) = (
-            v.snapshot.as_ref().map(|k| k.frame.clone()),
-            snapshots.is_some(),
-        ) {
-            let name = format!("{}.jpg", ev.event_id);
-            let (quality, max) = (self.cfg.snapshot_quality, self.cfg.max_snapshots);
-            // Encoding, writing and deleting the oldest are file work: off the
-            // runtime, the store lent to the blocking task and given back.
-            let mut store = snapshots.take();
-            let file = name.clone();
-            let job = tokio::task::spawn_blocking(move || {
-                let written = match store.as_mut() {
-                    Some(store) => snapshot::jpeg(&frame, None, quality)
-                        .map_err(|e| e.to_string())
-                        .and_then(|jpeg| store.write(file, &jpeg, max).map_err(|e| e.to_string())),
-                    None => Err("no snapshot store".to_owned()),
-                };
-                (store, written)
-            })
-            .await;
-            let written = match job {
-                Ok((store, written)) => {
-                    *snapshots = store;
-                    written
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "the snapshot writer failed; snapshots are off until the stage restarts");
-                    Err(e.to_string())
-                }
-            };
-            match written {
-                Ok(deleted) => {
-                    Metrics::add(&self.metrics.plate_snapshots, 1);
-                    Metrics::add(&self.metrics.plate_snapshots_deleted, deleted);
-                    snapshot_name = Some(format!("snapshots/{name}"));
-                }
-                Err(e) => {
-                    Metrics::add(&self.metrics.plate_snapshot_errors, 1);
-                    tracing::warn!(error = %e, "cannot write the vehicle's snapshot; its event says snapshot null");
-                }
-            }
-        }
+        let frame = v.snapshot.as_ref().map(|k| k.frame.clone());
+        let snapshot_name = self.snapshot(snapshots, ev.event_id, frame).await;
         ev.set_payload(&self.payload(&v, snapshot_name.as_deref()));
         Metrics::add(&self.metrics.plate_vehicles, 1);
         if self.cfg.hash_plates {
@@ -410,11 +471,24 @@ impl PlateReading {
         self.events.send(ev).await.is_ok()
     }
 
+    /// Commits the event of a vehicle that passed without a plate read (and
+    /// writes its snapshot); false when the outbox is gone.
+    async fn report_unread(&self, snapshots: &mut Option<Snapshots>, u: Unread<Keep>) -> bool {
+        let mut ev = NewEvent::observed("plate", u.first_seen_ms, &serde_json::Value::Null);
+        let frame = u.snapshot.as_ref().map(|k| k.frame.clone());
+        let snapshot_name = self.snapshot(snapshots, ev.event_id, frame).await;
+        ev.set_payload(&self.payload_unread(&u, snapshot_name.as_deref()));
+        Metrics::add(&self.metrics.plate_vehicles_unread, 1);
+        tracing::info!(vehicle_track = u.track, class = u.class, reason = ?u.reason, reads = u.reads, direction = ?u.direction, "vehicle passed without a plate read");
+        self.events.send(ev).await.is_ok()
+    }
+
     /// Reports the vehicles of a tracker step and counts the discarded tracks.
     async fn settle(
         &self,
         snapshots: &mut Option<Snapshots>,
-        step: super::plates::tracker::Step<Keep>,
+        ledger: &mut Option<Ledger<Keep>>,
+        step: Step<Keep>,
     ) -> bool {
         for d in step.discarded {
             Metrics::add(&self.metrics.plate_tracks_discarded, 1);
@@ -425,7 +499,30 @@ impl PlateReading {
             );
         }
         for v in step.vehicles {
+            if let Some(ledger) = ledger.as_mut() {
+                let owner = v
+                    .snapshot
+                    .as_ref()
+                    .and_then(|k| owner(&k.vehicles, &v.bbox));
+                let mut texts = vec![v.text.as_str()];
+                texts.extend(v.alternates.iter().map(|a| a.text.as_str()));
+                ledger.plated(owner.map(|o| o.track), &texts);
+            }
             if !self.report(snapshots, v).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Reports the vehicles without a plate that are settled.
+    async fn settle_unread(
+        &self,
+        snapshots: &mut Option<Snapshots>,
+        unread: Vec<Unread<Keep>>,
+    ) -> bool {
+        for u in unread {
+            if !self.report_unread(snapshots, u).await {
                 return false;
             }
         }
@@ -488,6 +585,10 @@ impl PlateReading {
             min_reads: cfg.min_reads,
             max_jump: cfg.max_jump,
         });
+        // Vehicles are known only from the detector; the grace lets the plate
+        // tracker end the plate's track (track_timeout) first.
+        let mut ledger: Option<Ledger<Keep>> = (vehicles_only && cfg.unread_vehicles)
+            .then(|| Ledger::new(cfg.track_timeout.as_millis() as i64 + 2_000));
         let mut gate = MotionGate::new(cfg.motion);
         let mut reading: JoinSet<Read> = JoinSet::new();
         // Reads come back in any order from several threads; they reach the
@@ -526,12 +627,21 @@ impl PlateReading {
                             let seen: Vec<VehicleBox> = vehicle_tracker.seen_at(t)
                                 .map(|tr| VehicleBox { track: tr.id, class: tr.class, bbox: tr.bbox })
                                 .collect();
-                            if seen.is_empty() {
+                            let keep = Keep { frame: d.frame.clone(), vehicles: Arc::new(seen) };
+                            if let Some(ledger) = ledger.as_mut() {
+                                let boxes: Vec<Seen> = keep.vehicles.iter()
+                                    .map(|v| Seen { track: v.track, class: v.class, bbox: v.bbox })
+                                    .collect();
+                                let tracks = vehicle_tracker.tracks();
+                                let alive = |id| tracks.iter().any(|tr| tr.id == id);
+                                ledger.seen(ms(d.frame.captured_at), &boxes, alive, &keep);
+                            }
+                            if keep.vehicles.is_empty() {
                                 // No vehicle, no plate: only the detector's cost.
                                 Metrics::add(&self.metrics.plate_frames_still, 1);
                                 continue;
                             }
-                            (d.frame.clone(), seen)
+                            (keep.frame, Arc::unwrap_or_clone(keep.vehicles))
                         }
                     };
                     let (reader, roi, min) = (reader.clone(), cfg.roi.clone(), cfg.min_confidence);
@@ -572,15 +682,26 @@ impl PlateReading {
                             }
                         };
                         Metrics::add(&self.metrics.plate_reads, reads.len() as u64);
-                        let step = tracker.observe(ms(read.keep.frame.captured_at), &reads, &read.keep);
-                        if !self.settle(&mut snapshots, step).await {
+                        let t_ms = ms(read.keep.frame.captured_at);
+                        note_reads(&mut ledger, &read.keep, &reads);
+                        let step = tracker.observe(t_ms, &reads, &read.keep);
+                        if !self.settle(&mut snapshots, &mut ledger, step).await {
+                            return Err(ReadingError::OutboxGone);
+                        }
+                        let unread = ledger.as_mut().map(|l| l.due(t_ms)).unwrap_or_default();
+                        if !self.settle_unread(&mut snapshots, unread).await {
                             return Err(ReadingError::OutboxGone);
                         }
                     }
                 }
                 _ = tick.tick(), if reading.is_empty() => {
-                    let step = tracker.tick(ms(SystemTime::now()));
-                    if !self.settle(&mut snapshots, step).await {
+                    let now = ms(SystemTime::now());
+                    let step = tracker.tick(now);
+                    if !self.settle(&mut snapshots, &mut ledger, step).await {
+                        return Err(ReadingError::OutboxGone);
+                    }
+                    let unread = ledger.as_mut().map(|l| l.due(now)).unwrap_or_default();
+                    if !self.settle_unread(&mut snapshots, unread).await {
                         return Err(ReadingError::OutboxGone);
                     }
                 }
@@ -595,14 +716,19 @@ impl PlateReading {
         }
         for (_, read) in done {
             if let Ok(reads) = read.reads {
+                note_reads(&mut ledger, &read.keep, &reads);
                 let step = tracker.observe(ms(read.keep.frame.captured_at), &reads, &read.keep);
-                if !self.settle(&mut snapshots, step).await {
+                if !self.settle(&mut snapshots, &mut ledger, step).await {
                     return Err(ReadingError::OutboxGone);
                 }
             }
         }
         let step = tracker.finish();
-        if !self.settle(&mut snapshots, step).await {
+        if !self.settle(&mut snapshots, &mut ledger, step).await {
+            return Err(ReadingError::OutboxGone);
+        }
+        let unread = ledger.as_mut().map(|l| l.finish()).unwrap_or_default();
+        if !self.settle_unread(&mut snapshots, unread).await {
             return Err(ReadingError::OutboxGone);
         }
         Ok(())

@@ -162,6 +162,12 @@ pub struct PlatesConfig {
     /// `plates.tracks_discarded`): one stray read of a sign is not a vehicle.
     #[serde(default = "default_plates_min_reads")]
     pub min_reads: u32,
+    /// With `[detector] enabled`: a vehicle that moved through the picture and
+    /// left without a plate read still yields a `plate` event, with `plate: null`
+    /// and the `reason` (counted in `plates.vehicles_unread`), so plate events
+    /// count all the traffic. Off: only vehicles with a plate are reported.
+    #[serde(default)]
+    pub unread_vehicles: bool,
     /// A vehicle's track ends when its plate has not been read for this long; its
     /// event is published then.
     #[serde(default = "default_plates_track_timeout", with = "humantime_serde")]
@@ -942,6 +948,7 @@ impl Default for PlatesConfig {
             roi: Vec::new(),
             min_confidence: default_plates_min_confidence(),
             min_reads: default_plates_min_reads(),
+            unread_vehicles: false,
             track_timeout: default_plates_track_timeout(),
             max_track: default_plates_max_track(),
             max_jump: default_plates_max_jump(),

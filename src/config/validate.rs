@@ -379,6 +379,11 @@ impl Config {
         }
         c.range("plates.min_confidence", pl.min_confidence, 0.0, 1.0);
         c.range("plates.min_reads", pl.min_reads, 1, 100);
+        c.check(
+            !(pl.enabled && pl.unread_vehicles) || self.detector.enabled,
+            "plates.unread_vehicles",
+            || "vehicles without a plate are known only from the detector's vehicles: turn [detector] on, or unread_vehicles off".to_owned(),
+        );
         c.duration(
             "plates.track_timeout",
             pl.track_timeout,
@@ -571,6 +576,18 @@ mod tests {
             ]
         );
         assert!(with("[plates]\nroi = [0.0, 0.4, 1.0, 0.6]\nhash_plates = true\nhash_salt = \"0123456789abcdef\"").is_ok());
+    }
+
+    #[test]
+    fn unread_vehicles_without_the_detector_names_the_field() {
+        assert_eq!(
+            fields("[plates]\nenabled = true\nunread_vehicles = true"),
+            vec!["plates.unread_vehicles"]
+        );
+        assert!(with(
+            "[plates]\nenabled = true\nunread_vehicles = true\n[detector]\nenabled = true"
+        )
+        .is_ok());
     }
 
     #[test]

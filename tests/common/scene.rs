@@ -170,12 +170,42 @@ pub fn real_car_video(photo: &Path, path: &Path) {
 /// As [`real_car_video`], the car in view for `in_view` seconds, then `empty`
 /// seconds of empty road.
 pub fn real_car_video_timed(photo: &Path, path: &Path, in_view: usize, empty: usize) {
+    real_car_passes(photo, path, in_view, empty, &[&[]]);
+}
+
+/// As [`real_car_video_timed`], one pass after another; in each pass the parts of
+/// the photograph given for it (`[x, y, width, height]`: its plate, say) are
+/// painted over in dark grey, as a plate hidden by dirt or a tow bar.
+pub fn real_car_passes(
+    photo: &Path,
+    path: &Path,
+    in_view: usize,
+    empty: usize,
+    passes: &[&[[usize; 4]]],
+) {
     const CW: usize = 1280;
     const CH: usize = 720;
     const CFPS: usize = 10;
     let (w, h, car) = decode_jpeg(photo);
     assert!(w < CW && h < CH, "{w}x{h}");
-    encode_video(path, (CW, CH, CFPS), (in_view + empty) * CFPS, |i| {
+    let pass_frames = (in_view + empty) * CFPS;
+    let covered: Vec<Vec<u8>> = passes
+        .iter()
+        .map(|covers| {
+            let mut car = car.clone();
+            for &[cx, cy, cw, ch] in covers.iter() {
+                for y in cy..(cy + ch).min(h) {
+                    for x in cx..(cx + cw).min(w) {
+                        car[(y * w + x) * 3..(y * w + x) * 3 + 3].copy_from_slice(&[45, 45, 45]);
+                    }
+                }
+            }
+            car
+        })
+        .collect();
+    encode_video(path, (CW, CH, CFPS), passes.len() * pass_frames, |i| {
+        let (pass, i) = (i / pass_frames, i % pass_frames);
+        let car = &covered[pass];
         let mut rgb = vec![110u8; CW * CH * 3];
         if i < in_view * CFPS {
             let x0 = (CW - w) * i / (in_view * CFPS - 1);

@@ -10,6 +10,7 @@ mod onnx_meta;
 mod reader;
 pub mod rules;
 pub mod tracker;
+pub mod unread;
 
 pub use ocr::Image;
 pub use reader::{Backend, LineRead, Memo, PlateError, PlateReader, Recognisers, DET_SIZE};

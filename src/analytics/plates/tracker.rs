@@ -180,7 +180,9 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
-fn direction(first: [u32; 4], last: [u32; 4]) -> Option<Direction> {
+/// Where a box went from `first` to `last` (`[x, y, width, height]`); `None` when it
+/// moved less than half its width.
+pub fn direction(first: [u32; 4], last: [u32; 4]) -> Option<Direction> {
     let ((x0, y0), (x1, y1)) = (centre(first), centre(last));
     let (dx, dy) = (x1 - x0, y1 - y0);
     // Less than half a plate's width: it did not visibly go anywhere.
