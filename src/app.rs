@@ -249,16 +249,24 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
             if config.plates.enabled {
                 outputs.push(plates.clone());
             }
-            let (cfg, metrics) = (config.detector.clone(), metrics.clone());
-            stages.add("object_detection", Policy::Restart, move |stop| {
-                let stage = ObjectDetection::new(
-                    cfg.clone(),
-                    frames.clone(),
-                    outputs.clone(),
-                    metrics.clone(),
-                );
-                Box::pin(async move { stage.run(stop).await.map_err(|e| e.to_string()) })
-            });
+            // Restarted alone when a remote configuration changes what it
+            // detects (`input_size`, `classes`, `min_scores`).
+            let (current, metrics) = (config_rx.clone(), metrics.clone());
+            stages.add_reconfigurable(
+                "object_detection",
+                Policy::Restart,
+                config_rx.clone(),
+                |c| c.detector.clone(),
+                move |stop| {
+                    let stage = ObjectDetection::new(
+                        current.borrow().detector.clone(),
+                        frames.clone(),
+                        outputs.clone(),
+                        metrics.clone(),
+                    );
+                    Box::pin(async move { stage.run(stop).await.map_err(|e| e.to_string()) })
+                },
+            );
             (
                 Input::Detections {
                     queue: people,
@@ -296,22 +304,30 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
             counting(&mut stages, "traffic_counting", Counted::Traffic, input);
         }
         if config.plates.enabled {
-            let (cfg, media, events_tx, metrics) = (
-                config.plates.clone(),
+            // Restarted alone, with the models loaded again, when a remote
+            // configuration changes `[plates]`.
+            let (current, media, events_tx, metrics) = (
+                config_rx.clone(),
                 config.upload.media_dir.clone(),
                 events_tx.clone(),
                 metrics.clone(),
             );
-            stages.add("plate_reading", Policy::Restart, move |stop| {
-                let stage = PlateReading::new(
-                    cfg.clone(),
-                    media.clone(),
-                    plates_in.clone(),
-                    events_tx.clone(),
-                    metrics.clone(),
-                );
-                Box::pin(async move { stage.run(stop).await.map_err(|e| e.to_string()) })
-            });
+            stages.add_reconfigurable(
+                "plate_reading",
+                Policy::Restart,
+                config_rx.clone(),
+                |c| c.plates.clone(),
+                move |stop| {
+                    let stage = PlateReading::new(
+                        current.borrow().plates.clone(),
+                        media.clone(),
+                        plates_in.clone(),
+                        events_tx.clone(),
+                        metrics.clone(),
+                    );
+                    Box::pin(async move { stage.run(stop).await.map_err(|e| e.to_string()) })
+                },
+            );
         }
         let (cfg, pins, metrics) = (config.video.clone(), pins.clone(), metrics.clone());
         stages.add("video", Policy::Restart, move |stop| {
@@ -439,6 +455,14 @@ type Ended = (
 /// metrics.
 struct Supervisor {
     stages: Vec<(&'static str, Supervision, Factory)>,
+    /// Each stage's own stop token, a child of the shutdown's: cancelled alone to
+    /// start the stage again with a new configuration.
+    stops: Vec<CancellationToken>,
+    /// Stages stopped for a new configuration, not yet ended.
+    reconfiguring: Vec<bool>,
+    /// Stages whose configuration changed (from their watchers).
+    changed_tx: mpsc::Sender<usize>,
+    changed_rx: mpsc::Receiver<usize>,
     tasks: JoinSet<Ended>,
     shutdown: CancellationToken,
     metrics: Arc<Metrics>,
@@ -446,8 +470,13 @@ struct Supervisor {
 
 impl Supervisor {
     fn new(shutdown: CancellationToken, metrics: Arc<Metrics>) -> Self {
+        let (changed_tx, changed_rx) = mpsc::channel(16);
         Self {
             stages: Vec::new(),
+            stops: Vec::new(),
+            reconfiguring: Vec::new(),
+            changed_tx,
+            changed_rx,
             tasks: JoinSet::new(),
             shutdown,
             metrics,
@@ -464,19 +493,56 @@ impl Supervisor {
         let supervision = Supervision::new(policy);
         self.metrics.set_stage(name, supervision.status());
         self.stages.push((name, supervision, Box::new(start)));
+        self.stops.push(self.shutdown.child_token());
+        self.reconfiguring.push(false);
         self.start(self.stages.len() - 1, Duration::ZERO);
     }
 
-    /// Runs stage `i` in a task of its own after `delay` (cancelled by shutdown).
+    /// As [`Supervisor::add`], and the stage is stopped and started again at once,
+    /// alone, whenever the part of the effective configuration it is built from
+    /// (`section` of it) changes; `start` reads the configuration afresh.
+    fn add_reconfigurable<T: PartialEq + Send + 'static>(
+        &mut self,
+        name: &'static str,
+        policy: Policy,
+        mut config: watch::Receiver<Arc<Config>>,
+        section: impl Fn(&Config) -> T + Send + 'static,
+        start: impl FnMut(CancellationToken) -> BoxFuture<'static, Result<(), String>> + Send + 'static,
+    ) {
+        self.add(name, policy, start);
+        let i = self.stages.len() - 1;
+        let (changed, shutdown) = (self.changed_tx.clone(), self.shutdown.clone());
+        let mut current = section(&config.borrow_and_update());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    r = config.changed() => if r.is_err() { return },
+                }
+                let new = section(&config.borrow_and_update());
+                if new != current {
+                    current = new;
+                    if changed.send(i).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Runs stage `i` in a task of its own after `delay` (cancelled by shutdown
+    /// or a new configuration).
     fn start(&mut self, i: usize, delay: Duration) {
         let (name, _, start) = &mut self.stages[i];
         let name = *name;
-        let run = start(self.shutdown.clone());
-        let (shutdown, metrics) = (self.shutdown.clone(), self.metrics.clone());
+        let stop = self.shutdown.child_token();
+        self.stops[i] = stop.clone();
+        let run = start(stop.clone());
+        let metrics = self.metrics.clone();
         self.tasks.spawn(async move {
             if !delay.is_zero() {
                 tokio::select! {
-                    _ = shutdown.cancelled() => return (i, Duration::ZERO, Ok(Ok(()))),
+                    _ = stop.cancelled() => return (i, Duration::ZERO, Ok(Ok(()))),
                     _ = tokio::time::sleep(delay) => {}
                 }
                 tracing::info!(stage = name, "stage starting again");
@@ -493,7 +559,14 @@ impl Supervisor {
     /// to stop the daemon (never while none does).
     async fn watch(&mut self) -> anyhow::Error {
         loop {
-            let Some(joined) = self.tasks.join_next().await else {
+            let joined = tokio::select! {
+                joined = self.tasks.join_next() => joined,
+                Some(i) = self.changed_rx.recv() => {
+                    self.reconfigure(i);
+                    continue;
+                }
+            };
+            let Some(joined) = joined else {
                 return std::future::pending().await;
             };
             // The outer task does not panic (the stage runs in a task of its own);
@@ -508,6 +581,16 @@ impl Supervisor {
             let outcome = stage_outcome(result);
             let (name, supervision, _) = &mut self.stages[i];
             let name = *name;
+            if std::mem::take(&mut self.reconfiguring[i]) && !self.shutdown.is_cancelled() {
+                if let Err(e) = &outcome {
+                    tracing::warn!(stage = name, error = %e, "stage ended with an error while stopping for its new configuration");
+                }
+                tracing::info!(stage = name, "stage starting with its new configuration");
+                supervision.reconfigured();
+                self.metrics.set_stage(name, supervision.status());
+                self.start(i, Duration::ZERO);
+                continue;
+            }
             let action = supervision.ended(outcome, ran, self.shutdown.is_cancelled());
             let status = supervision.status().clone();
             self.metrics.set_stage(name, &status);
@@ -527,6 +610,25 @@ impl Supervisor {
                 Action::None => {}
             }
         }
+    }
+
+    /// Stops stage `i` to start it again with the configuration as it is now (a
+    /// stage left degraded starts again at once).
+    fn reconfigure(&mut self, i: usize) {
+        let (name, supervision, _) = &mut self.stages[i];
+        let name = *name;
+        tracing::info!(
+            stage = name,
+            "configuration changed; restarting the stage alone"
+        );
+        if supervision.status().state == crate::supervision::State::Degraded {
+            supervision.reconfigured();
+            self.metrics.set_stage(name, supervision.status());
+            self.start(i, Duration::ZERO);
+            return;
+        }
+        self.reconfiguring[i] = true;
+        self.stops[i].cancel();
     }
 
     /// After the shutdown signal: waits for every stage, then lets go of what

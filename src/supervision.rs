@@ -123,6 +123,12 @@ impl Supervision {
             }
         }
     }
+
+    /// The stage was stopped by the supervisor to apply a new configuration: it
+    /// starts again at once, running, its restarts and backoff as they were.
+    pub fn reconfigured(&mut self) {
+        self.status.state = State::Running;
+    }
 }
 
 /// Whether the systemd watchdog may be pinged: every supervised stage is running
@@ -209,6 +215,20 @@ mod tests {
         assert_eq!(waits, vec![1, 2, 4, 8, 16, 32, 60, 60]);
         assert_eq!(s.status().restarts, 8);
         assert_eq!(s.status().last_error.as_deref(), Some("model missing"));
+    }
+
+    #[test]
+    fn a_stage_restarted_for_a_new_configuration_runs_and_keeps_its_count_and_backoff() {
+        let mut s = Supervision::new(Policy::Restart);
+        s.ended(Err("model missing".into()), SHORT, false);
+        s.reconfigured();
+        assert_eq!(s.status().state, State::Running);
+        assert_eq!(s.status().restarts, 1);
+        assert_eq!(
+            s.ended(Err("model missing".into()), SHORT, false),
+            Action::Restart(FIRST_BACKOFF * 2),
+            "a new configuration is not a reason to retry faster"
+        );
     }
 
     #[test]

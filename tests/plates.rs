@@ -332,7 +332,8 @@ async fn road_rig_with(
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn with_hashing_on_plates_are_published_as_salted_hashes_only() {
+async fn with_hashing_on_plates_are_published_as_salted_hashes_only_until_a_remote_configuration_turns_it_off(
+) {
     let _turn = DAEMONS.lock().await;
     let salt = "fleet-salt-0123456789";
     let (rig, daemon, media, _src) = road_rig(
@@ -376,6 +377,49 @@ async fn with_hashing_on_plates_are_published_as_salted_hashes_only() {
                 .next()
                 .is_none()
     );
+
+    // Hashing switched off by a retained configuration: the plate stage alone
+    // starts again with it, and the next vehicles are published as read.
+    let overlay = br#"{"version":1,"plates":{"hash_plates":false,"min_reads":2}}"#;
+    assert!(schema("remote-config.json").is_valid(&serde_json::from_slice(overlay).unwrap()));
+    rig.observer
+        .publish_retained(&format!("{CAMERA}/config"), overlay)
+        .await;
+    wait_until("the configuration applied", Duration::from_secs(15), || {
+        rig.observer
+            .config_statuses()
+            .iter()
+            .any(|s| s["state"] == "applied" && s["version"] == 1)
+    })
+    .await;
+    wait_until("a plate in clear", Duration::from_secs(120), || {
+        plate_events(&rig).iter().any(|e| {
+            e["payload"]["hashed"] == false
+                && ["ABC1234", "BRA2E19"].contains(&e["payload"]["plate"].as_str().unwrap_or(""))
+        })
+    })
+    .await;
+    let log = daemon.log_text();
+    assert!(log.contains("restarting the stage alone"), "{log}");
+    assert!(
+        log.contains("stage starting with its new configuration"),
+        "{log}"
+    );
+    // A new configuration is not a failure: the stage runs, never restarted.
+    wait_until(
+        "the stage running in the metrics",
+        Duration::from_secs(10),
+        || {
+            rig.observer.metrics().last().is_some_and(|m| {
+                m["stages"]["plate_reading"]["state"] == "running"
+                    && m["stages"]["plate_reading"]["restarts"] == 0
+            })
+        },
+    )
+    .await;
+    for e in plate_events(&rig) {
+        assert!(schema("plate.json").is_valid(&e["payload"]), "{e}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -23,7 +23,8 @@ use crate::metrics::Metrics;
 use crate::video::{Frame, FrameQueue, Queue};
 
 /// Object detection shared by the analytics (NanoDet-m; see `docs/detector.md`).
-/// Read at start-up: changes need a restart.
+/// `input_size`, `classes` and `min_scores` are remotely tunable (the stage is
+/// restarted alone); the rest is read at start-up.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DetectorConfig {

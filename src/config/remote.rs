@@ -53,6 +53,29 @@ pub const TUNABLE: &[&str] = &[
     "traffic.interval",
     "traffic.crossing_events",
     "traffic.hysteresis",
+    "plates.recognisers",
+    "plates.region",
+    "plates.countries",
+    "plates.layouts",
+    "plates.detector_size",
+    "plates.vehicle_detector_size",
+    "plates.roi",
+    "plates.min_confidence",
+    "plates.min_reads",
+    "plates.unread_vehicles",
+    "plates.track_timeout",
+    "plates.max_track",
+    "plates.max_jump",
+    "plates.motion",
+    "plates.threads",
+    "plates.snapshots",
+    "plates.snapshot_quality",
+    "plates.max_snapshots",
+    "plates.hash_plates",
+    "plates.hash_salt",
+    "detector.input_size",
+    "detector.classes",
+    "detector.min_scores",
     "homeassistant.enabled",
     "homeassistant.prefix",
     "homeassistant.name",
@@ -472,6 +495,52 @@ mod tests {
         let mut fast = RemoteState::new(Config::parse(&local).unwrap(), &Persisted::default()).0;
         let kind = br#"{"version":1,"synthetic":{"kind":"soak"}}"#;
         assert_eq!(fast.on_message(Source::Device, kind, MAX), Outcome::Applied);
+    }
+
+    #[test]
+    fn the_published_schema_lists_exactly_the_tunable_fields() {
+        let schema: Value =
+            serde_json::from_str(include_str!("../../docs/schemas/remote-config.json")).unwrap();
+        let mut in_schema: Vec<String> = Vec::new();
+        for (section, s) in schema["properties"].as_object().unwrap() {
+            for field in s["properties"]
+                .as_object()
+                .into_iter()
+                .flat_map(|m| m.keys())
+            {
+                in_schema.push(format!("{section}.{field}"));
+            }
+        }
+        in_schema.sort();
+        let mut tunable: Vec<String> = TUNABLE.iter().map(|t| t.to_string()).collect();
+        tunable.sort();
+        assert_eq!(in_schema, tunable);
+    }
+
+    #[test]
+    fn plate_and_detector_settings_are_checked_as_the_local_file_is() {
+        let mut s = state();
+        let bad = br#"{"version":1,"plates":{"region":"eu","hash_plates":true,"hash_salt":"short"},"detector":{"classes":["person","lorry"]}}"#;
+        match s.on_message(Source::Device, bad, MAX) {
+            Outcome::Rejected { errors, .. } => {
+                let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+                assert!(fields.contains(&"plates.hash_salt"), "{errors:?}");
+                assert!(
+                    fields.iter().any(|f| f.starts_with("detector.classes")),
+                    "{errors:?}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let not_here = br#"{"version":2,"plates":{"models_dir":"/tmp"}}"#;
+        match s.on_message(Source::Device, not_here, MAX) {
+            Outcome::Rejected { errors, .. } => assert_eq!(errors[0].field, "plates.models_dir"),
+            other => panic!("{other:?}"),
+        }
+        let good = br#"{"version":3,"plates":{"region":"br","min_reads":3},"detector":{"classes":["person","car"]}}"#;
+        assert_eq!(s.on_message(Source::Device, good, MAX), Outcome::Applied);
+        assert_eq!(s.effective().plates.min_reads, 3);
+        assert_eq!(s.effective().detector.classes, ["person", "car"]);
     }
 
     #[test]
