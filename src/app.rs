@@ -329,14 +329,27 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
                 },
             );
         }
-        let (cfg, pins, metrics) = (config.video.clone(), pins.clone(), metrics.clone());
-        stages.add("video", Policy::Restart, move |stop| {
-            let stage = Video::new(cfg.clone(), queues.clone(), pins.clone(), metrics.clone());
-            Box::pin(async move {
-                stage.run(stop).await;
-                Ok(())
-            })
-        });
+        // Restarted alone (the segment being written is closed first) when a
+        // remote configuration changes `[video]`.
+        let (current, pins, metrics) = (config_rx.clone(), pins.clone(), metrics.clone());
+        stages.add_reconfigurable(
+            "video",
+            Policy::Restart,
+            config_rx.clone(),
+            |c| c.video.clone(),
+            move |stop| {
+                let stage = Video::new(
+                    current.borrow().video.clone(),
+                    queues.clone(),
+                    pins.clone(),
+                    metrics.clone(),
+                );
+                Box::pin(async move {
+                    stage.run(stop).await;
+                    Ok(())
+                })
+            },
+        );
     }
     if config.detector.enabled && !config.video.enabled {
         tracing::warn!("[detector] is on but [video] is off: nothing to detect in");

@@ -391,6 +391,95 @@ async fn rtsp_source_is_recorded_without_reencoding_and_survives_a_server_restar
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_remote_configuration_moves_the_camera_to_its_rtsp_stream_restarting_video_alone() {
+    let port = free_port();
+    let server = RtspServer::start(port);
+    let rig = Rig::new(
+        "video-remote",
+        "[health]\nmetrics_interval = \"1s\"\n\
+         [synthetic]\nenabled = true\nrate_per_sec = 2.0\nkind = \"beat\"\n\
+         [video]\nenabled = true\nsource = \"test\"\nwidth = 640\nheight = 360\nframerate = 15\n\
+         segment_duration = \"2s\"\nanalytics_fps = 5\nanalytics_width = 320\nanalytics_height = 180\n",
+    )
+    .await;
+    let recordings = rig.recordings();
+    let daemon = rig.daemon(0);
+    wait_until(
+        "two segments of the test pattern",
+        Duration::from_secs(30),
+        || segments(&recordings).len() >= 2,
+    )
+    .await;
+    // A device or a file is the local file's to name: refused from the cloud.
+    let topic = format!("{CAMERA}/config");
+    let local = br#"{"version":1,"video":{"source":"file:///etc/passwd"}}"#;
+    assert!(!schema("remote-config.json").is_valid(&serde_json::from_slice(local).unwrap()));
+    rig.observer.publish_retained(&topic, local).await;
+    wait_until("the file source refused", Duration::from_secs(15), || {
+        rig.observer.config_statuses().iter().any(|s| {
+            s["state"] == "rejected"
+                && s["errors"]
+                    .as_array()
+                    .is_some_and(|e| e.iter().any(|e| e["field"] == "video.source"))
+        })
+    })
+    .await;
+    let rtsp = format!(
+        r#"{{"version":2,"video":{{"source":"rtsp://127.0.0.1:{port}/cam","analytics_fps":2}}}}"#
+    );
+    assert!(schema("remote-config.json").is_valid(&serde_json::from_str(&rtsp).unwrap()));
+    let before = segments(&recordings).len();
+    let beats = rig.observer.events_of_kind("beat");
+    rig.observer.publish_retained(&topic, rtsp.as_bytes()).await;
+    wait_until("the RTSP source applied", Duration::from_secs(15), || {
+        rig.observer
+            .config_statuses()
+            .iter()
+            .any(|s| s["state"] == "applied" && s["version"] == 2)
+    })
+    .await;
+    // Recording resumes from the stream, with the new analytics rate.
+    wait_until("RTSP segments", Duration::from_secs(40), || {
+        segments(&recordings).len() >= before + 2
+    })
+    .await;
+    let newest = segments(&recordings);
+    let (frames, _) = decode(&newest[newest.len() - 2]);
+    assert!(
+        frames >= 15,
+        "{frames} frames in a segment recorded from RTSP"
+    );
+    wait_until("analytics at 2 frames/s", Duration::from_secs(20), || {
+        rig.observer.metrics().last().is_some_and(|m| {
+            let fps = m["video"]["analysed_fps"].as_f64().unwrap_or(0.0);
+            fps > 1.0 && fps < 3.0
+        })
+    })
+    .await;
+    let log = daemon.log_text();
+    assert!(log.contains("restarting the stage alone"), "{log}");
+    assert!(
+        log.contains("stage starting with its new configuration"),
+        "{log}"
+    );
+    let started: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("video pipeline started"))
+        .collect();
+    assert_eq!(started.len(), 2, "{log}");
+    assert!(
+        started[1].contains(&format!("rtsp://127.0.0.1:{port}/cam")),
+        "{log}"
+    );
+    let m = rig.observer.metrics().last().unwrap().clone();
+    assert_eq!(m["stages"]["video"]["state"], "running", "{m}");
+    assert_eq!(m["stages"]["video"]["restarts"], 0, "{m}");
+    // The other stages carried on.
+    assert!(rig.observer.events_of_kind("beat") > beats);
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn bad_sources_are_reported_and_retried_while_events_keep_flowing() {
     let port = free_port();
     let server = RtspServer::start(port);

@@ -73,6 +73,14 @@ pub const TUNABLE: &[&str] = &[
     "plates.max_snapshots",
     "plates.hash_plates",
     "plates.hash_salt",
+    "video.source",
+    "video.rtsp_transport",
+    "video.codec",
+    "video.segment_duration",
+    "video.retention_max_bytes",
+    "video.retention_max_age",
+    "video.analytics_fps",
+    "video.stall_timeout",
     "detector.input_size",
     "detector.classes",
     "detector.min_scores",
@@ -280,6 +288,19 @@ impl RemoteState {
                 .iter()
                 .any(|o| o.raw.get("synthetic").and_then(|s| s.get(key)).is_some())
         };
+        // A camera's own devices and files are the local file's to name: from
+        // the cloud, only a network stream.
+        for overlay in self.layers() {
+            if let Some(source) = overlay.raw.get("video").and_then(|v| v.get("source")) {
+                let url = source.as_str().unwrap_or_default().to_ascii_lowercase();
+                if !(url.starts_with("rtsp://") || url.starts_with("rtsps://")) {
+                    return Err(vec![error(
+                        "video.source",
+                        format!("an rtsp:// or rtsps:// URL when set remotely (a device, a file or the test pattern is named in the local file), found {source}"),
+                    )]);
+                }
+            }
+        }
         let s = &effective.synthetic;
         if s.enabled
             && s.rate_per_sec > REMOTE_SYNTHETIC_MAX_RATE
@@ -515,6 +536,25 @@ mod tests {
         let mut tunable: Vec<String> = TUNABLE.iter().map(|t| t.to_string()).collect();
         tunable.sort();
         assert_eq!(in_schema, tunable);
+    }
+
+    #[test]
+    fn from_the_cloud_the_video_source_is_only_a_network_stream() {
+        let mut s = state();
+        for source in ["file:///etc/shadow", "v4l2:///dev/video0", "test"] {
+            let payload = format!(r#"{{"version":1,"video":{{"source":"{source}"}}}}"#);
+            match s.on_message(Source::Device, payload.as_bytes(), MAX) {
+                Outcome::Rejected { errors, .. } => {
+                    assert_eq!(errors[0].field, "video.source", "{errors:?}")
+                }
+                other => panic!("{source}: {other:?}"),
+            }
+        }
+        let rtsp =
+            br#"{"version":2,"video":{"source":"rtsp://10.0.0.9/stream1","analytics_fps":2}}"#;
+        assert_eq!(s.on_message(Source::Device, rtsp, MAX), Outcome::Applied);
+        assert_eq!(s.effective().video.source, "rtsp://10.0.0.9/stream1");
+        assert_eq!(s.effective().video.analytics_fps, 2);
     }
 
     #[test]
