@@ -94,9 +94,8 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
             mqtt::topics::Topics::new(&config.identity.camera_id).file_request(),
             tx,
         ));
-        let shared = Arc::new(config.clone());
         match Uploads::new(
-            shared,
+            config_rx.clone(),
             rx,
             retained_tx.clone(),
             pins.clone(),

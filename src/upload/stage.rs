@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -63,6 +63,8 @@ struct Attempt {
 
 pub struct Uploads {
     config: Arc<Config>,
+    /// The effective configuration, for the limits that apply live.
+    live: watch::Receiver<Arc<Config>>,
     requests: Inbox,
     responses: mpsc::Sender<ControlPublish>,
     pins: Pins,
@@ -81,12 +83,13 @@ impl Uploads {
     /// Opens the jobs database and pins what unfinished jobs need (before the video
     /// stage's first retention).
     pub async fn new(
-        config: Arc<Config>,
+        live: watch::Receiver<Arc<Config>>,
         requests: mpsc::Receiver<InboundMessage>,
         responses: mpsc::Sender<ControlPublish>,
         pins: Pins,
         metrics: Arc<Metrics>,
     ) -> Result<Self, UploadError> {
+        let config = live.borrow().clone();
         let work_dir = config.storage.state_dir.join("uploads");
         std::fs::create_dir_all(&work_dir).map_err(|source| UploadError::StateDir {
             dir: work_dir.clone(),
@@ -117,12 +120,76 @@ impl Uploads {
             http: clients::presigned()?,
             work_dir,
             config,
+            live,
             requests: requests.into(),
             responses,
             pins,
             metrics,
             jobs,
         })
+    }
+
+    /// Applies the upload limits of a new effective configuration: the cap on
+    /// bandwidth (to the uploads running too), concurrency, pending jobs, parts,
+    /// retries, progress reports and how long finished jobs are kept (and the
+    /// video's segment length, which says when a clip's segments are closed).
+    /// Where files come from, where they go and what a request may ask stay as at
+    /// start-up.
+    fn follow_limits(&mut self) {
+        let live = self.live.borrow_and_update().clone();
+        let (new, old) = (&live.upload, &self.config.upload);
+        let segment_duration = live.video.segment_duration;
+        if segment_duration == self.config.video.segment_duration
+            && (
+                new.concurrency,
+                new.max_pending,
+                new.max_bytes_per_sec,
+                new.part_size,
+                new.progress_interval,
+                new.retry_min,
+                new.retry_max,
+                new.max_attempts,
+                new.keep_finished,
+            ) == (
+                old.concurrency,
+                old.max_pending,
+                old.max_bytes_per_sec,
+                old.part_size,
+                old.progress_interval,
+                old.retry_min,
+                old.retry_max,
+                old.max_attempts,
+                old.keep_finished,
+            )
+        {
+            return;
+        }
+        let mut config = (*self.config).clone();
+        config.video.segment_duration = segment_duration;
+        let u = &mut config.upload;
+        u.concurrency = new.concurrency;
+        u.max_pending = new.max_pending;
+        u.max_bytes_per_sec = new.max_bytes_per_sec;
+        u.part_size = new.part_size;
+        u.progress_interval = new.progress_interval;
+        u.retry_min = new.retry_min;
+        u.retry_max = new.retry_max;
+        u.max_attempts = new.max_attempts;
+        u.keep_finished = new.keep_finished;
+        self.retry = Retry {
+            min: u.retry_min,
+            max: u.retry_max,
+            max_attempts: u.max_attempts,
+        };
+        self.throttle.set_rate(u.max_bytes_per_sec);
+        tracing::info!(
+            concurrency = u.concurrency,
+            max_pending = u.max_pending,
+            max_bytes_per_sec = u.max_bytes_per_sec,
+            max_attempts = u.max_attempts,
+            "upload limits changed"
+        );
+        self.config = Arc::new(config);
     }
 
     async fn respond(&self, r: Response) {
@@ -161,6 +228,9 @@ impl Uploads {
         let mut last_prune: Option<Instant> = None;
         let mut requests_open = true;
         loop {
+            if self.live.has_changed().unwrap_or(false) {
+                self.follow_limits();
+            }
             while running.len() < self.config.upload.concurrency {
                 let Some(id) = waiting.pop_front() else { break };
                 self.start(&id, &mut running, &mut tasks, &report_tx)
@@ -253,6 +323,10 @@ impl Uploads {
         &mut self,
         payload: &[u8],
     ) -> Result<Option<(String, Option<Instant>)>, UploadError> {
+        // A request is judged by the limits in effect when it arrives.
+        if self.live.has_changed().unwrap_or(false) {
+            self.follow_limits();
+        }
         let request = match commands::parse(payload, self.policy) {
             Ok(r) => r,
             Err(rejection) => {

@@ -8,32 +8,45 @@ use tokio::time::Instant;
 
 #[derive(Debug, Clone)]
 pub struct Throttle {
-    rate: u64,
-    bucket: Arc<Mutex<(f64, Instant)>>,
+    /// Tokens, when they were counted, and the rate (shared: a new rate applies
+    /// to the uploads already running).
+    bucket: Arc<Mutex<(f64, Instant, u64)>>,
 }
 
 impl Throttle {
     pub fn new(bytes_per_sec: u64) -> Self {
         Self {
-            rate: bytes_per_sec,
-            bucket: Arc::new(Mutex::new((bytes_per_sec as f64, Instant::now()))),
+            bucket: Arc::new(Mutex::new((
+                bytes_per_sec as f64,
+                Instant::now(),
+                bytes_per_sec,
+            ))),
+        }
+    }
+
+    /// A new cap for every upload, running or not (0: none).
+    pub fn set_rate(&self, bytes_per_sec: u64) {
+        let mut b = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
+        if b.2 != bytes_per_sec {
+            *b = (bytes_per_sec as f64, Instant::now(), bytes_per_sec);
         }
     }
 
     /// How long to wait before sending `n` bytes at `now` (and takes them).
     fn reserve(&self, n: u64, now: Instant) -> Duration {
-        if self.rate == 0 {
+        let mut b = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
+        let (tokens, at, rate) = &mut *b;
+        if *rate == 0 {
             return Duration::ZERO;
         }
-        let mut b = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
-        let (tokens, at) = &mut *b;
-        let refill = now.saturating_duration_since(*at).as_secs_f64() * self.rate as f64;
-        *tokens = (*tokens + refill).min(self.rate as f64) - n as f64;
+        let rate = *rate as f64;
+        let refill = now.saturating_duration_since(*at).as_secs_f64() * rate;
+        *tokens = (*tokens + refill).min(rate) - n as f64;
         *at = now;
         if *tokens >= 0.0 {
             Duration::ZERO
         } else {
-            Duration::from_secs_f64(-*tokens / self.rate as f64)
+            Duration::from_secs_f64(-*tokens / rate)
         }
     }
 
@@ -65,5 +78,19 @@ mod tests {
     fn zero_means_no_cap() {
         let t = Throttle::new(0);
         assert_eq!(t.reserve(1 << 40, Instant::now()), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_new_rate_applies_at_once_to_every_holder() {
+        let t = Throttle::new(1000);
+        let running = t.clone();
+        let now = Instant::now();
+        assert_eq!(running.reserve(1000, now), Duration::ZERO);
+        t.set_rate(0);
+        assert_eq!(running.reserve(1_000_000, now), Duration::ZERO, "no cap");
+        t.set_rate(100);
+        let now = Instant::now();
+        assert_eq!(running.reserve(100, now), Duration::ZERO);
+        assert_eq!(running.reserve(50, now), Duration::from_millis(500));
     }
 }
