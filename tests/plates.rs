@@ -385,13 +385,7 @@ async fn with_hashing_on_plates_are_published_as_salted_hashes_only_until_a_remo
     rig.observer
         .publish_retained(&format!("{CAMERA}/config"), overlay)
         .await;
-    wait_until("the configuration applied", Duration::from_secs(15), || {
-        rig.observer
-            .config_statuses()
-            .iter()
-            .any(|s| s["state"] == "applied" && s["version"] == 1)
-    })
-    .await;
+    rig.observer.wait_config_applied(1).await;
     wait_until("a plate in clear", Duration::from_secs(120), || {
         plate_events(&rig).iter().any(|e| {
             e["payload"]["hashed"] == false

@@ -246,13 +246,7 @@ async fn requests_beyond_max_pending_are_rejected_with_the_reason_and_counted() 
     let raised = br#"{"version":1,"upload":{"max_pending":3}}"#;
     assert!(schema("remote-config.json").is_valid(&serde_json::from_slice(raised).unwrap()));
     rig.observer.publish_retained(&topic, raised).await;
-    wait_until("the new limit applied", Duration::from_secs(15), || {
-        rig.observer
-            .config_statuses()
-            .iter()
-            .any(|s| s["state"] == "applied" && s["version"] == 1)
-    })
-    .await;
+    rig.observer.wait_config_applied(1).await;
     request(&rig, range("p-4")).await;
     wait_until("p-4 accepted", Duration::from_secs(15), || {
         rig.observer
@@ -264,13 +258,7 @@ async fn requests_beyond_max_pending_are_rejected_with_the_reason_and_counted() 
     // Lowered: new requests are refused, the jobs already accepted stay.
     let lowered = br#"{"version":2,"upload":{"max_pending":1}}"#;
     rig.observer.publish_retained(&topic, lowered).await;
-    wait_until("the lower limit applied", Duration::from_secs(15), || {
-        rig.observer
-            .config_statuses()
-            .iter()
-            .any(|s| s["state"] == "applied" && s["version"] == 2)
-    })
-    .await;
+    rig.observer.wait_config_applied(2).await;
     request(&rig, range("p-5")).await;
     let r = outcome(&rig, "p-5", Duration::from_secs(15)).await;
     assert_eq!(r["state"], "rejected", "{r}");

@@ -431,13 +431,7 @@ async fn a_remote_configuration_moves_the_camera_to_its_rtsp_stream_restarting_v
     let before = segments(&recordings).len();
     let beats = rig.observer.events_of_kind("beat");
     rig.observer.publish_retained(&topic, rtsp.as_bytes()).await;
-    wait_until("the RTSP source applied", Duration::from_secs(15), || {
-        rig.observer
-            .config_statuses()
-            .iter()
-            .any(|s| s["state"] == "applied" && s["version"] == 2)
-    })
-    .await;
+    rig.observer.wait_config_applied(2).await;
     // Recording resumes from the stream, with the new analytics rate.
     wait_until("RTSP segments", Duration::from_secs(40), || {
         segments(&recordings).len() >= before + 2

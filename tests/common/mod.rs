@@ -860,6 +860,20 @@ impl Observer {
             .collect()
     }
 
+    /// Waits until the camera says it applied configuration `version`.
+    pub async fn wait_config_applied(&self, version: u64) {
+        wait_until(
+            &format!("configuration version {version} applied"),
+            Duration::from_secs(15),
+            || {
+                self.config_statuses()
+                    .iter()
+                    .any(|s| s["state"] == "applied" && s["version"] == version)
+            },
+        )
+        .await;
+    }
+
     /// Every event received on `<camera>/events/<kind>` (redeliveries included), in
     /// arrival order.
     pub fn events_in(&self, kind: &str) -> Vec<Value> {
