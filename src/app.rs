@@ -11,6 +11,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::analytics::{Counted, Counting, DetectedQueue, Input, ObjectDetection, PlateReading};
+use crate::commands::refusal::{self, Refusal};
 use crate::config::{self, stage::RemoteStage, Config};
 use crate::health::{self, Health};
 use crate::homeassistant::{self, HomeAssistant};
@@ -19,6 +20,7 @@ use crate::mqtt;
 use crate::outbox::{Outbox, Recovery, Store};
 use crate::supervision::{Action, Policy, Supervision};
 use crate::synthetic::Synthetic;
+#[cfg(feature = "uploads")]
 use crate::upload::Uploads;
 use crate::video::{FrameQueue, Pins, Video};
 
@@ -88,6 +90,8 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
     // stage and publishes its responses. Recordings that pending jobs need are
     // pinned before the video stage runs its first retention.
     let pins = Pins::default();
+    // A build without the feature refuses `upload.enabled` (config validation).
+    #[cfg(feature = "uploads")]
     let uploads = if config.upload.enabled {
         let (tx, rx) = mpsc::channel(16);
         inbound.push((
@@ -111,6 +115,27 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
         }
     } else {
         None
+    };
+    // A camera that does not upload still answers file requests: each is
+    // rejected with why (commands::refusal), so no sender waits in vain.
+    let refusal = if cfg!(feature = "uploads") && config.upload.enabled {
+        None
+    } else {
+        let why = if cfg!(feature = "uploads") {
+            refusal::Why::Disabled
+        } else {
+            refusal::Why::NotBuilt
+        };
+        let (tx, rx) = mpsc::channel(16);
+        let topics = mqtt::topics::Topics::new(&config.identity.camera_id);
+        inbound.push((topics.file_request(), tx));
+        Some(Refusal::new(
+            rx,
+            retained_tx.clone(),
+            topics.file_response(),
+            why,
+            metrics.clone(),
+        ))
     };
     // Home Assistant discovery: runs whatever the setting (it removes what it
     // published once switched off, remotely too); Home Assistant's birth messages
@@ -184,6 +209,7 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
             })
         });
     }
+    #[cfg(feature = "uploads")]
     if let Some(Err(e)) = &uploads {
         // Shown degraded, with why, for as long as the daemon runs.
         let e = e.clone();
@@ -192,6 +218,7 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
             Box::pin(async move { Err(e) })
         });
     }
+    #[cfg(feature = "uploads")]
     if let Some(Ok(uploads)) = uploads {
         // The stage keeps its requests and jobs across restarts.
         let uploads = Arc::new(tokio::sync::Mutex::new(uploads));
@@ -200,6 +227,16 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
             Box::pin(async move {
                 let mut stage = uploads.lock().await;
                 stage.run(stop).await.map_err(|e| e.to_string())
+            })
+        });
+    }
+    if let Some(stage) = refusal {
+        let stage = Arc::new(tokio::sync::Mutex::new(stage));
+        stages.add("file_requests_refused", Policy::Restart, move |stop| {
+            let stage = stage.clone();
+            Box::pin(async move {
+                stage.lock().await.run(stop).await;
+                Ok(())
             })
         });
     }

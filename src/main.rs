@@ -16,6 +16,7 @@ mod sqlite;
 mod supervision;
 mod synthetic;
 mod tools;
+#[cfg(feature = "uploads")]
 mod upload;
 mod video;
 

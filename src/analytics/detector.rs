@@ -11,8 +11,10 @@
 //! non-maximum suppression are unit-tested.
 
 use std::path::{Path, PathBuf};
+#[cfg(feature = "analytics")]
 use std::sync::Arc;
 
+#[cfg(feature = "analytics")]
 use tract_onnx::prelude::*;
 
 use super::plates::Image;
@@ -138,6 +140,7 @@ pub struct Detection {
 
 /// The detector: one optimised tract plan for one input size.
 pub struct Detector {
+    #[cfg(feature = "analytics")]
     plan: Arc<TypedRunnableModel>,
     /// Input width and height.
     size: [usize; 2],
@@ -165,14 +168,18 @@ impl Detector {
             )));
         }
         let [w, h] = size;
-        let plan = tract_onnx::onnx()
-            .model_for_path(path)
-            .and_then(|m| m.with_input_fact(0, f32::fact([1, 3, h, w]).into()))
-            .and_then(|m| m.into_optimized())
-            .and_then(|m| m.into_runnable())
-            .map_err(|e| err(format!("{e:#}")))?;
-        let detector = Self { plan, size };
-        // A blank image checks the outputs' shapes once, at load.
+        let detector = Self {
+            #[cfg(feature = "analytics")]
+            plan: tract_onnx::onnx()
+                .model_for_path(path)
+                .and_then(|m| m.with_input_fact(0, f32::fact([1, 3, h, w]).into()))
+                .and_then(|m| m.into_optimized())
+                .and_then(|m| m.into_runnable())
+                .map_err(|e| err(format!("{e:#}")))?,
+            size,
+        };
+        // A blank image checks the outputs' shapes once, at load (and, in a
+        // build without models, says so).
         let outputs = detector
             .infer(vec![0.0; 3 * w * h])
             .map_err(|e| err(e.to_string()))?;
@@ -185,6 +192,12 @@ impl Detector {
         self.size
     }
 
+    #[cfg(not(feature = "analytics"))]
+    fn infer(&self, _input: Vec<f32>) -> Result<Outputs, DetectorError> {
+        Err(DetectorError::Inference(super::plates::NO_ANALYTICS.into()))
+    }
+
+    #[cfg(feature = "analytics")]
     fn infer(&self, input: Vec<f32>) -> Result<Outputs, DetectorError> {
         let fail = |e: TractError| DetectorError::Inference(format!("{e:#}"));
         let [w, h] = self.size;

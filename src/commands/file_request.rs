@@ -3,6 +3,10 @@
 //! directory check that needs the file system is in `upload::media`).
 //!
 //! Schema: `docs/schemas/file-request.json`.
+//!
+//! A build without the `uploads` feature reads only a request's id (to refuse it,
+//! `commands::refusal`); the rest is the upload stage's.
+#![cfg_attr(not(feature = "uploads"), allow(dead_code))]
 
 use std::time::{Duration, SystemTime};
 
@@ -125,6 +129,16 @@ fn reject(request_id: Option<&str>, reason: impl Into<String>) -> Rejection {
 }
 
 /// A request id usable as a job key and in file names.
+/// The `request_id` of a request read as loose JSON, when it is a valid one:
+/// even a malformed request then gets an answer its sender can match.
+pub fn lenient_id(request: Option<&serde_json::Value>) -> Option<String> {
+    request
+        .and_then(|v| v.get("request_id"))
+        .and_then(|v| v.as_str())
+        .filter(|id| valid_request_id(id))
+        .map(str::to_owned)
+}
+
 pub fn valid_request_id(id: &str) -> bool {
     (1..=MAX_REQUEST_ID).contains(&id.len())
         && id
@@ -175,12 +189,7 @@ pub fn parse(payload: &[u8], policy: Policy) -> Result<FileRequest, Rejection> {
     }
     // The id first, so that even a malformed request gets an answer it can match.
     let loose: Option<serde_json::Value> = serde_json::from_slice(payload).ok();
-    let id = loose
-        .as_ref()
-        .and_then(|v| v.get("request_id"))
-        .and_then(|v| v.as_str())
-        .filter(|id| valid_request_id(id))
-        .map(str::to_owned);
+    let id = lenient_id(loose.as_ref());
     let id = id.as_deref();
     let mut de = serde_json::Deserializer::from_slice(payload);
     let wire: Wire = serde_path_to_error::deserialize(&mut de).map_err(|e| {

@@ -3,8 +3,11 @@
 //! ([`Response`]). The uploads themselves are the upload stage's.
 
 pub mod file_request;
+pub mod refusal;
 
-pub use file_request::{check_url, parse, FileRequest, Policy, Rejection, What, Where};
+pub use file_request::{check_url, Rejection};
+#[cfg(feature = "uploads")]
+pub use file_request::{parse, FileRequest, Policy, What, Where};
 
 use serde::Serialize;
 
@@ -12,6 +15,7 @@ use serde::Serialize;
 /// (schema: `docs/schemas/file-response.json`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(not(feature = "uploads"), allow(dead_code))]
 pub enum State {
     Accepted,
     Rejected,

@@ -321,8 +321,9 @@ pub enum CredentialsSource {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UploadConfig {
-    /// Accept file requests on `<camera-id>/file/request`.
-    #[serde(default = "default_true")]
+    /// Accept file requests on `<camera-id>/file/request`. On by default; off,
+    /// and refused when asked for, in a build without the `uploads` feature.
+    #[serde(default = "default_upload_enabled")]
     pub enabled: bool,
     /// Requests may name files under this directory only; nothing outside it is
     /// ever opened (recordings and snapshots live under it by default).
@@ -826,6 +827,9 @@ fn default_stall_timeout() -> Duration {
 fn default_true() -> bool {
     true
 }
+fn default_upload_enabled() -> bool {
+    cfg!(feature = "uploads")
+}
 fn default_remote_max_payload() -> usize {
     64 * 1024
 }
@@ -998,7 +1002,7 @@ impl PeopleConfig {
 impl Default for UploadConfig {
     fn default() -> Self {
         Self {
-            enabled: true,
+            enabled: default_upload_enabled(),
             media_dir: default_media_dir(),
             concurrency: default_upload_concurrency(),
             max_pending: default_upload_max_pending(),

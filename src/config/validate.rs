@@ -133,6 +133,34 @@ impl Config {
         c.check(id.broker_port != 0, "identity.broker_port", || {
             "expected a port from 1 to 65535, found 0".to_owned()
         });
+        // What this build can do: a section that needs a cargo feature the
+        // binary was built without is refused, not silently idle.
+        for (on, field, feature, what) in [
+            (
+                self.plates.enabled,
+                "plates.enabled",
+                cfg!(feature = "analytics"),
+                "analytics",
+            ),
+            (
+                self.detector.enabled,
+                "detector.enabled",
+                cfg!(feature = "analytics"),
+                "analytics",
+            ),
+            (
+                self.upload.enabled,
+                "upload.enabled",
+                cfg!(feature = "uploads"),
+                "uploads",
+            ),
+        ] {
+            c.check(!on || feature, field, || {
+                format!(
+                    "this build has no `{what}` feature (`edgecam --version` lists a build's features): set it to false, or install a build with {what}"
+                )
+            });
+        }
         for (i, p) in id.alpn.iter().enumerate() {
             c.check(
                 !p.is_empty() && p.len() < 256,

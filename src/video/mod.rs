@@ -27,6 +27,8 @@ pub mod snapshot;
 mod stage;
 
 pub use frames::{Frame, FrameQueue, Queue};
-pub use pins::{Pin, Pins};
+#[cfg(feature = "uploads")]
+pub use pins::Pin;
+pub use pins::Pins;
 pub use pipeline::Source;
 pub use stage::Video;

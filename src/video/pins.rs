@@ -11,6 +11,7 @@ use super::segments::Segment;
 
 /// What a job holds on to.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(not(feature = "uploads"), allow(dead_code))]
 pub enum Pin {
     /// Every segment that overlaps `[from, to)`.
     Range { from: SystemTime, to: SystemTime },
@@ -34,11 +35,13 @@ pub struct Pins(Arc<Mutex<HashMap<String, Vec<Pin>>>>);
 
 impl Pins {
     /// Adds a pin for `owner` (a job may hold several).
+    #[cfg_attr(not(feature = "uploads"), allow(dead_code))]
     pub fn pin(&self, owner: &str, pin: Pin) {
         self.lock().entry(owner.to_owned()).or_default().push(pin);
     }
 
     /// Releases everything `owner` held.
+    #[cfg_attr(not(feature = "uploads"), allow(dead_code))]
     pub fn unpin(&self, owner: &str) {
         self.lock().remove(owner);
     }

@@ -13,5 +13,7 @@ pub mod tracker;
 pub mod unread;
 
 pub use ocr::Image;
+#[cfg(not(feature = "analytics"))]
+pub use reader::NO_ANALYTICS;
 pub use reader::{Backend, LineRead, Memo, PlateError, PlateReader, Recognisers, DET_SIZE};
 pub use rules::{Region, Rules};

@@ -2,8 +2,10 @@
 //! plate-format rules; best candidate first.
 
 use std::path::{Path, PathBuf};
+#[cfg(feature = "analytics")]
 use std::sync::Arc;
 
+#[cfg(feature = "analytics")]
 use tract_onnx::prelude::*;
 
 use super::ocr::{self, Image, TextBox};
@@ -49,6 +51,11 @@ impl Recognisers {
     }
 }
 
+/// Why a model cannot load in a build without the `analytics` feature.
+#[cfg(not(feature = "analytics"))]
+pub const NO_ANALYTICS: &str =
+    "this build has no on-device models (built without the `analytics` feature)";
+
 #[derive(Debug, thiserror::Error)]
 pub enum PlateError {
     #[error("model {path}: {reason} (deploy/fetch-models.sh fetches the models)")]
@@ -75,11 +82,13 @@ pub enum Backend {
 }
 
 /// tract, pure Rust: one optimised plan for the fixed input shape.
+#[cfg(feature = "analytics")]
 pub struct Tract {
     plan: Arc<TypedRunnableModel>,
     shape: [usize; 4],
 }
 
+#[cfg(feature = "analytics")]
 impl Tract {
     pub fn load(path: &Path, shape: [usize; 4]) -> Result<Self, PlateError> {
         let err = |e: TractError| PlateError::Model {
@@ -99,6 +108,7 @@ impl Tract {
     }
 }
 
+#[cfg(feature = "analytics")]
 impl Inference for Tract {
     fn run(&self, input: Vec<f32>) -> Result<(Vec<usize>, Vec<f32>), String> {
         let t = Tensor::from_shape(&self.shape, &input).map_err(|e| e.to_string())?;
@@ -277,13 +287,20 @@ impl Rec {
 }
 
 /// One model on `backend` for input `shape`.
+#[cfg_attr(not(feature = "analytics"), allow(unused_variables))]
 fn load_model(
     backend: &Backend,
     path: &Path,
     shape: [usize; 4],
 ) -> Result<Box<dyn Inference>, PlateError> {
     match backend {
+        #[cfg(feature = "analytics")]
         Backend::Tract => Ok(Box::new(Tract::load(path, shape)?)),
+        #[cfg(not(feature = "analytics"))]
+        Backend::Tract => Err(PlateError::Model {
+            path: path.to_owned(),
+            reason: NO_ANALYTICS.into(),
+        }),
         #[cfg(feature = "ort")]
         Backend::Onnxruntime { library, sessions } => {
             Ok(Box::new(Ort::load(library, path, shape, *sessions)?))
