@@ -82,6 +82,7 @@ pub fn metrics_payload(
             "vehicles": Metrics::get(&m.plate_vehicles),
             "tracks_discarded": Metrics::get(&m.plate_tracks_discarded),
             "vehicles_unread": Metrics::get(&m.plate_vehicles_unread),
+            "vehicles_unmoved": Metrics::get(&m.plate_vehicles_unmoved),
             "read_us_total": Metrics::get(&m.plate_read_us_total),
             "errors": Metrics::get(&m.plate_errors),
             "snapshots": Metrics::get(&m.plate_snapshots),

@@ -100,6 +100,8 @@ pub struct Metrics {
     pub plate_vehicles: AtomicU64,
     pub plate_tracks_discarded: AtomicU64,
     pub plate_vehicles_unread: AtomicU64,
+    /// Vehicles without a plate left out of `plate_vehicles_unread` for not moving.
+    pub plate_vehicles_unmoved: AtomicU64,
     pub plate_read_us_total: AtomicU64,
     pub plate_errors: AtomicU64,
     pub plate_snapshots: AtomicU64,

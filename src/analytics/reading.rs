@@ -471,6 +471,20 @@ impl PlateReading {
         self.events.send(ev).await.is_ok()
     }
 
+    /// The vehicles the ledger (if any) settled by capture time `now_ms` (every
+    /// one, at shutdown: `None`); those left out for not moving are counted.
+    fn settled(&self, ledger: &mut Option<Ledger<Keep>>, now_ms: Option<i64>) -> Vec<Unread<Keep>> {
+        let Some(l) = ledger.as_mut() else {
+            return Vec::new();
+        };
+        let out = match now_ms {
+            Some(t) => l.due(t),
+            None => l.finish(),
+        };
+        Metrics::add(&self.metrics.plate_vehicles_unmoved, l.take_unmoved());
+        out
+    }
+
     /// Commits the event of a vehicle that passed without a plate read (and
     /// writes its snapshot); false when the outbox is gone.
     async fn report_unread(&self, snapshots: &mut Option<Snapshots>, u: Unread<Keep>) -> bool {
@@ -688,7 +702,7 @@ impl PlateReading {
                         if !self.settle(&mut snapshots, &mut ledger, step).await {
                             return Err(ReadingError::OutboxGone);
                         }
-                        let unread = ledger.as_mut().map(|l| l.due(t_ms)).unwrap_or_default();
+                        let unread = self.settled(&mut ledger, Some(t_ms));
                         if !self.settle_unread(&mut snapshots, unread).await {
                             return Err(ReadingError::OutboxGone);
                         }
@@ -700,7 +714,7 @@ impl PlateReading {
                     if !self.settle(&mut snapshots, &mut ledger, step).await {
                         return Err(ReadingError::OutboxGone);
                     }
-                    let unread = ledger.as_mut().map(|l| l.due(now)).unwrap_or_default();
+                    let unread = self.settled(&mut ledger, Some(now));
                     if !self.settle_unread(&mut snapshots, unread).await {
                         return Err(ReadingError::OutboxGone);
                     }
@@ -727,7 +741,7 @@ impl PlateReading {
         if !self.settle(&mut snapshots, &mut ledger, step).await {
             return Err(ReadingError::OutboxGone);
         }
-        let unread = ledger.as_mut().map(|l| l.finish()).unwrap_or_default();
+        let unread = self.settled(&mut ledger, None);
         if !self.settle_unread(&mut snapshots, unread).await {
             return Err(ReadingError::OutboxGone);
         }

@@ -74,6 +74,9 @@ struct Entry<S> {
 pub struct Ledger<S> {
     grace_ms: i64,
     entries: BTreeMap<u64, Entry<S>>,
+    /// Vehicles settled without a plate that did not move (not reported) since
+    /// [`Ledger::take_unmoved`] was last called.
+    unmoved: u64,
 }
 
 fn xywh(b: &[f32; 4]) -> [u32; 4] {
@@ -93,6 +96,7 @@ impl<S: Clone> Ledger<S> {
         Self {
             grace_ms,
             entries: BTreeMap::new(),
+            unmoved: 0,
         }
     }
 
@@ -184,6 +188,12 @@ impl<S: Clone> Ledger<S> {
         self.take(all)
     }
 
+    /// How many vehicles without a plate were left out for not moving since the
+    /// last call (parked cars: counted, not reported).
+    pub fn take_unmoved(&mut self) -> u64 {
+        std::mem::take(&mut self.unmoved)
+    }
+
     fn take(&mut self, tracks: Vec<u64>) -> Vec<Unread<S>> {
         let mut out = Vec::new();
         for track in tracks {
@@ -191,7 +201,11 @@ impl<S: Clone> Ledger<S> {
                 continue;
             };
             let direction = direction(e.first_box, e.last_box);
-            if e.plated || direction.is_none() {
+            if e.plated {
+                continue;
+            }
+            if direction.is_none() {
+                self.unmoved += 1;
                 continue;
             }
             let mut texts = e.texts;
@@ -310,14 +324,17 @@ mod tests {
     }
 
     #[test]
-    fn a_vehicle_that_did_not_move_is_not_traffic() {
+    fn a_vehicle_that_did_not_move_is_not_traffic_but_is_counted() {
         let mut l = Ledger::new(1_000);
         for i in 0..20 {
             l.seen(i * 200, &[car(4, 300.0)], |_| true, &0);
         }
         l.seen(4_000, &[], |_| false, &0);
+        assert_eq!(l.take_unmoved(), 0, "not settled yet");
         assert!(l.due(10_000).is_empty());
         assert_eq!(l.len(), 0);
+        assert_eq!(l.take_unmoved(), 1);
+        assert_eq!(l.take_unmoved(), 0, "counted once");
     }
 
     #[test]
