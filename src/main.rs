@@ -465,11 +465,29 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("edgecam: {e:#}");
-            tracing::error!(error = format!("{e:#}"), "edgecam stopped with an error");
+            let e = error_chain(&e);
+            eprintln!("edgecam: {e}");
+            tracing::error!(error = %e, "edgecam stopped with an error");
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes on one line, each cause once: many of our errors
+/// already end with their cause's text, which `{:#}` would repeat.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.ends_with(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -663,4 +681,35 @@ async fn emit(
         "{refused} events refused (outbox full or disk full)"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("key file k.pem holds no key")]
+    struct Inner;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("TLS setup: {0}")]
+    struct Outer(#[from] Inner);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("TLS setup failed")]
+    struct Plain(#[source] Inner);
+
+    #[test]
+    fn a_cause_already_in_its_error_is_not_repeated() {
+        let e = anyhow::Error::from(Outer(Inner)).context("cannot set up the MQTT connection");
+        assert_eq!(
+            error_chain(&e),
+            "cannot set up the MQTT connection: TLS setup: key file k.pem holds no key"
+        );
+        let e = anyhow::Error::from(Plain(Inner));
+        assert_eq!(
+            error_chain(&e),
+            "TLS setup failed: key file k.pem holds no key"
+        );
+    }
 }
