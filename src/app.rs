@@ -12,12 +12,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::analytics::{Counted, Counting, DetectedQueue, Input, ObjectDetection, PlateReading};
 use crate::commands::refusal::{self, Refusal};
-use crate::config::{self, stage::RemoteStage, Config};
+use crate::config::{self, Config};
 use crate::health::{self, Health};
 use crate::homeassistant::{self, HomeAssistant};
 use crate::metrics::Metrics;
 use crate::mqtt;
 use crate::outbox::{Outbox, Recovery, Store};
+use crate::remote_config::{self, RemoteStage};
 use crate::supervision::{Action, Policy, Supervision};
 use crate::synthetic::Synthetic;
 #[cfg(feature = "uploads")]
@@ -36,7 +37,7 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
     let started_ms = crate::events::now_ms();
     let metrics = Arc::new(Metrics::default());
     // The configuration applied last survives reboots: start from it.
-    let remote = config::stage::load_effective(local);
+    let remote = config::remote::load_effective(local);
     let config = remote.effective().clone();
     let (config_tx, config_rx) = watch::channel(Arc::new(config.clone()));
 
@@ -70,7 +71,7 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
     let mut inbound = Vec::new();
     let remote_stage = if config.remote.enabled {
         let (tx, rx) = mpsc::channel(16);
-        let (device, group) = config::stage::topics(&config);
+        let (device, group) = remote_config::topics(&config);
         inbound.push((device, tx.clone()));
         if let Some(group) = group {
             inbound.push((group, tx));
@@ -95,7 +96,7 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
     let uploads = if config.upload.enabled {
         let (tx, rx) = mpsc::channel(16);
         inbound.push((
-            mqtt::topics::Topics::new(&config.identity.camera_id).file_request(),
+            crate::topics::Topics::new(&config.identity.camera_id).file_request(),
             tx,
         ));
         match Uploads::new(
@@ -127,7 +128,7 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
             refusal::Why::NotBuilt
         };
         let (tx, rx) = mpsc::channel(16);
-        let topics = mqtt::topics::Topics::new(&config.identity.camera_id);
+        let topics = crate::topics::Topics::new(&config.identity.camera_id);
         inbound.push((topics.file_request(), tx));
         Some(Refusal::new(
             rx,

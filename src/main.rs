@@ -12,10 +12,12 @@ mod homeassistant;
 mod metrics;
 mod mqtt;
 mod outbox;
+mod remote_config;
 mod sqlite;
 mod supervision;
 mod synthetic;
 mod tools;
+mod topics;
 #[cfg(feature = "uploads")]
 mod upload;
 mod video;
@@ -570,7 +572,7 @@ fn init_logging(log: &LogConfig) -> Option<app::LogReload> {
 fn config_show(path: &Path, local: Config, json: bool) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(path)?;
     let table: toml::Table = toml::from_str(&text)?;
-    let state = config::stage::load_effective(local);
+    let state = config::remote::load_effective(local);
     let rows = state.provenance(&table);
     if json {
         let out: serde_json::Map<String, serde_json::Value> = rows
@@ -631,7 +633,7 @@ async fn emit(
     payload: Option<&str>,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(
-        mqtt::topics::valid_kind(kind),
+        topics::valid_kind(kind),
         "--kind must be 1-64 characters from a-z 0-9 _ -, found {kind:?}"
     );
     let fixed = payload

@@ -7,7 +7,6 @@
 //! without touching identity.
 
 pub mod remote;
-pub mod stage;
 mod validate;
 
 use std::path::{Path, PathBuf};

@@ -1,11 +1,15 @@
-//! Remote configuration, without I/O: parsing an overlay, merging it over the local
-//! configuration, and deciding what a message on a configuration topic does.
+//! Remote configuration: parsing an overlay, merging it over the local
+//! configuration, and deciding what a message on a configuration topic does, all
+//! without I/O; and the overlays kept on disk (`load_effective`, at start). The
+//! stage that takes the messages is `crate::remote_config`.
 //!
 //! Precedence: built-in defaults < local file < group (`fleet/<group>/config`) <
 //! device (`<camera-id>/config`). An overlay is a JSON object with a `version` and
 //! sections of tunables (`docs/remote-config.md`); only the fields in [`TUNABLE`]
 //! may appear. Everything is validated (types, ranges, unknown keys) before anything
 //! is applied.
+
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -479,6 +483,48 @@ impl RemoteState {
         }
         out
     }
+}
+
+// Kept on disk: `<state_dir>/remote-config.json` holds the overlays applied last
+// (`{"group": {...}, "device": {...}}`, each the payload as received), written to a
+// temp file, fsynced and renamed, so a crash leaves the old or the new file. At
+// start they are merged over the local file again, so a camera rebooting without
+// connectivity runs the configuration it had; an unreadable file is ignored (and
+// logged): the camera then starts from its local file.
+
+/// Where the applied overlays are kept.
+pub fn persisted_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("remote-config.json")
+}
+
+/// Reads the persisted overlays; a missing or unreadable file means none.
+pub fn load_persisted(path: &Path) -> Persisted {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            tracing::error!(path = %path.display(), error = %e, "persisted remote configuration is unreadable; starting from the local file");
+            Persisted::default()
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Persisted::default(),
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "cannot read the persisted remote configuration; starting from the local file");
+            Persisted::default()
+        }
+    }
+}
+
+pub fn save_persisted(path: &Path, persisted: &Persisted) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec_pretty(persisted).expect("overlays serialize");
+    crate::fsutil::write_atomically(path, &bytes, true)
+}
+
+/// The local configuration with the persisted overlays over it.
+pub fn load_effective(local: Config) -> RemoteState {
+    let path = persisted_path(&local.storage.state_dir);
+    let (state, warnings) = RemoteState::new(local, &load_persisted(&path));
+    for w in warnings {
+        tracing::warn!(path = %path.display(), "{w}");
+    }
+    state
 }
 
 #[cfg(test)]

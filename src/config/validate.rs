@@ -5,7 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use super::Config;
-use crate::mqtt::topics;
+use crate::topics;
 
 /// One invalid value.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,7 +6,6 @@ pub mod limits;
 mod publisher;
 mod session;
 pub mod tls;
-pub mod topics;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -152,7 +151,7 @@ pub fn build(config: &Config, wiring: Wiring) -> Result<(Connection, Publisher),
     let id = &config.identity;
     let m = &config.mqtt;
     let tls = tls::client_config(id)?;
-    let topics = topics::Topics::new(&id.camera_id);
+    let topics = crate::topics::Topics::new(&id.camera_id);
 
     let mut options = MqttOptions::new(&id.camera_id, &id.broker_host, id.broker_port);
     options

@@ -364,7 +364,7 @@ impl Store {
         let mut accepted = Vec::with_capacity(events.len());
         let mut need: i64 = 0;
         for ev in events {
-            if !crate::mqtt::topics::valid_kind(&ev.kind) {
+            if !crate::topics::valid_kind(&ev.kind) {
                 // The kind becomes a topic level and is stored unescaped in the body.
                 out.refused.push((ev.event_id, "invalid kind"));
                 continue;

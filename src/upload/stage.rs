@@ -23,8 +23,8 @@ use crate::commands::{self, FileRequest, Policy, Response, State, What, Where};
 use crate::config::Config;
 use crate::events::now_ms;
 use crate::metrics::Metrics;
-use crate::mqtt::topics::Topics;
 use crate::mqtt::{ControlPublish, InboundMessage, Inbox};
+use crate::topics::Topics;
 use crate::video::{clips, Pin, Pins};
 
 #[derive(Debug, thiserror::Error)]

@@ -1,62 +1,23 @@
 //! The remote-configuration stage: takes messages from the configuration topics,
 //! runs them through [`RemoteState`], persists what it applies, hands the effective
 //! configuration to every stage through a watch channel, and reports the outcome
-//! on `<camera-id>/config/status` (retained).
-//!
-//! On disk: `<state_dir>/remote-config.json` holds the overlays applied last
-//! (`{"group": {...}, "device": {...}}`, each the payload as received), written to a
-//! temp file, fsynced and renamed, so a crash leaves the old or the new file. At
-//! start they are merged over the local file again, so a camera rebooting without
-//! connectivity runs the configuration it had; an unreadable file is ignored (and
-//! logged): the camera then starts from its local file.
+//! on `<camera-id>/config/status` (retained). What a message may change, and how
+//! overlays are merged, validated and kept on disk, is `config::remote`'s.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::remote::{config_hash, Outcome, Persisted, RemoteState, Source};
-use super::Config;
+use crate::config::remote::{
+    config_hash, persisted_path, save_persisted, Outcome, RemoteState, Source,
+};
+use crate::config::Config;
 use crate::events::now_ms;
 use crate::metrics::Metrics;
-use crate::mqtt::topics::Topics;
 use crate::mqtt::{ControlPublish, InboundMessage, Inbox};
-
-/// Where the applied overlays are kept.
-pub fn persisted_path(state_dir: &Path) -> PathBuf {
-    state_dir.join("remote-config.json")
-}
-
-/// Reads the persisted overlays; a missing or unreadable file means none.
-pub fn load_persisted(path: &Path) -> Persisted {
-    match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-            tracing::error!(path = %path.display(), error = %e, "persisted remote configuration is unreadable; starting from the local file");
-            Persisted::default()
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Persisted::default(),
-        Err(e) => {
-            tracing::error!(path = %path.display(), error = %e, "cannot read the persisted remote configuration; starting from the local file");
-            Persisted::default()
-        }
-    }
-}
-
-fn save_persisted(path: &Path, persisted: &Persisted) -> std::io::Result<()> {
-    let bytes = serde_json::to_vec_pretty(persisted).expect("overlays serialize");
-    crate::fsutil::write_atomically(path, &bytes, true)
-}
-
-/// The local configuration with the persisted overlays over it.
-pub fn load_effective(local: Config) -> RemoteState {
-    let path = persisted_path(&local.storage.state_dir);
-    let (state, warnings) = RemoteState::new(local, &load_persisted(&path));
-    for w in warnings {
-        tracing::warn!(path = %path.display(), "{w}");
-    }
-    state
-}
+use crate::topics::Topics;
 
 /// The topics this camera takes configuration from.
 pub fn topics(config: &Config) -> (String, Option<String>) {
