@@ -20,6 +20,7 @@ mod tools;
 mod topics;
 #[cfg(feature = "uploads")]
 mod upload;
+mod urls;
 mod video;
 
 use std::path::{Path, PathBuf};

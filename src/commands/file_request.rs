@@ -264,7 +264,7 @@ pub fn parse(payload: &[u8], policy: Policy) -> Result<FileRequest, Rejection> {
 
     let target = match (wire.presigned, wire.s3) {
         (Some(p), None) => {
-            check_url(&p.url, policy.allow_plain_http).map_err(|r| reject(id, r))?;
+            crate::urls::check_url(&p.url, policy.allow_plain_http).map_err(|r| reject(id, r))?;
             for (name, value) in &p.headers {
                 let token = !name.is_empty()
                     && name
@@ -345,25 +345,6 @@ pub fn parse(payload: &[u8], policy: Policy) -> Result<FileRequest, Rejection> {
         target,
         expires,
     })
-}
-
-/// An https URL with a host (http only when allowed, for loopback tests).
-pub fn check_url(url: &str, allow_plain_http: bool) -> Result<(), String> {
-    let rest = if let Some(rest) = url.strip_prefix("https://") {
-        rest
-    } else if let Some(rest) = url.strip_prefix("http://") {
-        if !allow_plain_http {
-            return Err("plain-HTTP URLs are refused (upload.allow_plain_http is off)".into());
-        }
-        rest
-    } else {
-        return Err("the URL must start with https://".into());
-    };
-    let host = rest.split(['/', '?']).next().unwrap_or("");
-    if host.is_empty() || url.len() > 8192 || url.chars().any(|c| c.is_control() || c == ' ') {
-        return Err("the URL has no host, is over 8 KiB or holds spaces".into());
-    }
-    Ok(())
 }
 
 #[cfg(test)]

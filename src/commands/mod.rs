@@ -5,7 +5,7 @@
 pub mod file_request;
 pub mod refusal;
 
-pub use file_request::{check_url, Rejection};
+pub use file_request::Rejection;
 #[cfg(feature = "uploads")]
 pub use file_request::{parse, FileRequest, Policy, What, Where};
 

@@ -483,7 +483,7 @@ impl Config {
         );
         c.check(
             u.s3.endpoint.is_empty()
-                || crate::commands::check_url(&u.s3.endpoint, u.allow_plain_http).is_ok(),
+                || crate::urls::check_url(&u.s3.endpoint, u.allow_plain_http).is_ok(),
             "upload.s3.endpoint",
             || {
                 "expected empty (AWS) or https://host[:port] (http:// only with upload.allow_plain_http)"
