@@ -7,14 +7,17 @@
 # (build) host with tf2onnx 1.16.1 on tensorflow-cpu 2.15.1, in a virtual
 # environment kept in $EDGECAM_CONVERT_VENV (default: DEST/.convert-venv, about
 # 1.4 GB; a 207 MB wheel). The camera gets only the ONNX file (15 MB). Weights are
-# never committed to this repository. Needs python3 with venv (python3-venv).
+# never committed to this repository. The input's height and width are declared
+# symbolic (the graph runs at any multiple of 32), so that ONNX Runtime, like
+# tract, runs the daemon's default 416-wide input at the frame's aspect ratio.
+# Needs python3 with venv (python3-venv).
 set -euo pipefail
 dest="${1:-/var/lib/edgecam/models}"
 venv="${EDGECAM_CONVERT_VENV:-$dest/.convert-venv}"
 out="$dest/nanodet-m-416.onnx"
 json_sum=4495eb0ec74bd33ee40a79aa06ebc1ccd7e28be1bf7355d93ffb570b8d77f45d
 bin_sum=5d0e4f8c4eded666287330be03017d494787d35f523fd77ca23f59db984a4ad9
-stamp="nanodet.json $json_sum nanodet.bin $bin_sum tf2onnx 1.16.1 tensorflow-cpu 2.15.1 opset 13"
+stamp="nanodet.json $json_sum nanodet.bin $bin_sum tf2onnx 1.16.1 tensorflow-cpu 2.15.1 opset 13 input 1x3xHxW"
 if [ -s "$out" ] && [ "$(cat "$out.source" 2>/dev/null)" = "$stamp" ]; then
   echo "detector in $out is present (converted from checked sources)"; exit 0
 fi
@@ -53,6 +56,23 @@ echo "converting to ONNX..."
 TF_CPP_MIN_LOG_LEVEL=3 "$venv/bin/python" -m tf2onnx.convert --tfjs "$work/nanodet.json" \
   --output "$work/nanodet.onnx" --opset 13 >"$work/convert.log" 2>&1 \
   || { cat "$work/convert.log" >&2; echo "conversion failed" >&2; exit 1; }
+# The graph itself works at any input size (multiples of 32: its resizes scale by
+# 2 and 0.5, its reshapes are computed), but tf2onnx declares the input 416x416;
+# tract is told the size at load, ONNX Runtime checks the declared one. The
+# height and width are made symbolic so that both run the daemon's default input
+# (416 wide, the frame's aspect ratio).
+"$venv/bin/python" - "$work/nanodet.onnx" <<'PY'
+import sys, onnx
+path = sys.argv[1]
+model = onnx.load(path)
+dims = model.graph.input[0].type.tensor_type.shape.dim
+assert [d.dim_value for d in dims] == [1, 3, 416, 416], dims
+for d, name in ((dims[2], "height"), (dims[3], "width")):
+    d.ClearField("dim_value")
+    d.dim_param = name
+onnx.checker.check_model(model)
+onnx.save(model, path)
+PY
 mv "$work/nanodet.onnx" "$out"
 echo "$stamp" > "$out.source"
 echo "detector converted into $out ($(du -h "$out" | cut -f1))"

@@ -164,6 +164,16 @@ enum Command {
         /// Print one JSON line per image or frame instead of text.
         #[arg(long)]
         json: bool,
+        /// tract (built in) or onnxruntime (builds with the `ort` feature).
+        #[arg(long, default_value = "tract")]
+        backend: String,
+        /// ONNX Runtime's shared library; default: libonnxruntime.so in --models.
+        #[arg(long)]
+        onnxruntime_library: Option<PathBuf>,
+        /// The model's input, WIDTHxHEIGHT in multiples of 32; a height of 0
+        /// follows each image's aspect ratio, as the daemon does by default.
+        #[arg(long, default_value = "416x416")]
+        input: String,
     },
     /// Person detection precision and recall (IoU 0.5) on clips with ground-truth
     /// boxes: a folder of clips, each a folder with one video and `gt.txt` (MOT).
@@ -408,7 +418,22 @@ fn main() -> ExitCode {
             classes,
             fps,
             json,
-        } => tools::detect(&inputs, &models, min_score, &classes, fps, json),
+            backend,
+            onnxruntime_library,
+            input,
+        } => tools::detect(
+            &inputs,
+            &models,
+            &tools::DetectOptions {
+                min_score,
+                classes,
+                fps,
+                json,
+                backend,
+                onnxruntime_library,
+                input,
+            },
+        ),
         Command::EvalDetector {
             data,
             models,

@@ -673,11 +673,24 @@ pub fn count_people(
 fn load_detector_sized(
     models: &Path,
     size: [usize; 2],
+    backend: &analytics::plates::Backend,
 ) -> anyhow::Result<analytics::detector::Detector> {
     Ok(analytics::detector::Detector::load_sized(
         &models.join(analytics::detector::MODEL_FILE),
         size,
+        backend,
     )?)
+}
+
+/// `--input WIDTHxHEIGHT` (height 0: the frame's aspect ratio).
+fn input_size_arg(input: &str) -> anyhow::Result<[usize; 2]> {
+    input
+        .split_once('x')
+        .and_then(|(w, h)| Some([w.parse().ok()?, h.parse().ok()?]))
+        .filter(|s: &[usize; 2]| s[0] > 0 && s.iter().all(|v| v % 32 == 0))
+        .with_context(|| {
+            format!("--input must be WIDTHxHEIGHT in multiples of 32, found {input:?}")
+        })
 }
 
 /// The detector planned for the size of the frames it is given (as the
@@ -685,17 +698,28 @@ fn load_detector_sized(
 struct Planned<'a> {
     models: &'a Path,
     size: [usize; 2],
+    backend: analytics::plates::Backend,
     detector: Option<analytics::detector::Detector>,
 }
 
 impl<'a> Planned<'a> {
-    /// Checks the model at once.
+    /// Checks the model at once (tract).
     fn new(models: &'a Path, size: [usize; 2]) -> anyhow::Result<Self> {
+        Self::on(models, size, analytics::plates::Backend::Tract)
+    }
+
+    /// Checks the model at once, on `backend`.
+    fn on(
+        models: &'a Path,
+        size: [usize; 2],
+        backend: analytics::plates::Backend,
+    ) -> anyhow::Result<Self> {
         let square = analytics::input_size_for(size, 0, 0);
         Ok(Self {
             models,
             size,
-            detector: Some(load_detector_sized(models, square)?),
+            detector: Some(load_detector_sized(models, square, &backend)?),
+            backend,
         })
     }
 
@@ -704,21 +728,38 @@ impl<'a> Planned<'a> {
         img: &analytics::plates::Image,
         cfg: &analytics::DetectorConfig,
     ) -> anyhow::Result<Vec<analytics::detector::Detection>> {
-        let size = analytics::input_size_for(self.size, img.width, img.height);
+        Ok(cfg.select(self.raw(img, cfg.lowest_score())?))
+    }
+
+    /// The model planned for images of `width` x `height` (again only when the
+    /// size changes; the old plan goes before the new one is built).
+    fn plan_for(&mut self, width: u32, height: u32) -> anyhow::Result<()> {
+        let size = analytics::input_size_for(self.size, width, height);
         if self.detector.as_ref().is_none_or(|d| d.size() != size) {
-            self.detector = Some(load_detector_sized(self.models, size)?);
+            self.detector = None;
+            self.detector = Some(load_detector_sized(self.models, size, &self.backend)?);
         }
+        Ok(())
+    }
+
+    /// Every object scoring at least `min_score`, whatever its class.
+    fn raw(
+        &mut self,
+        img: &analytics::plates::Image,
+        min_score: f32,
+    ) -> anyhow::Result<Vec<analytics::detector::Detection>> {
+        self.plan_for(img.width, img.height)?;
         let Some(d) = &self.detector else {
             unreachable!("planned just above")
         };
-        Ok(cfg.select(d.detect(img, cfg.lowest_score())?))
+        Ok(d.detect(img, min_score)?)
     }
 }
 
+/// The detector at its native 416x416, on tract.
 pub fn load_detector(models: &Path) -> anyhow::Result<analytics::detector::Detector> {
-    Ok(analytics::detector::Detector::load(
-        &models.join(analytics::detector::MODEL_FILE),
-    )?)
+    let square = [analytics::detector::SIZE; 2];
+    load_detector_sized(models, square, &analytics::plates::Backend::Tract)
 }
 
 fn is_jpeg(path: &Path) -> bool {
@@ -727,15 +768,15 @@ fn is_jpeg(path: &Path) -> bool {
         .is_some_and(|e| e.eq_ignore_ascii_case("jpg") || e.eq_ignore_ascii_case("jpeg"))
 }
 
-pub fn detect(
-    inputs: &[PathBuf],
-    models: &Path,
-    min_score: f32,
-    classes: &[String],
-    fps: u32,
-    json: bool,
-) -> anyhow::Result<()> {
+pub fn detect(inputs: &[PathBuf], models: &Path, opts: &DetectOptions) -> anyhow::Result<()> {
     use analytics::detector::CLASSES;
+    let DetectOptions {
+        min_score,
+        ref classes,
+        fps,
+        json,
+        ..
+    } = *opts;
     if let Some(bad) = classes.iter().find(|c| !CLASSES.contains(&c.as_str())) {
         anyhow::bail!(
             "--class {bad:?} is not a COCO class (person, car, bus, truck, motorcycle, bicycle, …)"
@@ -743,10 +784,26 @@ pub fn detect(
     }
     anyhow::ensure!((0.0..=1.0).contains(&min_score), "--min-score must be 0-1");
     anyhow::ensure!((1..=60).contains(&fps), "--fps must be 1-60");
-    let detector = load_detector(models)?;
-    let show = |what: &str, img: &analytics::plates::Image| {
+    let backend = match opts.backend.as_str() {
+        "tract" => analytics::plates::Backend::Tract,
+        "onnxruntime" => analytics::plates::Backend::Onnxruntime {
+            library: opts
+                .onnxruntime_library
+                .clone()
+                .unwrap_or_else(|| models.join("libonnxruntime.so")),
+            sessions: 1,
+        },
+        other => anyhow::bail!("--backend must be tract or onnxruntime, found {other:?}"),
+    };
+    let mut detector = Planned::on(models, input_size_arg(&opts.input)?, backend)?;
+    let mut show = |what: &str, img: &analytics::plates::Image| {
+        // Planning the model for a new size is not timed.
+        if let Err(e) = detector.plan_for(img.width, img.height) {
+            println!("{what}: error: {e:#}");
+            return;
+        }
         let started = std::time::Instant::now();
-        let found = detector.detect(img, min_score).map(|mut found| {
+        let found = detector.raw(img, min_score).map(|mut found| {
             found.retain(|d| classes.is_empty() || classes.iter().any(|c| c == d.class));
             found
         });
@@ -795,6 +852,19 @@ pub fn detect(
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     }
     Ok(())
+}
+
+/// `edgecam detect`'s options besides its inputs and models.
+pub struct DetectOptions {
+    pub min_score: f32,
+    pub classes: Vec<String>,
+    pub fps: u32,
+    pub json: bool,
+    /// `tract` or `onnxruntime`.
+    pub backend: String,
+    pub onnxruntime_library: Option<PathBuf>,
+    /// `WIDTHxHEIGHT`, multiples of 32; height 0 follows the image's aspect.
+    pub input: String,
 }
 
 /// A video's width as `seqinfo.ini` beside it says, else 640.
@@ -1193,13 +1263,7 @@ pub fn eval_people(
             .collect::<anyhow::Result<_>>()?
     };
     if let Some(input) = input {
-        det_cfg.input_size = input
-            .split_once('x')
-            .and_then(|(w, h)| Some([w.parse().ok()?, h.parse().ok()?]))
-            .filter(|s: &[usize; 2]| s.iter().all(|v| v % 32 == 0))
-            .with_context(|| {
-                format!("--input must be WIDTHxHEIGHT in multiples of 32, found {input:?}")
-            })?;
+        det_cfg.input_size = input_size_arg(input)?;
     }
     let mut detector = Planned::new(models, det_cfg.input_size)?;
     let mut total = PeopleScore::default();

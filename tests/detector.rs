@@ -310,3 +310,70 @@ fn unknown_detector_classes_and_bad_sizes_are_refused_by_field() {
         "{err}"
     );
 }
+
+/// The same objects, boxes and scores from ONNX Runtime as from tract, at the
+/// model's square input and at the daemon's default (416 wide, the frame's aspect
+/// ratio), on a photograph and on frames of a real video.
+#[cfg(feature = "ort")]
+#[test]
+fn onnxruntime_finds_what_tract_finds_at_any_input_size() {
+    let lib = models().join("libonnxruntime.so");
+    assert!(
+        lib.exists(),
+        "no {}: run `bash deploy/fetch-onnxruntime.sh {}` (tests/run.sh does)",
+        lib.display(),
+        models().display()
+    );
+    let lib = lib.to_str().unwrap();
+    let inputs = [
+        (media().join("messi5.jpg"), vec![]),
+        (media().join("vtest.avi"), vec!["--fps", "1"]),
+    ];
+    let mut compared = 0;
+    for (input, extra) in &inputs {
+        for size in ["416x416", "416x0"] {
+            let run = |backend: &[&str]| {
+                let mut args = vec!["--input", size, "--min-score", "0.3"];
+                args.extend(extra);
+                args.extend(backend);
+                detect(input, &args)
+            };
+            let tract = run(&["--backend", "tract"]);
+            let ort = run(&["--backend", "onnxruntime", "--onnxruntime-library", lib]);
+            assert_eq!(tract.len(), ort.len(), "{} at {size}", input.display());
+            for (t, o) in tract.iter().zip(&ort) {
+                assert_eq!(t.len(), o.len(), "{size}: {t:?}\n{o:?}");
+                for (a, b) in t.iter().zip(o) {
+                    assert_eq!(a["class"], b["class"], "{size}: {a} vs {b}");
+                    let (sa, sb) = (a["score"].as_f64().unwrap(), b["score"].as_f64().unwrap());
+                    assert!((sa - sb).abs() < 1e-3, "{size}: {a} vs {b}");
+                    let ba: Vec<f64> = serde_json::from_value(a["box"].clone()).unwrap();
+                    let bb: Vec<f64> = serde_json::from_value(b["box"].clone()).unwrap();
+                    assert!(
+                        ba.iter().zip(&bb).all(|(x, y)| (x - y).abs() < 0.5),
+                        "{size}: {a} vs {b}"
+                    );
+                    compared += 1;
+                }
+            }
+        }
+    }
+    assert!(compared >= 100, "{compared} objects compared");
+    // A missing library is a clear error naming it.
+    let out = edgecam()
+        .args([
+            "detect",
+            "--backend",
+            "onnxruntime",
+            "--onnxruntime-library",
+            "/nonexistent/libonnxruntime.so",
+            "--models",
+        ])
+        .arg(models())
+        .arg(media().join("messi5.jpg"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/libonnxruntime.so"), "{err}");
+}

@@ -115,10 +115,10 @@ cargo test --locked --no-fail-fast 2>&1 | tee "$log"
 record "cargo test (all suites)" "${PIPESTATUS[0]}"
 bash tests/deploy.sh
 record "deployment checks (tests/deploy.sh)" $?
-# The optional ONNX Runtime backend of plate reading, built with its feature (only
-# the plates tests), compared with tract.
-cargo test --locked --no-fail-fast --features ort --test plates onnxruntime 2>&1 | tee "$log.ort"
-record "cargo test --features ort --test plates onnxruntime" "${PIPESTATUS[0]}"
+# The optional ONNX Runtime backend of plate reading and of the object detector,
+# built with its feature (only those tests), compared with tract.
+cargo test --locked --no-fail-fast --features ort --test plates --test detector onnxruntime 2>&1 | tee "$log.ort"
+record "cargo test --features ort --test plates --test detector onnxruntime" "${PIPESTATUS[0]}"
 # The core build (no analytics, no uploads) for the smallest cameras: it must
 # build, refuse what it lacks, and still record, count and report. It runs last:
 # it leaves the core binary in target/debug.

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::detector::{nms_by, Detection, Detector, DetectorError, CLASSES, NMS_IOU};
-use super::plates::Image;
+use super::plates::{Backend, Image};
 use super::tracking;
 use crate::metrics::Metrics;
 use crate::video::{Frame, FrameQueue, Queue};
@@ -36,6 +36,14 @@ pub struct DetectorConfig {
     /// The ONNX model (`nanodet-m-416.onnx`).
     #[serde(default = "default_model")]
     pub model: PathBuf,
+    /// The runtime that runs it: `tract` (built in) or `onnxruntime` (builds with
+    /// the `ort` feature; about twice as fast here, needs its shared library).
+    #[serde(default)]
+    pub backend: crate::config::PlatesBackend,
+    /// The ONNX Runtime shared library for `backend = "onnxruntime"`; empty:
+    /// `libonnxruntime.so` beside the model (`deploy/fetch-onnxruntime.sh DIR`).
+    #[serde(default)]
+    pub onnxruntime_library: PathBuf,
     /// The model's input, `[width, height]` in pixels, multiples of 32; a height
     /// of 0 follows the frame's aspect ratio (rounded to 32), which measured
     /// better than squashing to a square and costs less. Larger finds smaller
@@ -134,6 +142,8 @@ impl Default for DetectorConfig {
         Self {
             enabled: false,
             model: default_model(),
+            backend: Default::default(),
+            onnxruntime_library: PathBuf::new(),
             input_size: default_input_size(),
             classes: default_classes(),
             start_score: default_start_score(),
@@ -150,6 +160,24 @@ impl Default for DetectorConfig {
 }
 
 impl DetectorConfig {
+    /// The runtime for the model: one session, one thread, for ONNX Runtime.
+    pub fn runtime(&self) -> Backend {
+        match self.backend {
+            crate::config::PlatesBackend::Tract => Backend::Tract,
+            crate::config::PlatesBackend::Onnxruntime => Backend::Onnxruntime {
+                library: if self.onnxruntime_library.as_os_str().is_empty() {
+                    self.model
+                        .parent()
+                        .unwrap_or(std::path::Path::new("."))
+                        .join("libonnxruntime.so")
+                } else {
+                    self.onnxruntime_library.clone()
+                },
+                sessions: 1,
+            },
+        }
+    }
+
     /// The tracker's settings.
     pub fn tracking(&self) -> tracking::Params {
         tracking::Params {
@@ -211,6 +239,11 @@ impl DetectorConfig {
             w % 32 == 0 && (128..=1280).contains(&w) && (h == 0 || (h % 32 == 0 && (128..=1280).contains(&h))),
             "input_size",
             format!("[width, height], multiples of 32 from 128 to 1280 (height 0: the frame's aspect), found [{w}, {h}]"),
+        );
+        check(
+            self.backend == crate::config::PlatesBackend::Tract || cfg!(feature = "ort"),
+            "backend",
+            "\"tract\": this build has no onnxruntime backend (build with --features ort)".into(),
         );
         check(
             !self.classes.is_empty(),
@@ -373,10 +406,12 @@ impl ObjectDetection {
 
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), DetectionError> {
         let path = self.cfg.model.clone();
+        let runtime = self.cfg.runtime();
         let started = Instant::now();
         // Checked at once at a square size; planned again for the frames' size.
         let size = input_size_for(self.cfg.input_size, 0, 0);
-        let loaded = tokio::task::spawn_blocking(move || Detector::load_sized(&path, size))
+        let rt = runtime.clone();
+        let loaded = tokio::task::spawn_blocking(move || Detector::load_sized(&path, size, &rt))
             .await
             .map_err(|_| DetectionError::Panicked)
             .and_then(|r| r.map_err(DetectionError::from));
@@ -410,10 +445,10 @@ impl ObjectDetection {
             if detector.size() != size {
                 // The plan for the old size goes before the new one is built:
                 // two plans at once would raise the peak memory for nothing.
-                let path = cfg.model.clone();
+                let (path, rt) = (cfg.model.clone(), runtime.clone());
                 drop(detector);
                 let planned =
-                    tokio::task::spawn_blocking(move || Detector::load_sized(&path, size))
+                    tokio::task::spawn_blocking(move || Detector::load_sized(&path, size, &rt))
                         .await
                         .map_err(|_| DetectionError::Panicked)?;
                 match planned {

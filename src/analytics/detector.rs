@@ -7,17 +7,13 @@
 //! score per class for every grid cell (already through a sigmoid) and, per cell,
 //! the distances from the cell's centre (at (i + 0.5) x stride) to the box's four
 //! sides as a distribution over 11 bins (GFL: softmax, expectation, x stride).
-//! Pure apart from [`Detector::detect`]'s inference: preprocessing, decoding and
-//! non-maximum suppression are unit-tested.
+//! Pure apart from [`Detector::detect`]'s inference (tract, or ONNX Runtime with
+//! the `ort` feature): preprocessing, decoding and non-maximum suppression are
+//! unit-tested.
 
 use std::path::{Path, PathBuf};
-#[cfg(feature = "analytics")]
-use std::sync::Arc;
 
-#[cfg(feature = "analytics")]
-use tract_onnx::prelude::*;
-
-use super::plates::Image;
+use super::plates::{load_model, Backend, Image, Inference, Outputs};
 
 /// The model file in the models directory.
 pub const MODEL_FILE: &str = "nanodet-m-416.onnx";
@@ -123,8 +119,6 @@ pub enum DetectorError {
     Inference(String),
 }
 
-/// The model's outputs: shape and values of each.
-type Outputs = Vec<(Vec<usize>, Vec<f32>)>;
 
 /// One object found.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -138,23 +132,22 @@ pub struct Detection {
     pub bbox: [f32; 4],
 }
 
-/// The detector: one optimised tract plan for one input size.
+/// The detector: the model planned for one input size on one backend.
 pub struct Detector {
-    #[cfg(feature = "analytics")]
-    plan: Arc<TypedRunnableModel>,
+    model: Box<dyn Inference>,
     /// Input width and height.
     size: [usize; 2],
 }
 
 impl Detector {
-    /// Loads and checks the model at its native 416x416.
-    pub fn load(path: &Path) -> Result<Self, DetectorError> {
-        Self::load_sized(path, [SIZE, SIZE])
-    }
-
     /// Loads and checks the model for a `[width, height]` input (multiples of
-    /// 32): it must give the six outputs described in the module header.
-    pub fn load_sized(path: &Path, size: [usize; 2]) -> Result<Self, DetectorError> {
+    /// 32) on `backend`: it must give the six outputs described in the module
+    /// header.
+    pub fn load_sized(
+        path: &Path,
+        size: [usize; 2],
+        backend: &Backend,
+    ) -> Result<Self, DetectorError> {
         let err = |reason: String| DetectorError::Model {
             path: path.to_owned(),
             reason,
@@ -168,18 +161,12 @@ impl Detector {
             )));
         }
         let [w, h] = size;
-        let detector = Self {
-            #[cfg(feature = "analytics")]
-            plan: tract_onnx::onnx()
-                .model_for_path(path)
-                .and_then(|m| m.with_input_fact(0, f32::fact([1, 3, h, w]).into()))
-                .and_then(|m| m.into_optimized())
-                .and_then(|m| m.into_runnable())
-                .map_err(|e| err(format!("{e:#}")))?,
-            size,
-        };
-        // A blank image checks the outputs' shapes once, at load (and, in a
-        // build without models, says so).
+        let model = load_model(backend, path, [1, 3, h, w]).map_err(|e| match e {
+            super::plates::PlateError::Model { reason, .. } => err(reason),
+            other => err(other.to_string()),
+        })?;
+        let detector = Self { model, size };
+        // A blank image checks the outputs' shapes once, at load.
         let outputs = detector
             .infer(vec![0.0; 3 * w * h])
             .map_err(|e| err(e.to_string()))?;
@@ -192,23 +179,8 @@ impl Detector {
         self.size
     }
 
-    #[cfg(not(feature = "analytics"))]
-    fn infer(&self, _input: Vec<f32>) -> Result<Outputs, DetectorError> {
-        Err(DetectorError::Inference(super::plates::NO_ANALYTICS.into()))
-    }
-
-    #[cfg(feature = "analytics")]
     fn infer(&self, input: Vec<f32>) -> Result<Outputs, DetectorError> {
-        let fail = |e: TractError| DetectorError::Inference(format!("{e:#}"));
-        let [w, h] = self.size;
-        let t = Tensor::from_shape(&[1, 3, h, w], &input).map_err(fail)?;
-        let out = self.plan.run(tvec!(t.into())).map_err(fail)?;
-        out.iter()
-            .map(|o| {
-                let v = o.to_plain_array_view::<f32>().map_err(fail)?;
-                Ok((v.shape().to_vec(), v.iter().copied().collect()))
-            })
-            .collect()
+        self.model.run_all(input).map_err(DetectorError::Inference)
     }
 
     /// Objects in `img` scoring at least `min_score`, best first, after

@@ -607,6 +607,16 @@ mod tests {
     }
 
     #[test]
+    fn onnxruntime_for_a_build_without_it_names_each_field() {
+        let asked = "[plates]\nbackend = \"onnxruntime\"\n[detector]\nbackend = \"onnxruntime\"";
+        if cfg!(feature = "ort") {
+            assert!(with(asked).is_ok());
+        } else {
+            assert_eq!(fields(asked), vec!["plates.backend", "detector.backend"]);
+        }
+    }
+
+    #[test]
     fn unread_vehicles_without_the_detector_names_the_field() {
         assert_eq!(
             fields("[plates]\nenabled = true\nunread_vehicles = true"),

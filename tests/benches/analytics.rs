@@ -16,8 +16,14 @@
 //! counting without it), the detector's mean time per frame, plate frames read
 //! per second and their mean time, daemon CPU and peak RSS.
 //!
+//! With `--features ort`, the detector runs again with the detector and the plate
+//! reader on ONNX Runtime (`libonnxruntime.so` in the models directory,
+//! `deploy/fetch-onnxruntime.sh`).
+//!
 //! `cargo bench --bench analytics`; `EDGECAM_BENCH_ANALYTICS_SECS` seconds per run
-//! (default 40). Models from `EDGECAM_TEST_MODELS` or target/models.
+//! (default 40); `EDGECAM_BENCH_ANALYTICS_RUNS` keeps only the runs whose name holds
+//! one of its comma-separated words (the baseline always runs). Models from
+//! `EDGECAM_TEST_MODELS` or target/models.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -49,10 +55,12 @@ struct Run {
     detector: bool,
     /// `plates.vehicle_detector_size`, when not the default.
     crops: Option<[usize; 2]>,
+    /// `backend` of both the detector and the plate reader.
+    backend: &'static str,
 }
 
 async fn measure(models: &Path, i: usize, run: &Run, secs: u64) -> Figures {
-    let (on, det) = (run.analytics, run.detector);
+    let (on, det, backend) = (run.analytics, run.detector, run.backend);
     let rig = Rig::new(
         &format!("bench-analytics-{i}"),
         &format!(
@@ -61,8 +69,8 @@ async fn measure(models: &Path, i: usize, run: &Run, secs: u64) -> Figures {
              analytics_width = 1280\nanalytics_height = 720\nanalytics_fps = 5\n\
              [people]\nenabled = {on}\nlines = [{{ name = \"middle\", a = [0.5, 0.0], b = [0.5, 1.0] }}]\n\
              [plates]\nenabled = {on}\nmodels_dir = \"{}\"\nregion = \"eu\"\nthreads = 1\nsnapshots = false\n\
-             {}\
-             [detector]\nenabled = {det}\nmodel = \"{}\"\n",
+             backend = \"{backend}\"\n{}\
+             [detector]\nenabled = {det}\nmodel = \"{}\"\nbackend = \"{backend}\"\n",
             run.source,
             models.display(),
             run.crops
@@ -122,6 +130,7 @@ fn main() {
         analytics,
         detector,
         crops: None,
+        backend: "tract",
     };
     let mut runs = vec![run("video only (baseline)", "test", false, false)];
     if let Some(car) = &car {
@@ -133,6 +142,24 @@ fn main() {
         });
     }
     runs.push(run("no vehicle, detector", "test", true, true));
+    if cfg!(feature = "ort") {
+        if let Some(car) = &car {
+            runs.push(Run {
+                backend: "onnxruntime",
+                ..run("car, detector, ONNX Runtime", car, true, true)
+            });
+        }
+        runs.push(Run {
+            backend: "onnxruntime",
+            ..run("no vehicle, detector, ONNX Runtime", "test", true, true)
+        });
+    }
+    if let Ok(only) = std::env::var("EDGECAM_BENCH_ANALYTICS_RUNS") {
+        let words: Vec<&str> = only.split(',').map(str::trim).collect();
+        runs.retain(|r| {
+            r.name.starts_with("video only") || words.iter().any(|w| r.name.contains(w))
+        });
+    }
     rt.block_on(async move {
         let mut rows = Vec::new();
         for (i, r) in runs.iter().enumerate() {
@@ -142,10 +169,10 @@ fn main() {
         if car.is_none() {
             println!("   (no plate development set: the rows with a car are skipped)");
         }
-        println!("   run                          analysed/s  detector ms  plate frames/s  plate ms  dropped  daemon CPU  peak RSS  plates");
+        println!("   run                                 analysed/s  detector ms  plate frames/s  plate ms  dropped  daemon CPU  peak RSS  plates");
         for (name, f) in &rows {
             println!(
-                "   {name:<28} {:>10.2}  {:>11.1}  {:>14.2}  {:>8.0}  {:>7}  {:>8.0} %  {:>4} MiB  {:>6}",
+                "   {name:<35} {:>10.2}  {:>11.1}  {:>14.2}  {:>8.0}  {:>7}  {:>8.0} %  {:>4} MiB  {:>6}",
                 f.analysed_fps,
                 f.detector_ms,
                 f.plate_fps,

@@ -9,7 +9,12 @@
 //!    bytes/s as a fraction of 512 KiB/s, publishes/s, busiest one-second window;
 //! 3. live latency, event creation → delivery to a subscriber (an upper bound of
 //!    creation → PUBACK), with an empty backlog: p50, p99;
-//! 4. RSS and CPU of the daemon connected and idle.
+//! 4. RSS (and its anonymous and file-backed parts) and CPU of the daemon connected
+//!    and idle.
+//!
+//! `EDGECAM_BENCH_BIN` runs another build of the daemon instead of cargo's (say the
+//! core build, `--no-default-features`, or the `release-small` profile); the
+//! benchmark prints its `--version`.
 //!
 //! Environment: `EDGECAM_BENCH_EVENTS` (default 100000), `EDGECAM_BENCH_IDLE_SECS` (60),
 //! `EDGECAM_BENCH_PHASES` (e.g. `1,3`; all by default), `EDGECAM_BENCH_TIMELINE` (print
@@ -57,7 +62,13 @@ impl Setup {
     }
 
     fn daemon(&self, config: &Path, name: &str) -> Daemon {
-        Daemon::start(config, &self.dir.path().join(format!("{name}.log")))
+        let log = self.dir.path().join(format!("{name}.log"));
+        let mut cmd = std::process::Command::new(daemon_bin());
+        cmd.arg("run").arg("--config").arg(config);
+        Daemon {
+            config: config.to_owned(),
+            proc: Proc::spawn(cmd, log),
+        }
     }
 }
 
@@ -165,6 +176,13 @@ fn proc_cpu_ticks(pid: i32) -> u64 {
     f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
 }
 
+/// The daemon under test: `EDGECAM_BENCH_BIN`, or cargo's build.
+fn daemon_bin() -> PathBuf {
+    std::env::var_os("EDGECAM_BENCH_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(edgecam_bin)
+}
+
 fn proc_status_kb(pid: i32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
@@ -219,6 +237,11 @@ async fn run() {
         _broker: broker,
         observer,
     };
+    let version = std::process::Command::new(daemon_bin())
+        .arg("--version")
+        .output()
+        .expect("the daemon's --version");
+    print!("{}", String::from_utf8_lossy(&version.stdout));
     println!(
         "edgecam drain benchmark: {n} events, payload {} bytes",
         PAYLOAD.len()
@@ -396,8 +419,10 @@ async fn run() {
         t.elapsed().as_secs_f64()
     );
     println!(
-        "   RSS {} KiB (peak {} KiB), CPU {:.2} s = {:.3} %",
+        "   RSS {} KiB (anonymous {} KiB, file-backed {} KiB; peak {} KiB), CPU {:.2} s = {:.3} %",
         proc_status_kb(pid, "VmRSS:"),
+        proc_status_kb(pid, "RssAnon:"),
+        proc_status_kb(pid, "RssFile:"),
         proc_status_kb(pid, "VmHWM:"),
         cpu,
         cpu / t.elapsed().as_secs_f64() * 100.0

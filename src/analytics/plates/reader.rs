@@ -64,10 +64,21 @@ pub enum PlateError {
     Inference(String),
 }
 
+/// A model's outputs, in its order: each one's shape and values.
+pub type Outputs = Vec<(Vec<usize>, Vec<f32>)>;
+
 /// One model, run on one NCHW input of its fixed shape.
 pub trait Inference: Send + Sync {
+    /// Every output, in the model's order: shape and values.
+    fn run_all(&self, input: Vec<f32>) -> Result<Outputs, String>;
+
     /// The first output: shape and values.
-    fn run(&self, input: Vec<f32>) -> Result<(Vec<usize>, Vec<f32>), String>;
+    fn run(&self, input: Vec<f32>) -> Result<(Vec<usize>, Vec<f32>), String> {
+        self.run_all(input)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| "the model gave no output".to_owned())
+    }
 }
 
 /// The runtime that runs the models.
@@ -110,13 +121,15 @@ impl Tract {
 
 #[cfg(feature = "analytics")]
 impl Inference for Tract {
-    fn run(&self, input: Vec<f32>) -> Result<(Vec<usize>, Vec<f32>), String> {
+    fn run_all(&self, input: Vec<f32>) -> Result<Outputs, String> {
         let t = Tensor::from_shape(&self.shape, &input).map_err(|e| e.to_string())?;
         let out = self.plan.run(tvec!(t.into())).map_err(|e| e.to_string())?;
-        let o = out[0]
-            .to_plain_array_view::<f32>()
-            .map_err(|e| e.to_string())?;
-        Ok((o.shape().to_vec(), o.iter().copied().collect()))
+        out.iter()
+            .map(|o| {
+                let o = o.to_plain_array_view::<f32>().map_err(|e| e.to_string())?;
+                Ok((o.shape().to_vec(), o.iter().copied().collect()))
+            })
+            .collect()
     }
 }
 
@@ -169,7 +182,7 @@ impl Ort {
 
 #[cfg(feature = "ort")]
 impl Inference for Ort {
-    fn run(&self, input: Vec<f32>) -> Result<(Vec<usize>, Vec<f32>), String> {
+    fn run_all(&self, input: Vec<f32>) -> Result<Outputs, String> {
         let shape: Vec<i64> = self.shape.iter().map(|d| *d as i64).collect();
         let t = ort::value::Tensor::from_array((shape, input)).map_err(|e| e.to_string())?;
         let mut session = self
@@ -178,10 +191,14 @@ impl Inference for Ort {
             .find_map(|s| s.try_lock().ok())
             .unwrap_or_else(|| self.sessions[0].lock().unwrap_or_else(|e| e.into_inner()));
         let out = session.run(ort::inputs![t]).map_err(|e| e.to_string())?;
-        let (shape, data) = out[0]
-            .try_extract_tensor::<f32>()
-            .map_err(|e| e.to_string())?;
-        Ok((shape.iter().map(|d| *d as usize).collect(), data.to_vec()))
+        (0..out.len())
+            .map(|i| {
+                let (shape, data) = out[i]
+                    .try_extract_tensor::<f32>()
+                    .map_err(|e| e.to_string())?;
+                Ok((shape.iter().map(|d| *d as usize).collect(), data.to_vec()))
+            })
+            .collect()
     }
 }
 
@@ -286,9 +303,10 @@ impl Rec {
     }
 }
 
-/// One model on `backend` for input `shape`.
+/// One model on `backend` for input `shape` (the plate reader's and the object
+/// detector's).
 #[cfg_attr(not(feature = "analytics"), allow(unused_variables))]
-fn load_model(
+pub fn load_model(
     backend: &Backend,
     path: &Path,
     shape: [usize; 4],
