@@ -152,28 +152,8 @@ enum Command {
         /// Directory of the detector model (deploy/fetch-detector.sh).
         #[arg(long, default_value = "/var/lib/edgecam/models")]
         models: PathBuf,
-        /// Lowest score reported.
-        #[arg(long, default_value_t = 0.4)]
-        min_score: f32,
-        /// Only these classes (repeatable; e.g. person, car); all by default.
-        #[arg(long = "class")]
-        classes: Vec<String>,
-        /// Frames per second taken from a video.
-        #[arg(long, default_value_t = 5)]
-        fps: u32,
-        /// Print one JSON line per image or frame instead of text.
-        #[arg(long)]
-        json: bool,
-        /// tract (built in) or onnxruntime (builds with the `ort` feature).
-        #[arg(long, default_value = "tract")]
-        backend: String,
-        /// ONNX Runtime's shared library; default: libonnxruntime.so in --models.
-        #[arg(long)]
-        onnxruntime_library: Option<PathBuf>,
-        /// The model's input, WIDTHxHEIGHT in multiples of 32; a height of 0
-        /// follows each image's aspect ratio, as the daemon does by default.
-        #[arg(long, default_value = "416x416")]
-        input: String,
+        #[command(flatten)]
+        opts: tools::DetectOptions,
     },
     /// Person detection precision and recall (IoU 0.5) on clips with ground-truth
     /// boxes: a folder of clips, each a folder with one video and `gt.txt` (MOT).
@@ -414,26 +394,8 @@ fn main() -> ExitCode {
         Command::Detect {
             inputs,
             models,
-            min_score,
-            classes,
-            fps,
-            json,
-            backend,
-            onnxruntime_library,
-            input,
-        } => tools::detect(
-            &inputs,
-            &models,
-            &tools::DetectOptions {
-                min_score,
-                classes,
-                fps,
-                json,
-                backend,
-                onnxruntime_library,
-                input,
-            },
-        ),
+            opts,
+        } => tools::detect(&inputs, &models, &opts),
         Command::EvalDetector {
             data,
             models,

@@ -125,18 +125,27 @@ impl BackendArgs {
     }
 
     fn backend(&self, models: &Path) -> anyhow::Result<analytics::plates::Backend> {
-        Ok(match self.backend.as_str() {
-            "tract" => analytics::plates::Backend::Tract,
-            "onnxruntime" => analytics::plates::Backend::Onnxruntime {
-                library: self
-                    .onnxruntime_library
-                    .clone()
-                    .unwrap_or_else(|| models.join("libonnxruntime.so")),
-                sessions: 1,
-            },
-            other => anyhow::bail!("--backend must be tract or onnxruntime, found {other:?}"),
-        })
+        backend_arg(&self.backend, self.onnxruntime_library.as_deref(), models)
     }
+}
+
+/// `--backend` and `--onnxruntime-library` (default: libonnxruntime.so in the
+/// models directory); one session.
+fn backend_arg(
+    backend: &str,
+    library: Option<&Path>,
+    models: &Path,
+) -> anyhow::Result<analytics::plates::Backend> {
+    Ok(match backend {
+        "tract" => analytics::plates::Backend::Tract,
+        "onnxruntime" => analytics::plates::Backend::Onnxruntime {
+            library: library
+                .map(Path::to_owned)
+                .unwrap_or_else(|| models.join("libonnxruntime.so")),
+            sessions: 1,
+        },
+        other => anyhow::bail!("--backend must be tract or onnxruntime, found {other:?}"),
+    })
 }
 
 fn region(s: &str) -> anyhow::Result<analytics::plates::Region> {
@@ -784,17 +793,7 @@ pub fn detect(inputs: &[PathBuf], models: &Path, opts: &DetectOptions) -> anyhow
     }
     anyhow::ensure!((0.0..=1.0).contains(&min_score), "--min-score must be 0-1");
     anyhow::ensure!((1..=60).contains(&fps), "--fps must be 1-60");
-    let backend = match opts.backend.as_str() {
-        "tract" => analytics::plates::Backend::Tract,
-        "onnxruntime" => analytics::plates::Backend::Onnxruntime {
-            library: opts
-                .onnxruntime_library
-                .clone()
-                .unwrap_or_else(|| models.join("libonnxruntime.so")),
-            sessions: 1,
-        },
-        other => anyhow::bail!("--backend must be tract or onnxruntime, found {other:?}"),
-    };
+    let backend = backend_arg(&opts.backend, opts.onnxruntime_library.as_deref(), models)?;
     let mut detector = Planned::on(models, input_size_arg(&opts.input)?, backend)?;
     let mut show = |what: &str, img: &analytics::plates::Image| {
         // Planning the model for a new size is not timed.
@@ -855,15 +854,29 @@ pub fn detect(inputs: &[PathBuf], models: &Path, opts: &DetectOptions) -> anyhow
 }
 
 /// `edgecam detect`'s options besides its inputs and models.
+#[derive(clap::Args)]
 pub struct DetectOptions {
+    /// Lowest score reported.
+    #[arg(long, default_value_t = 0.4)]
     pub min_score: f32,
+    /// Only these classes (repeatable; e.g. person, car); all by default.
+    #[arg(long = "class")]
     pub classes: Vec<String>,
+    /// Frames per second taken from a video.
+    #[arg(long, default_value_t = 5)]
     pub fps: u32,
+    /// Print one JSON line per image or frame instead of text.
+    #[arg(long)]
     pub json: bool,
-    /// `tract` or `onnxruntime`.
+    /// tract (built in) or onnxruntime (builds with the `ort` feature).
+    #[arg(long, default_value = "tract")]
     pub backend: String,
+    /// ONNX Runtime's shared library; default: libonnxruntime.so in --models.
+    #[arg(long)]
     pub onnxruntime_library: Option<PathBuf>,
-    /// `WIDTHxHEIGHT`, multiples of 32; height 0 follows the image's aspect.
+    /// The model's input, WIDTHxHEIGHT in multiples of 32; a height of 0
+    /// follows each image's aspect ratio, as the daemon does by default.
+    #[arg(long, default_value = "416x416")]
     pub input: String,
 }
 

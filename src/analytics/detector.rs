@@ -119,7 +119,6 @@ pub enum DetectorError {
     Inference(String),
 }
 
-
 /// One object found.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Detection {
