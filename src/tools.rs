@@ -761,7 +761,7 @@ impl<'a> Planned<'a> {
         let Some(d) = &self.detector else {
             unreachable!("planned just above")
         };
-        Ok(d.detect(img, min_score)?)
+        Ok(d.detect(img.view(), min_score)?)
     }
 }
 
@@ -919,7 +919,7 @@ pub fn eval_detector(data: &Path, models: &Path, min_scores: &[f32]) -> anyhow::
                 rgb: frame.rgb,
             };
             let started = std::time::Instant::now();
-            let found = match detector.detect(&img, lowest) {
+            let found = match detector.detect(img.view(), lowest) {
                 Ok(found) => found,
                 Err(e) => {
                     failure.get_or_insert(e);

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::detector::{nms_by, Detection, Detector, DetectorError, CLASSES, NMS_IOU};
-use super::plates::{Backend, Image};
+use super::plates::{Backend, View};
 use super::tracking;
 use crate::metrics::Metrics;
 use crate::video::{Frame, FrameQueue, Queue};
@@ -467,13 +467,13 @@ impl ObjectDetection {
             let f = frame.clone();
             let started = Instant::now();
             let found = tokio::task::spawn_blocking(move || {
-                let img = Image {
+                // The frame's own pixels: no copy.
+                let img = View {
                     width: f.width,
                     height: f.height,
-                    rgb: f.rgb.clone(),
+                    rgb: &f.rgb,
                 };
-                d.detect(&img, c.lowest_score())
-                    .map(|found| c.select(found))
+                d.detect(img, c.lowest_score()).map(|found| c.select(found))
             })
             .await
             .map_err(|_| DetectionError::Panicked)?;

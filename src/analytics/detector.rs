@@ -13,7 +13,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::plates::{load_model, Backend, Image, Inference, Outputs};
+use super::plates::{load_model, Backend, Inference, Outputs, View};
 
 /// The model file in the models directory.
 pub const MODEL_FILE: &str = "nanodet-m-416.onnx";
@@ -184,7 +184,7 @@ impl Detector {
 
     /// Objects in `img` scoring at least `min_score`, best first, after
     /// non-maximum suppression per class.
-    pub fn detect(&self, img: &Image, min_score: f32) -> Result<Vec<Detection>, DetectorError> {
+    pub fn detect(&self, img: View<'_>, min_score: f32) -> Result<Vec<Detection>, DetectorError> {
         let [w, h] = self.size;
         let outputs = self.infer(input(img, self.size))?;
         let heads = Heads::find(&outputs, self.size).map_err(DetectorError::Inference)?;
@@ -200,7 +200,7 @@ impl Detector {
 
 /// The model's input: `img` squashed to `[width, height]` (bilinear), BGR,
 /// normalised, NCHW.
-pub fn input(img: &Image, [w, h]: [usize; 2]) -> Vec<f32> {
+pub fn input(img: View<'_>, [w, h]: [usize; 2]) -> Vec<f32> {
     let plane = w * h;
     let mut t = vec![0f32; 3 * plane];
     let (sx, sy) = (img.width as f32 / w as f32, img.height as f32 / h as f32);
@@ -435,12 +435,13 @@ mod tests {
 
     #[test]
     fn the_input_is_bgr_normalised_and_planar() {
-        let img = Image {
+        let rgb = [[200u8, 100, 50]; 4].concat();
+        let img = View {
             width: 2,
             height: 2,
-            rgb: [[200u8, 100, 50]; 4].concat(),
+            rgb: &rgb,
         };
-        let t = input(&img, [SIZE, SIZE]);
+        let t = input(img, [SIZE, SIZE]);
         assert_eq!(t.len(), 3 * SIZE * SIZE);
         let plane = SIZE * SIZE;
         assert!((t[0] - (50.0 - MEAN_BGR[0]) / STD_BGR[0]).abs() < 1e-4);

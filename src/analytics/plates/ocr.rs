@@ -15,6 +15,31 @@ pub struct Image {
 }
 
 impl Image {
+    /// The same pixels, borrowed.
+    pub fn view(&self) -> View<'_> {
+        View {
+            width: self.width,
+            height: self.height,
+            rgb: &self.rgb,
+        }
+    }
+
+    /// Bilinear sample at (x, y) in pixels.
+    pub(crate) fn sample(&self, x: f32, y: f32) -> [f32; 3] {
+        self.view().sample(x, y)
+    }
+}
+
+/// An RGB picture borrowed (a video frame's pixels, without a copy).
+#[derive(Debug, Clone, Copy)]
+pub struct View<'a> {
+    pub width: u32,
+    pub height: u32,
+    /// Packed RGB, `width * height * 3` bytes.
+    pub rgb: &'a [u8],
+}
+
+impl View<'_> {
     fn px(&self, x: u32, y: u32) -> [u8; 3] {
         let i = ((y.min(self.height - 1) * self.width + x.min(self.width - 1)) * 3) as usize;
         [self.rgb[i], self.rgb[i + 1], self.rgb[i + 2]]
