@@ -286,8 +286,8 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
             if config.plates.enabled {
                 outputs.push(plates.clone());
             }
-            // Restarted alone when a remote configuration changes what it
-            // detects (`input_size`, `classes`, `min_scores`).
+            // Restarted alone when a remote configuration changes `[detector]`
+            // (what it detects, and the scores the trackers keep).
             let (current, metrics) = (config_rx.clone(), metrics.clone());
             stages.add_reconfigurable(
                 "object_detection",
@@ -305,18 +305,9 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
                 },
             );
             (
-                Input::Detections {
-                    queue: people,
-                    tracking: config.detector.tracking(),
-                },
-                Input::Detections {
-                    queue: plates,
-                    tracking: config.detector.vehicle_tracking(),
-                },
-                Some(Input::Detections {
-                    queue: traffic,
-                    tracking: config.detector.vehicle_tracking(),
-                }),
+                Input::Detections(people),
+                Input::Detections(plates),
+                Some(Input::Detections(traffic)),
             )
         } else {
             queues.push(people_q.clone());
@@ -342,7 +333,7 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
         }
         if config.plates.enabled {
             // Restarted alone, with the models loaded again, when a remote
-            // configuration changes `[plates]`.
+            // configuration changes `[plates]` or the vehicle tracker's settings.
             let (current, media, events_tx, metrics) = (
                 config_rx.clone(),
                 config.upload.media_dir.clone(),
@@ -353,10 +344,11 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
                 "plate_reading",
                 Policy::Restart,
                 config_rx.clone(),
-                |c| c.plates.clone(),
+                |c| (c.plates.clone(), c.detector.vehicle_tracking()),
                 move |stop| {
                     let stage = PlateReading::new(
                         current.borrow().plates.clone(),
+                        current.borrow().detector.vehicle_tracking(),
                         media.clone(),
                         plates_in.clone(),
                         events_tx.clone(),

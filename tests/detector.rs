@@ -203,6 +203,38 @@ async fn the_daemon_counts_the_people_of_a_real_pedestrian_clip_by_their_tracks(
     let last = metrics.last().expect("metrics");
     assert!(last["detector"]["frames"].as_u64().unwrap() > 0, "{last}");
     assert_eq!(last["detector"]["errors"], 0, "{last}");
+
+    // The tracker's settings changed from the cloud: the detector restarts, the
+    // open count interval closes early (partial), and counting goes on with them.
+    rig.observer
+        .publish_retained(
+            &format!("{CAMERA}/config"),
+            br#"{"version":1,"detector":{"confirm_hits":3,"keep_score":0.25,"max_lost":"3s"}}"#,
+        )
+        .await;
+    rig.observer.wait_config_applied(1).await;
+    let restarted = |log: &str| log.matches("people counting on").count();
+    wait_until(
+        "counting restarted with the new tracker",
+        Duration::from_secs(30),
+        || restarted(&daemon.log_text()) >= 2,
+    )
+    .await;
+    let counted_before = rig.observer.events_in("people_count").len();
+    wait_until("counts after the change", Duration::from_secs(30), || {
+        rig.observer.events_in("people_count").len() >= counted_before + 2
+    })
+    .await;
+    let counts = rig.observer.events_in("people_count");
+    assert!(
+        counts.iter().any(|c| c["payload"]["partial"] == true),
+        "no partial interval at the change"
+    );
+    let log = daemon.log_text();
+    assert!(
+        log.matches("object detector loaded").count() >= 2,
+        "the detection stage was not restarted: {log}"
+    );
     assert_schemas(&rig.observer);
 }
 

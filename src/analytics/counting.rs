@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::detection::{Input, Item};
 use super::people::{persons, vehicles, Counter, Crossing, Tally, TrackCounter};
+use super::tracking;
 use crate::config::{Config, PeopleConfig};
 use crate::events::{epoch_ms as ms, rfc3339_ms as rfc3339, NewEvent};
 
@@ -33,6 +34,14 @@ impl Counted {
         match self {
             Counted::People => c.people.clone(),
             Counted::Traffic => c.traffic.counting(),
+        }
+    }
+
+    /// The tracker's settings for what it counts.
+    fn tracking(self, d: &crate::analytics::DetectorConfig) -> tracking::Params {
+        match self {
+            Counted::People => d.tracking(),
+            Counted::Traffic => d.vehicle_tracking(),
         }
     }
 
@@ -99,6 +108,8 @@ pub fn count_payload(
 
 struct Run {
     cfg: PeopleConfig,
+    /// The tracker's settings (`[detector]`), with the detector.
+    tracking: Option<tracking::Params>,
     /// `None` only while a frame is being counted off the runtime.
     counter: Option<Method>,
     tally: Tally,
@@ -108,17 +119,22 @@ struct Run {
 }
 
 impl Run {
-    fn new(cfg: PeopleConfig, counted: Counted, input: &Input, now: SystemTime) -> Self {
+    fn new(
+        cfg: PeopleConfig,
+        counted: Counted,
+        tracking: Option<tracking::Params>,
+        now: SystemTime,
+    ) -> Self {
         let (start_ms, end_ms) = bucket(ms(now), cfg.interval);
-        let counter = match input {
-            Input::Frames(_) => Method::Blobs(Counter::new(
+        let counter = match tracking {
+            None => Method::Blobs(Counter::new(
                 cfg.params(),
                 cfg.lines.clone(),
                 cfg.zones.clone(),
             )),
-            Input::Detections { tracking, .. } => Method::Tracks(TrackCounter::new(
+            Some(tracking) => Method::Tracks(TrackCounter::new(
                 counted.classes(),
-                *tracking,
+                tracking,
                 cfg.hysteresis,
                 cfg.lines.clone(),
                 cfg.zones.clone(),
@@ -127,6 +143,7 @@ impl Run {
         Self {
             counter: Some(counter),
             tally: Tally::new(&cfg.lines, &cfg.zones),
+            tracking,
             cfg,
             start_ms,
             end_ms,
@@ -167,8 +184,17 @@ impl Counting {
         let mut run: Option<Run> = None;
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
-            let cfg = self.counted.section(&self.config.borrow_and_update());
-            let changed = run.as_ref().is_none_or(|r| r.cfg != cfg);
+            let (cfg, tracking) = {
+                let config = self.config.borrow_and_update();
+                let tracking = match self.input {
+                    Input::Frames(_) => None,
+                    Input::Detections(_) => Some(self.counted.tracking(&config.detector)),
+                };
+                (self.counted.section(&config), tracking)
+            };
+            let changed = run
+                .as_ref()
+                .is_none_or(|r| r.cfg != cfg || r.tracking != tracking);
             if changed {
                 if let Some(r) = run.as_mut() {
                     // The old lines' counts up to now, then the new set-up.
@@ -181,13 +207,13 @@ impl Counting {
                         zones = cfg.zones.len(),
                         method = match (&self.input, self.counted) {
                             (Input::Frames(_), _) => "moving blobs",
-                            (Input::Detections { .. }, Counted::People) => "tracked persons",
-                            (Input::Detections { .. }, Counted::Traffic) => "tracked vehicles",
+                            (Input::Detections(_), Counted::People) => "tracked persons",
+                            (Input::Detections(_), Counted::Traffic) => "tracked vehicles",
                         },
                         "{} on",
                         self.counted.name()
                     );
-                    Run::new(cfg, self.counted, &self.input, SystemTime::now())
+                    Run::new(cfg, self.counted, tracking, SystemTime::now())
                 });
             }
             tokio::select! {

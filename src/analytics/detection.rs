@@ -332,15 +332,12 @@ pub struct Detected {
 pub type DetectedQueue = Queue<Detected>;
 
 /// What an analytic reads: frames (without the detector), or the detector's
-/// output with the tracker settings for the objects it follows. Clones share
-/// the queue.
+/// output (each analytic follows it with the tracker settings of `[detector]` in
+/// effect). Clones share the queue.
 #[derive(Clone)]
 pub enum Input {
     Frames(FrameQueue),
-    Detections {
-        queue: DetectedQueue,
-        tracking: tracking::Params,
-    },
+    Detections(DetectedQueue),
 }
 
 /// One item of an input.
@@ -354,7 +351,7 @@ impl Input {
     pub fn set_wanted(&self, wanted: bool) {
         match self {
             Input::Frames(q) => q.set_wanted(wanted),
-            Input::Detections { queue, .. } => queue.set_wanted(wanted),
+            Input::Detections(queue) => queue.set_wanted(wanted),
         }
     }
 
@@ -362,7 +359,7 @@ impl Input {
     pub async fn next(&self) -> Item {
         match self {
             Input::Frames(q) => Item::Frame(q.pop().await),
-            Input::Detections { queue, .. } => Item::Detected(queue.pop().await),
+            Input::Detections(queue) => Item::Detected(queue.pop().await),
         }
     }
 }

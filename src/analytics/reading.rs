@@ -311,6 +311,8 @@ impl Snapshots {
 
 pub struct PlateReading {
     cfg: PlatesConfig,
+    /// The vehicle tracker's settings (`[detector]`), with the detector.
+    vehicle_tracking: tracking::Params,
     media_dir: PathBuf,
     input: Input,
     events: mpsc::Sender<NewEvent>,
@@ -320,6 +322,7 @@ pub struct PlateReading {
 impl PlateReading {
     pub fn new(
         cfg: PlatesConfig,
+        vehicle_tracking: tracking::Params,
         media_dir: PathBuf,
         input: Input,
         events: mpsc::Sender<NewEvent>,
@@ -327,6 +330,7 @@ impl PlateReading {
     ) -> Self {
         Self {
             cfg,
+            vehicle_tracking,
             media_dir,
             input,
             events,
@@ -348,7 +352,7 @@ impl PlateReading {
         let shown = |t: &str| self.shown(t);
         let frame = v.snapshot.as_ref().map(|k| [k.frame.width, k.frame.height]);
         let vehicle = match (&self.input, &v.snapshot) {
-            (Input::Detections { .. }, Some(k)) => owner(&k.vehicles, &v.bbox)
+            (Input::Detections(_), Some(k)) => owner(&k.vehicles, &v.bbox)
                 .map(|o| serde_json::json!({"class": o.class, "track": o.track})),
             _ => None,
         };
@@ -549,7 +553,7 @@ impl PlateReading {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ReadingError> {
         let cfg = self.cfg.clone();
         let dir = cfg.models_dir.clone();
-        let vehicles_only = matches!(self.input, Input::Detections { .. });
+        let vehicles_only = matches!(self.input, Input::Detections(_));
         let det_size = if vehicles_only {
             cfg.vehicle_detector_size
         } else {
@@ -590,7 +594,7 @@ impl PlateReading {
             within = if vehicles_only { "tracked vehicles" } else { "whole frames" }, "plate reading on");
 
         let mut vehicle_tracker = match &self.input {
-            Input::Detections { tracking, .. } => tracking::Tracker::new(*tracking),
+            Input::Detections(_) => tracking::Tracker::new(self.vehicle_tracking),
             Input::Frames(_) => tracking::Tracker::default(),
         };
         let mut tracker: Tracker<Keep> = Tracker::new(TrackerParams {

@@ -97,6 +97,13 @@ pub const TUNABLE: &[&str] = &[
     "detector.input_size",
     "detector.classes",
     "detector.min_scores",
+    "detector.start_score",
+    "detector.vehicle_start_score",
+    "detector.keep_score",
+    "detector.match_iou",
+    "detector.confirm_hits",
+    "detector.max_lost",
+    "detector.refind",
     "homeassistant.enabled",
     "homeassistant.prefix",
     "homeassistant.name",
@@ -636,6 +643,36 @@ mod tests {
         assert_eq!(s.on_message(Source::Device, good, MAX), Outcome::Applied);
         assert_eq!(s.effective().plates.min_reads, 3);
         assert_eq!(s.effective().detector.classes, ["person", "car"]);
+    }
+
+    #[test]
+    fn the_tracker_settings_are_tunable_and_checked_together() {
+        let mut s = state();
+        // keep_score above a start score cannot continue what it started.
+        let bad = br#"{"version":1,"detector":{"keep_score":0.6,"max_lost":"2min"}}"#;
+        match s.on_message(Source::Device, bad, MAX) {
+            Outcome::Rejected { errors, .. } => {
+                let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+                assert_eq!(
+                    fields,
+                    ["detector.keep_score", "detector.max_lost"],
+                    "{errors:?}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let good = br#"{"version":2,"detector":{"start_score":0.6,"keep_score":0.25,"confirm_hits":3,"max_lost":"3s","refind":1.0,"match_iou":0.4,"vehicle_start_score":0.35}}"#;
+        assert_eq!(s.on_message(Source::Device, good, MAX), Outcome::Applied);
+        let d = &s.effective().detector;
+        assert_eq!(d.tracking().confirm_hits, 3);
+        assert_eq!(d.tracking().max_lost, 3.0);
+        assert_eq!((d.tracking().high, d.vehicle_tracking().high), (0.6, 0.35));
+        // Where it runs stays local.
+        let local_only = br#"{"version":3,"detector":{"backend":"onnxruntime"}}"#;
+        match s.on_message(Source::Device, local_only, MAX) {
+            Outcome::Rejected { errors, .. } => assert_eq!(errors[0].field, "detector.backend"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
