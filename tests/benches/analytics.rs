@@ -14,7 +14,8 @@
 //! grey road for 4 s of every 9 s; without that set those rows are skipped. Per
 //! run: analysed frames/s (frames through the detector, or taken by people
 //! counting without it), the detector's mean time per frame, plate frames read
-//! per second and their mean time, daemon CPU and peak RSS.
+//! per second and their mean time, daemon CPU, peak RSS, and at the end of the run
+//! its anonymous and file-backed parts.
 //!
 //! With `--features ort`, the detector runs again with the detector and the plate
 //! reader on ONNX Runtime (`libonnxruntime.so` in the models directory,
@@ -42,6 +43,10 @@ struct Figures {
     plate_ms: f64,
     cpu: f64,
     rss_peak_kib: u64,
+    /// At the end of the window: anonymous memory, and file pages mapped (the
+    /// binary and libraries, as much as this kernel maps of them).
+    rss_anon_kib: u64,
+    rss_file_kib: u64,
     plates: u64,
     frames_dropped: u64,
 }
@@ -109,6 +114,8 @@ async fn measure(models: &Path, i: usize, run: &Run, secs: u64) -> Figures {
         plate_ms: d("plates", "read_us_total") as f64 / read.max(1) as f64 / 1000.0,
         cpu,
         rss_peak_kib: status_kb(pid, "VmHWM:"),
+        rss_anon_kib: status_kb(pid, "RssAnon:"),
+        rss_file_kib: status_kb(pid, "RssFile:"),
         plates: get(&m1, "plates", "vehicles"),
         frames_dropped: d("detector", "frames_dropped") + d("plates", "frames_dropped"),
     };
@@ -169,10 +176,10 @@ fn main() {
         if car.is_none() {
             println!("   (no plate development set: the rows with a car are skipped)");
         }
-        println!("   run                                 analysed/s  detector ms  plate frames/s  plate ms  dropped  daemon CPU  peak RSS  plates");
+        println!("   run                                 analysed/s  detector ms  plate frames/s  plate ms  dropped  daemon CPU  peak RSS  end: anon / file  plates");
         for (name, f) in &rows {
             println!(
-                "   {name:<35} {:>10.2}  {:>11.1}  {:>14.2}  {:>8.0}  {:>7}  {:>8.0} %  {:>4} MiB  {:>6}",
+                "   {name:<35} {:>10.2}  {:>11.1}  {:>14.2}  {:>8.0}  {:>7}  {:>8.0} %  {:>4} MiB  {:>5} / {:>3} MiB  {:>6}",
                 f.analysed_fps,
                 f.detector_ms,
                 f.plate_fps,
@@ -180,6 +187,8 @@ fn main() {
                 f.frames_dropped,
                 f.cpu * 100.0,
                 f.rss_peak_kib / 1024,
+                f.rss_anon_kib / 1024,
+                f.rss_file_kib / 1024,
                 f.plates
             );
         }
