@@ -407,5 +407,11 @@ fn onnxruntime_finds_what_tract_finds_at_any_input_size() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("/nonexistent/libonnxruntime.so"), "{err}");
+    // It names the library and how to fetch it, not the detector's model.
+    assert!(
+        err.contains("/nonexistent/libonnxruntime.so")
+            && err.contains("deploy/fetch-onnxruntime.sh"),
+        "{err}"
+    );
+    assert!(!err.contains("fetch-detector.sh"), "{err}");
 }

@@ -182,7 +182,12 @@ fn onnxruntime_reads_what_tract_reads() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no onnxruntime library at /nonexistent"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("onnxruntime library /nonexistent/libonnxruntime.so: no such file")
+            && err.contains("deploy/fetch-onnxruntime.sh"),
+        "{err}"
+    );
 }
 
 #[cfg(not(feature = "ort"))]

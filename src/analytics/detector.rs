@@ -115,6 +115,10 @@ pub const CLASSES: [&str; 80] = [
 pub enum DetectorError {
     #[error("detector model {path}: {reason} (deploy/fetch-detector.sh fetches it)")]
     Model { path: PathBuf, reason: String },
+    /// The ONNX Runtime library is missing or cannot be loaded (the message says
+    /// how to fetch it).
+    #[error("detector: {0}")]
+    Runtime(String),
     #[error("detector inference failed: {0}")]
     Inference(String),
 }
@@ -162,6 +166,7 @@ impl Detector {
         let [w, h] = size;
         let model = load_model(backend, path, [1, 3, h, w]).map_err(|e| match e {
             super::plates::PlateError::Model { reason, .. } => err(reason),
+            e @ super::plates::PlateError::Runtime { .. } => DetectorError::Runtime(e.to_string()),
             other => err(other.to_string()),
         })?;
         let detector = Self { model, size };

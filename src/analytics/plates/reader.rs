@@ -60,6 +60,10 @@ pub const NO_ANALYTICS: &str =
 pub enum PlateError {
     #[error("model {path}: {reason} (deploy/fetch-models.sh fetches the models)")]
     Model { path: PathBuf, reason: String },
+    /// The ONNX Runtime library, not a model, is missing or cannot be loaded.
+    #[cfg_attr(not(feature = "ort"), allow(dead_code))]
+    #[error("onnxruntime library {library}: {reason} (deploy/fetch-onnxruntime.sh DIR puts libonnxruntime.so in DIR)")]
+    Runtime { library: PathBuf, reason: String },
     #[error("inference failed: {0}")]
     Inference(String),
 }
@@ -155,17 +159,18 @@ impl Ort {
             path: path.to_owned(),
             reason: format!("onnxruntime ({}): {e}", library.display()),
         };
+        let runtime = |reason: String| PlateError::Runtime {
+            library: library.to_owned(),
+            reason,
+        };
         if !library.exists() {
-            return Err(PlateError::Model {
-                path: path.to_owned(),
-                reason: format!("no onnxruntime library at {}", library.display()),
-            });
+            return Err(runtime("no such file".into()));
         }
         // The first call loads the library; later ones reuse it.
         ort::init_from(library.display().to_string())
             .with_name("edgecam")
             .commit()
-            .map_err(err)?;
+            .map_err(|e| runtime(e.to_string()))?;
         let sessions = (0..sessions.max(1))
             .map(|_| {
                 Session::builder()
