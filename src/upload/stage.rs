@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::clients;
+use super::clients::Clients;
 use super::jobs::{Done, Job, JobState, Jobs, JobsError, Part};
 use super::machine::{Next, Progress, Retry};
 use super::media;
@@ -31,8 +31,6 @@ use crate::video::{clips, Pin, Pins};
 pub enum UploadError {
     #[error(transparent)]
     Jobs(#[from] JobsError),
-    #[error(transparent)]
-    Client(#[from] clients::ClientError),
     #[error("state directory {dir}: {source}")]
     StateDir {
         dir: PathBuf,
@@ -74,8 +72,7 @@ pub struct Uploads {
     policy: Policy,
     retry: Retry,
     throttle: Throttle,
-    s3: Option<aws_sdk_s3::Client>,
-    http: reqwest::Client,
+    clients: Clients,
     work_dir: PathBuf,
 }
 
@@ -106,7 +103,7 @@ impl Uploads {
                 pin(&pins, &config, &request);
             }
         }
-        let s3 = Some(clients::s3(&config).await?);
+        let clients = Clients::new(config.clone());
         Ok(Self {
             response_topic: Topics::new(&config.identity.camera_id).file_response(),
             policy,
@@ -116,8 +113,7 @@ impl Uploads {
                 max_attempts: u.max_attempts,
             },
             throttle: Throttle::new(u.max_bytes_per_sec),
-            s3,
-            http: clients::presigned()?,
+            clients,
             work_dir,
             config,
             live,
@@ -438,8 +434,7 @@ impl Uploads {
         tracing::info!(request_id = %id, attempt = job.attempts + 1, "upload starting");
         let ctx = Context {
             config: self.config.clone(),
-            s3: self.s3.clone(),
-            http: self.http.clone(),
+            clients: self.clients.clone(),
             throttle: self.throttle.clone(),
         };
         let reports = reports.clone();
@@ -627,8 +622,7 @@ fn pin(pins: &Pins, config: &Config, request: &FileRequest) {
 /// What an attempt runs with, cloned out of the stage.
 struct Context {
     config: Arc<Config>,
-    s3: Option<aws_sdk_s3::Client>,
-    http: reqwest::Client,
+    clients: Clients,
     throttle: Throttle,
 }
 
@@ -708,10 +702,10 @@ impl Context {
         };
         let result = match &a.request.target {
             Where::S3 { bucket, key } => {
-                let client = self
-                    .s3
-                    .as_ref()
-                    .ok_or_else(|| permanent("no S3 client".into()))?;
+                let client =
+                    self.clients.s3().await.map_err(|e| {
+                        TransferError::transient(format!("making the S3 client: {e}"))
+                    })?;
                 S3Upload {
                     client,
                     bucket,
@@ -723,8 +717,11 @@ impl Context {
                 .await
             }
             Where::Presigned { url, headers } => {
+                let http = self.clients.presigned().await.map_err(|e| {
+                    TransferError::transient(format!("making the HTTPS client: {e}"))
+                })?;
                 transfer::put_presigned(
-                    &self.http,
+                    http,
                     url,
                     headers,
                     &path,
