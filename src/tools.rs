@@ -95,11 +95,15 @@ pub struct BackendArgs {
     /// Which recognisers read each text box: ppocr, edgecam or both.
     #[arg(long, default_value = "ppocr")]
     recognisers: String,
+    /// No second, enlarged look at small lines of text (`plates.zoom = false`).
+    #[arg(long)]
+    no_zoom: bool,
 }
 
 impl BackendArgs {
     fn detector_size(&self) -> anyhow::Result<[usize; 2]> {
-        self.detector_size_or("1312x736")
+        let [w, h] = config::PlatesConfig::default().detector_size;
+        self.detector_size_or(&format!("{w}x{h}"))
     }
 
     fn detector_size_or(&self, default: &str) -> anyhow::Result<[usize; 2]> {
@@ -185,6 +189,7 @@ pub fn read_plates(
         &backend.backend(models)?,
         backend.detector_size()?,
         backend.recognisers()?,
+        !backend.no_zoom,
     )?;
     for path in images {
         let started = std::time::Instant::now();
@@ -268,7 +273,8 @@ pub fn eval_plates(
         "--folds decodes whole images again with each weighting; not with --vehicles"
     );
     let det_size = if vehicles {
-        backend.detector_size_or("960x544")?
+        let [w, h] = config::PlatesConfig::default().vehicle_detector_size;
+        backend.detector_size_or(&format!("{w}x{h}"))?
     } else {
         backend.detector_size()?
     };
@@ -287,6 +293,7 @@ pub fn eval_plates(
     };
     let mut no_vehicle = 0usize;
     let recognisers = backend.recognisers()?;
+    let zoom = !backend.no_zoom;
     let backend = backend.backend(models)?;
     // REGION:LAYOUT → the layouts of each region.
     let mut extra: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
@@ -334,6 +341,7 @@ pub fn eval_plates(
                     &backend,
                     det_size,
                     recognisers,
+                    zoom,
                 )?,
             );
         }

@@ -564,9 +564,9 @@ impl PlateReading {
         self.input.set_wanted(false);
         let rules =
             Rules::new(cfg.region, &cfg.countries, &cfg.layouts).map_err(ReadingError::Rules)?;
-        let recognisers = cfg.recognisers;
+        let (recognisers, zoom) = (cfg.recognisers, cfg.zoom);
         let loaded = tokio::task::spawn_blocking(move || {
-            PlateReader::load(&dir, rules, &backend, det_size, recognisers).map(Arc::new)
+            PlateReader::load(&dir, rules, &backend, det_size, recognisers, zoom).map(Arc::new)
         })
         .await;
         let reader = match loaded {

@@ -117,6 +117,14 @@ pub struct PlatesConfig {
     /// gives.
     #[serde(default)]
     pub recognisers: crate::analytics::plates::Recognisers,
+    /// Look again at each small line of text that could be a plate, enlarged
+    /// (the text detector at 480x288 on the part of the image around it): the
+    /// line's ends and its separation from the text above and below come out
+    /// right more often (two points more plates read on the development set), for
+    /// about a quarter more time per frame read and some 30 MiB more memory
+    /// (docs/plates.md). Turn it off on the smallest cameras.
+    #[serde(default = "default_true")]
+    pub zoom: bool,
     /// The ONNX Runtime shared library for `backend = "onnxruntime"`; empty:
     /// `libonnxruntime.so` in `models_dir` (`deploy/fetch-onnxruntime.sh DIR` puts
     /// it there).
@@ -942,6 +950,7 @@ impl Default for PlatesConfig {
             models_dir: default_models_dir(),
             backend: PlatesBackend::Tract,
             recognisers: Default::default(),
+            zoom: true,
             onnxruntime_library: PathBuf::new(),
             region: default_plates_region(),
             countries: Vec::new(),

@@ -67,6 +67,7 @@ pub const TUNABLE: &[&str] = &[
     "upload.max_attempts",
     "upload.keep_finished",
     "plates.recognisers",
+    "plates.zoom",
     "plates.region",
     "plates.countries",
     "plates.layouts",

@@ -62,10 +62,12 @@ struct Run {
     crops: Option<[usize; 2]>,
     /// `backend` of both the detector and the plate reader.
     backend: &'static str,
+    /// `plates.zoom`.
+    zoom: bool,
 }
 
 async fn measure(models: &Path, i: usize, run: &Run, secs: u64) -> Figures {
-    let (on, det, backend) = (run.analytics, run.detector, run.backend);
+    let (on, det, backend, zoom) = (run.analytics, run.detector, run.backend, run.zoom);
     let rig = Rig::new(
         &format!("bench-analytics-{i}"),
         &format!(
@@ -74,7 +76,7 @@ async fn measure(models: &Path, i: usize, run: &Run, secs: u64) -> Figures {
              analytics_width = 1280\nanalytics_height = 720\nanalytics_fps = 5\n\
              [people]\nenabled = {on}\nlines = [{{ name = \"middle\", a = [0.5, 0.0], b = [0.5, 1.0] }}]\n\
              [plates]\nenabled = {on}\nmodels_dir = \"{}\"\nregion = \"eu\"\nthreads = 1\nsnapshots = false\n\
-             backend = \"{backend}\"\n{}\
+             backend = \"{backend}\"\nzoom = {zoom}\n{}\
              [detector]\nenabled = {det}\nmodel = \"{}\"\nbackend = \"{backend}\"\n",
             run.source,
             models.display(),
@@ -138,11 +140,16 @@ fn main() {
         detector,
         crops: None,
         backend: "tract",
+        zoom: true,
     };
     let mut runs = vec![run("video only (baseline)", "test", false, false)];
     if let Some(car) = &car {
         runs.push(run("car, no detector (before)", car, true, false));
         runs.push(run("car, detector", car, true, true));
+        runs.push(Run {
+            zoom: false,
+            ..run("car, detector, no zoom", car, true, true)
+        });
         runs.push(Run {
             crops: Some([640, 384]),
             ..run("car, detector, 640x384 crops", car, true, true)

@@ -201,21 +201,32 @@ fn put(t: &mut [f32], plane: usize, i: usize, rgb: [f32; 3]) {
     t[2 * plane + i] = rgb[0] / 127.5 - 1.0;
 }
 
-/// The detector input: `img` scaled to fit a `cw` x `ch` canvas (aspect kept, the
-/// rest left at 0, mid-grey after normalisation), CHW. Returns it and the scale.
-pub fn detector_input(img: &Image, cw: usize, ch: usize) -> (Vec<f32>, f32) {
-    let scale = (cw as f32 / img.width as f32).min(ch as f32 / img.height as f32);
+/// A part of an image, in pixels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Window {
+    pub x: f32,
+    pub y: f32,
+    pub w: f32,
+    pub h: f32,
+}
+
+/// The detector input for the part `win` of `img`: scaled (up or down) to fit a
+/// `cw` x `ch` canvas, aspect kept, the rest left at 0, CHW. Returns it and the
+/// scale; a box found in it maps back with [`detector_boxes`]' `origin` at
+/// `(win.x, win.y)`.
+pub fn window_input(img: &Image, win: Window, cw: usize, ch: usize) -> (Vec<f32>, f32) {
+    let scale = (cw as f32 / win.w).min(ch as f32 / win.h);
     let (w, h) = (
-        ((img.width as f32 * scale) as usize).min(cw),
-        ((img.height as f32 * scale) as usize).min(ch),
+        ((win.w * scale) as usize).min(cw),
+        ((win.h * scale) as usize).min(ch),
     );
     let plane = cw * ch;
     let mut t = vec![0f32; 3 * plane];
     for y in 0..h {
         for x in 0..w {
             let p = img.sample(
-                (x as f32 + 0.5) / scale - 0.5,
-                (y as f32 + 0.5) / scale - 0.5,
+                win.x + (x as f32 + 0.5) / scale - 0.5,
+                win.y + (y as f32 + 0.5) / scale - 0.5,
             );
             put(&mut t, plane, y * cw + x, p);
         }
@@ -237,11 +248,11 @@ pub struct DetParams {
 /// Detector post-processing: threshold the probability map (`mw` x `mh`), dilate,
 /// take connected regions with a mean probability of at least `box_thresh`, grow
 /// each by the DB "unclip" distance (`area * ratio / perimeter`), scale back to the
-/// image.
+/// image (the map's top left corner at `origin` in the image).
 pub fn detector_boxes(
     prob: &[f32],
     (mw, mh): (usize, usize),
-    scale: f32,
+    (scale, origin): (f32, (f32, f32)),
     img: &Image,
     p: DetParams,
 ) -> Vec<TextBox> {
@@ -270,8 +281,8 @@ pub fn detector_boxes(
         let d = len * thick * unclip / (2.0 * (len + thick));
         let b = TextBox::rotated(
             (
-                cx / scale,
-                cy / scale,
+                origin.0 + cx / scale,
+                origin.1 + cy / scale,
                 (len + 2.0 * d) / scale,
                 (thick + 2.0 * d) / scale,
                 angle,
@@ -476,7 +487,7 @@ mod tests {
             box_thresh: 0.5,
             unclip: 1.6,
         };
-        let boxes = detector_boxes(&prob, (mw, mh), 0.5, &img, p);
+        let boxes = detector_boxes(&prob, (mw, mh), (0.5, (0.0, 0.0)), &img, p);
         assert_eq!(boxes.len(), 1, "{boxes:?}");
         let b = boxes[0];
         // The region (dilated by one) is 22x8 at (19, 9) in the map; grown by
@@ -514,7 +525,7 @@ mod tests {
             box_thresh: 0.5,
             unclip: 1.6,
         };
-        let boxes = detector_boxes(&prob, (mw, mh), 1.0, &img, p);
+        let boxes = detector_boxes(&prob, (mw, mh), (1.0, (0.0, 0.0)), &img, p);
         assert_eq!(
             boxes.len(),
             1,
@@ -540,9 +551,64 @@ mod tests {
             height: 50,
             rgb: vec![255; 100 * 50 * 3],
         };
-        let (t, scale) = detector_input(&img, 64, 64);
+        let whole = Window {
+            x: 0.0,
+            y: 0.0,
+            w: 100.0,
+            h: 50.0,
+        };
+        let (t, scale) = window_input(&img, whole, 64, 64);
         assert!((scale - 0.64).abs() < 1e-6);
         assert!((t[0] - 1.0).abs() < 1e-6, "white is 1");
         assert_eq!(t[40 * 64], 0.0, "below the image: padding");
+    }
+
+    #[test]
+    fn a_window_is_enlarged_and_its_boxes_map_back_to_the_image() {
+        // A black image with a white square at x 60..70, y 20..30.
+        let (w, h) = (100u32, 50u32);
+        let mut rgb = vec![0u8; (w * h * 3) as usize];
+        for y in 20..30 {
+            for x in 60..70 {
+                let i = ((y * w + x) * 3) as usize;
+                rgb[i..i + 3].copy_from_slice(&[255, 255, 255]);
+            }
+        }
+        let img = Image {
+            width: w,
+            height: h,
+            rgb,
+        };
+        // The window 50..90 x 10..30, four times larger in a 160x80 canvas.
+        let win = Window {
+            x: 50.0,
+            y: 10.0,
+            w: 40.0,
+            h: 20.0,
+        };
+        let (t, scale) = window_input(&img, win, 160, 80);
+        assert!((scale - 4.0).abs() < 1e-6);
+        // Canvas (60, 60) is image (65, 25): white; canvas (20, 20) is (55, 15): black.
+        assert!((t[60 * 160 + 60] - 1.0).abs() < 1e-6);
+        assert!((t[20 * 160 + 20] + 1.0).abs() < 1e-6);
+        // A probability map at the canvas's resolution, text where the band is.
+        let mut prob = vec![0f32; 160 * 80];
+        for y in 40..80 {
+            for x in 40..80 {
+                prob[y * 160 + x] = 0.9;
+            }
+        }
+        let p = DetParams {
+            thresh: 0.3,
+            box_thresh: 0.5,
+            unclip: 1.0,
+        };
+        let boxes = detector_boxes(&prob, (160, 80), (scale, (win.x, win.y)), &img, p);
+        assert_eq!(boxes.len(), 1, "{boxes:?}");
+        let b = boxes[0];
+        assert!(
+            (b.cx - 65.0).abs() < 1.0 && (b.cy - 25.0).abs() < 1.0,
+            "centred on the band in the image: {b:?}"
+        );
     }
 }

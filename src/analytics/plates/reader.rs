@@ -14,6 +14,20 @@ use super::rules::{Reading, Rules};
 /// The detector's input by default (one optimised plan per size; tract needs a
 /// fixed shape): 1280x720 frames fill it at RapidOCR's 736-pixel short side.
 pub const DET_SIZE: [usize; 2] = [1312, 736];
+/// The detector's input for a second look at a small line of text (`zoom`):
+/// the part of the image around the line, enlarged.
+pub const ZOOM_SIZE: [usize; 2] = [480, 288];
+/// The line's box height (grown by DB's unclip, so about one and a half times its
+/// letters' height) that the second look enlarges it to, in detector pixels.
+/// Chosen on the development set among 48, 64 and 80 (docs/plates.md).
+const ZOOM_THICK: f32 = 64.0;
+/// A line is looked at again only when that enlarges it at least this much, and
+/// by at most `ZOOM_MAX`.
+const ZOOM_MIN: f32 = 1.3;
+const ZOOM_MAX: f32 = 4.0;
+/// At most this many lines of an image get a second look (the most probable
+/// text first).
+const ZOOM_LINES: usize = 6;
 /// The recogniser's input: 48 high, at most 320 wide (RapidOCR's shape).
 pub const REC_H: usize = 48;
 pub const REC_W: usize = 320;
@@ -338,6 +352,8 @@ pub fn load_model(
 
 pub struct PlateReader {
     det: Box<dyn Inference>,
+    /// The same detector at `ZOOM_SIZE`, for the second look at small lines.
+    zoom: Option<Box<dyn Inference>>,
     /// PP-OCRv4's recogniser, edgecam's, or both (at least one).
     ppocr: Option<Rec>,
     plate: Option<Rec>,
@@ -348,13 +364,15 @@ pub struct PlateReader {
 
 impl PlateReader {
     /// Loads the text detector and `recognisers` from `dir` for `backend`, the
-    /// detector for input of `det_size` (width, height; multiples of 32).
+    /// detector for input of `det_size` (width, height; multiples of 32); with
+    /// `zoom`, also for the second look at small lines.
     pub fn load(
         dir: &Path,
         rules: Rules,
         backend: &Backend,
         det_size: [usize; 2],
         recognisers: Recognisers,
+        zoom: bool,
     ) -> Result<Self, PlateError> {
         let [det_w, det_h] = det_size;
         let ppocr = match recognisers {
@@ -378,8 +396,15 @@ impl PlateReader {
             )?),
         };
         let det = load_model(backend, &dir.join(DETECTOR_FILE), [1, 3, det_h, det_w])?;
+        let zoom = if zoom {
+            let [w, h] = ZOOM_SIZE;
+            Some(load_model(backend, &dir.join(DETECTOR_FILE), [1, 3, h, w])?)
+        } else {
+            None
+        };
         Ok(Self {
             det,
+            zoom,
             ppocr,
             plate,
             rules,
@@ -387,12 +412,47 @@ impl PlateReader {
         })
     }
 
-    /// Text boxes in the image.
+    /// Text boxes in the image. With `zoom`, each small line that could be a
+    /// plate is looked at again, enlarged: the boxes found then inside its box
+    /// take its place (the detector cuts the ends of small lines short, and
+    /// merges a plate's text with what is printed above or below it).
     pub fn detect(&self, img: &Image) -> Result<Vec<TextBox>, PlateError> {
-        let (input, scale) = ocr::detector_input(img, self.det_size[0], self.det_size[1]);
-        let (shape, prob) = self.det.run(input).map_err(PlateError::Inference)?;
-        let (mh, mw) = (shape[shape.len() - 2], shape[shape.len() - 1]);
-        Ok(ocr::detector_boxes(&prob, (mw, mh), scale, img, DET))
+        let whole = ocr::Window {
+            x: 0.0,
+            y: 0.0,
+            w: img.width as f32,
+            h: img.height as f32,
+        };
+        let boxes = detect_in(&*self.det, self.det_size, img, whole)?;
+        let Some(zoom) = &self.zoom else {
+            return Ok(boxes);
+        };
+        // The lines to look at again, most probable first.
+        let mut order: Vec<usize> = (0..boxes.len())
+            .filter(|&i| zoom_window(&boxes[i], img).is_some())
+            .collect();
+        order.sort_by(|&a, &b| boxes[b].score.total_cmp(&boxes[a].score));
+        order.truncate(ZOOM_LINES);
+        let mut out: Vec<TextBox> = Vec::with_capacity(boxes.len());
+        for (i, b) in boxes.iter().enumerate() {
+            let found = match zoom_window(b, img) {
+                Some(win) if order.contains(&i) => detect_in(&**zoom, ZOOM_SIZE, img, win)?
+                    .into_iter()
+                    .filter(|z| inside(z, b))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            if found.is_empty() {
+                out.push(*b);
+            }
+            for z in found {
+                // Windows overlap: a line found twice is kept once.
+                if !out.iter().any(|o| same_line(o, &z)) {
+                    out.push(z);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The recognisers that read each box, in turn (0: PP-OCR, 1: edgecam's).
@@ -463,7 +523,7 @@ impl PlateReader {
         let boxes = memo.boxes.clone().unwrap_or_default();
         for (n, b) in boxes.into_iter().enumerate() {
             // A plate is wider than high; skip tall boxes and slivers.
-            if b.len < b.thick * 1.2 || b.thick < 8.0 {
+            if !readable(&b) {
                 continue;
             }
             // The recogniser's confusions depend on the crop: read five (DB's unclip
@@ -549,6 +609,68 @@ impl PlateReader {
     }
 }
 
+/// Runs the text detector `det` (input `size`, width and height) on the part
+/// `win` of `img`; boxes in image pixels.
+fn detect_in(
+    det: &dyn Inference,
+    size: [usize; 2],
+    img: &Image,
+    win: ocr::Window,
+) -> Result<Vec<TextBox>, PlateError> {
+    let (input, scale) = ocr::window_input(img, win, size[0], size[1]);
+    let (shape, prob) = det.run(input).map_err(PlateError::Inference)?;
+    let (mh, mw) = (shape[shape.len() - 2], shape[shape.len() - 1]);
+    Ok(ocr::detector_boxes(
+        &prob,
+        (mw, mh),
+        (scale, (win.x, win.y)),
+        img,
+        DET,
+    ))
+}
+
+/// Whether a box is shaped like a line the reader reads: longer than high, and
+/// not a sliver.
+fn readable(b: &TextBox) -> bool {
+    b.len >= b.thick * 1.2 && b.thick >= 8.0
+}
+
+/// The part of `img` to look at again for the line `b`, or none when the line
+/// is not worth it (not readable, or already large): centred on it, enlarged
+/// so that the line is `ZOOM_THICK` high (by `ZOOM_MIN` to `ZOOM_MAX`) with its
+/// length and some room in the window, and moved inside the image.
+fn zoom_window(b: &TextBox, img: &Image) -> Option<ocr::Window> {
+    if !readable(b) {
+        return None;
+    }
+    let [zw, zh] = ZOOM_SIZE.map(|v| v as f32);
+    let scale = (ZOOM_THICK / b.thick)
+        .min(ZOOM_MAX)
+        .min(zw / (b.w * 1.5))
+        .min(zh / (b.h * 2.0));
+    if scale < ZOOM_MIN {
+        return None;
+    }
+    let (w, h) = (
+        (zw / scale).min(img.width as f32),
+        (zh / scale).min(img.height as f32),
+    );
+    let x = (b.cx - w / 2.0).clamp(0.0, img.width as f32 - w);
+    let y = (b.cy - h / 2.0).clamp(0.0, img.height as f32 - h);
+    Some(ocr::Window { x, y, w, h })
+}
+
+/// Whether the centre of `z` lies in the axis-aligned box around `b`.
+fn inside(z: &TextBox, b: &TextBox) -> bool {
+    (b.x..=b.x + b.w).contains(&z.cx) && (b.y..=b.y + b.h).contains(&z.cy)
+}
+
+/// Whether two boxes are the same line (centres within half the line's height).
+fn same_line(a: &TextBox, b: &TextBox) -> bool {
+    let d = a.thick.min(b.thick) / 2.0;
+    (a.cx - b.cx).abs() < d && (a.cy - b.cy).abs() < d
+}
+
 /// What [`PlateReader::read_with`] keeps of an image: its text boxes, and the
 /// recognition of each (box, crop) by each recogniser.
 #[derive(Default)]
@@ -587,5 +709,94 @@ fn vote(votes: &mut Vec<Vote>, readings: Vec<Reading>, weight: f32, raw: &str, c
                 crop,
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(width: u32, height: u32) -> Image {
+        Image {
+            width,
+            height,
+            rgb: vec![0; (width * height * 3) as usize],
+        }
+    }
+
+    fn line(cx: f32, cy: f32, len: f32, thick: f32) -> TextBox {
+        TextBox::rotated((cx, cy, len, thick, 0.0), 0.9, 1280, 720)
+    }
+
+    #[test]
+    fn a_small_line_is_looked_at_again_enlarged_and_centred() {
+        let img = image(1280, 720);
+        let b = line(600.0, 400.0, 100.0, 32.0);
+        let w = zoom_window(&b, &img).expect("a 32-pixel line is enlarged twice");
+        // Enlarged to ZOOM_THICK (64) high: twice, so the window is half the input.
+        assert!(
+            (w.w - 240.0).abs() < 0.1 && (w.h - 144.0).abs() < 0.1,
+            "{w:?}"
+        );
+        assert!((w.x + w.w / 2.0 - 600.0).abs() < 0.1 && (w.y + w.h / 2.0 - 400.0).abs() < 0.1);
+    }
+
+    #[test]
+    fn a_large_line_or_a_sliver_is_not_looked_at_again() {
+        let img = image(1280, 720);
+        assert_eq!(zoom_window(&line(600.0, 400.0, 200.0, 60.0), &img), None);
+        assert_eq!(
+            zoom_window(&line(600.0, 400.0, 20.0, 30.0), &img),
+            None,
+            "taller than long"
+        );
+        assert_eq!(
+            zoom_window(&line(600.0, 400.0, 50.0, 6.0), &img),
+            None,
+            "a sliver"
+        );
+    }
+
+    #[test]
+    fn a_long_line_is_enlarged_less_so_that_it_fits_with_room() {
+        let img = image(1280, 720);
+        // 32 high would be enlarged twice, but 300 long needs 450 pixels of window.
+        let w = zoom_window(&line(600.0, 400.0, 300.0, 32.0), &img);
+        assert_eq!(w, None, "480 / 450 is less than ZOOM_MIN");
+        let w = zoom_window(&line(600.0, 400.0, 200.0, 32.0), &img).expect("enlarged 1.6 times");
+        assert!((w.w - 300.0).abs() < 0.1, "{w:?}");
+    }
+
+    #[test]
+    fn a_window_at_the_edge_is_moved_inside_the_image() {
+        let img = image(640, 360);
+        let w = zoom_window(
+            &TextBox::rotated((10.0, 350.0, 60.0, 20.0, 0.0), 0.9, 640, 360),
+            &img,
+        )
+        .expect("a 20-pixel line");
+        assert_eq!((w.x, w.y + w.h), (0.0, 360.0), "{w:?}");
+        // A window larger than the image is the whole image.
+        let tiny = image(100, 60);
+        let w = zoom_window(
+            &TextBox::rotated((50.0, 30.0, 40.0, 12.0, 0.0), 0.9, 100, 60),
+            &tiny,
+        )
+        .expect("a 12-pixel line");
+        assert_eq!((w.x, w.y, w.w, w.h), (0.0, 0.0, 100.0, 60.0));
+    }
+
+    #[test]
+    fn a_line_found_again_belongs_to_the_box_around_its_centre_and_twins_count_once() {
+        let first = line(600.0, 400.0, 100.0, 40.0);
+        let again = line(596.0, 396.0, 110.0, 24.0);
+        let elsewhere = line(700.0, 400.0, 50.0, 24.0);
+        assert!(inside(&again, &first));
+        assert!(!inside(&elsewhere, &first));
+        assert!(same_line(&again, &line(600.0, 400.0, 108.0, 26.0)));
+        assert!(
+            !same_line(&again, &line(600.0, 420.0, 108.0, 26.0)),
+            "a line below"
+        );
     }
 }
