@@ -453,6 +453,14 @@ pub fn eval_plates(
             decode_ms / n.max(1) as f64
         );
     }
+    println!(
+        "second look at small lines: {}",
+        if zoom {
+            "on (plates.zoom)"
+        } else {
+            "off (--no-zoom)"
+        }
+    );
     confusions.print();
     if let Some(k) = folds {
         cross_validate(&grid, &weightings, k);

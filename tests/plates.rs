@@ -123,6 +123,47 @@ fn read_plates_with(args: &[&str], images: &[&Path]) -> Vec<Value> {
         .collect()
 }
 
+#[test]
+fn a_small_plate_is_boxed_again_enlarged_and_read_in_the_same_place() {
+    let _turn = DAEMONS.blocking_lock();
+    let dir = test_dir("plates-small");
+    let img = dir.path().join("small.jpg");
+    // Letters about 16 pixels high in a 1280x720 picture: the detector's box at
+    // 1:1 is about 40 high, small enough for a second look.
+    let texts = [Text("ABC1234", "Sans Bold 12", "center", "center")];
+    common::scene::draw(&img, 1280, 720, &texts, true);
+    let boxes: Vec<Vec<f64>> = [&["--region", "br"][..], &["--region", "br", "--no-zoom"]]
+        .into_iter()
+        .map(|args| {
+            let line = &read_plates_with(args, &[&img])[0];
+            let plates = line["plates"].as_array().unwrap();
+            assert_eq!(plates.len(), 1, "{args:?}: {line}");
+            assert_eq!(plates[0]["text"], "ABC1234", "{args:?}: {line}");
+            plates[0]["box"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect()
+        })
+        .collect();
+    let (again, first) = (&boxes[0], &boxes[1]);
+    let centre = |b: &[f64]| (b[0] + b[2] / 2.0, b[1] + b[3] / 2.0);
+    let ((ax, ay), (fx, fy)) = (centre(again), centre(first));
+    assert!(
+        (ax - 640.0).abs() < 12.0 && (ay - 360.0).abs() < 12.0,
+        "the box found in the enlarged window maps back to the picture's centre: {again:?}"
+    );
+    assert!(
+        (ax - fx).abs() < 8.0 && (ay - fy).abs() < 8.0,
+        "{again:?} against {first:?}"
+    );
+    assert!(
+        again[3] < first[3],
+        "the second look boxes the line more tightly: {again:?} against {first:?}"
+    );
+}
+
 #[cfg(feature = "ort")]
 #[test]
 fn onnxruntime_reads_what_tract_reads() {
