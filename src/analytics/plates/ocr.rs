@@ -210,6 +210,18 @@ pub struct Window {
     pub h: f32,
 }
 
+impl Window {
+    /// All of `img`.
+    pub fn whole(img: &Image) -> Self {
+        Self {
+            x: 0.0,
+            y: 0.0,
+            w: img.width as f32,
+            h: img.height as f32,
+        }
+    }
+}
+
 /// The detector input for the part `win` of `img`: scaled (up or down) to fit a
 /// `cw` x `ch` canvas, aspect kept, the rest left at 0, CHW. Returns it and the
 /// scale; a box found in it maps back with [`detector_boxes`]' `origin` at
@@ -551,13 +563,7 @@ mod tests {
             height: 50,
             rgb: vec![255; 100 * 50 * 3],
         };
-        let whole = Window {
-            x: 0.0,
-            y: 0.0,
-            w: 100.0,
-            h: 50.0,
-        };
-        let (t, scale) = window_input(&img, whole, 64, 64);
+        let (t, scale) = window_input(&img, Window::whole(&img), 64, 64);
         assert!((scale - 0.64).abs() < 1e-6);
         assert!((t[0] - 1.0).abs() < 1e-6, "white is 1");
         assert_eq!(t[40 * 64], 0.0, "below the image: padding");

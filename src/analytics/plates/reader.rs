@@ -417,13 +417,7 @@ impl PlateReader {
     /// take its place (the detector cuts the ends of small lines short, and
     /// merges a plate's text with what is printed above or below it).
     pub fn detect(&self, img: &Image) -> Result<Vec<TextBox>, PlateError> {
-        let whole = ocr::Window {
-            x: 0.0,
-            y: 0.0,
-            w: img.width as f32,
-            h: img.height as f32,
-        };
-        let boxes = detect_in(&*self.det, self.det_size, img, whole)?;
+        let boxes = detect_in(&*self.det, self.det_size, img, ocr::Window::whole(img))?;
         let Some(zoom) = &self.zoom else {
             return Ok(boxes);
         };
