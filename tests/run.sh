@@ -120,10 +120,10 @@ record "deployment checks (tests/deploy.sh)" $?
 cargo test --locked --no-fail-fast --features ort --test plates --test detector onnxruntime 2>&1 | tee "$log.ort"
 record "cargo test --features ort --test plates --test detector onnxruntime" "${PIPESTATUS[0]}"
 # The core build (no analytics, no uploads) for the smallest cameras: it must
-# build, refuse what it lacks, and still record, count and report. It runs last:
-# it leaves the core binary in target/debug.
-cargo test --locked --no-fail-fast --no-default-features --test core 2>&1 | tee "$log.core"
-record "cargo test --no-default-features --test core" "${PIPESTATUS[0]}"
+# build, refuse what it lacks, and still record, count and report; its unit tests
+# too. It runs last: it leaves the core binary in target/debug.
+cargo test --locked --no-fail-fast --no-default-features --bin edgecam --test core 2>&1 | tee "$log.core"
+record "cargo test --no-default-features --bin edgecam --test core" "${PIPESTATUS[0]}"
 set -e
 
 echo
