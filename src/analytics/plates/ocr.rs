@@ -597,7 +597,7 @@ mod tests {
         // Canvas (60, 60) is image (65, 25): white; canvas (20, 20) is (55, 15): black.
         assert!((t[60 * 160 + 60] - 1.0).abs() < 1e-6);
         assert!((t[20 * 160 + 20] + 1.0).abs() < 1e-6);
-        // A probability map at the canvas's resolution, text where the band is.
+        // A probability map at the canvas's resolution, text where the square is.
         let mut prob = vec![0f32; 160 * 80];
         for y in 40..80 {
             for x in 40..80 {
@@ -614,7 +614,7 @@ mod tests {
         let b = boxes[0];
         assert!(
             (b.cx - 65.0).abs() < 1.0 && (b.cy - 25.0).abs() < 1.0,
-            "centred on the band in the image: {b:?}"
+            "centred on the square in the image: {b:?}"
         );
     }
 }

@@ -421,20 +421,22 @@ impl PlateReader {
         let Some(zoom) = &self.zoom else {
             return Ok(boxes);
         };
-        // The lines to look at again, most probable first.
-        let mut order: Vec<usize> = (0..boxes.len())
-            .filter(|&i| zoom_window(&boxes[i], img).is_some())
-            .collect();
+        // Each line's window, kept for the `ZOOM_LINES` most probable lines.
+        let mut windows: Vec<Option<ocr::Window>> =
+            boxes.iter().map(|b| zoom_window(b, img)).collect();
+        let mut order: Vec<usize> = (0..boxes.len()).filter(|&i| windows[i].is_some()).collect();
         order.sort_by(|&a, &b| boxes[b].score.total_cmp(&boxes[a].score));
-        order.truncate(ZOOM_LINES);
+        for &i in order.iter().skip(ZOOM_LINES) {
+            windows[i] = None;
+        }
         let mut out: Vec<TextBox> = Vec::with_capacity(boxes.len());
-        for (i, b) in boxes.iter().enumerate() {
-            let found = match zoom_window(b, img) {
-                Some(win) if order.contains(&i) => detect_in(&**zoom, ZOOM_SIZE, img, win)?
+        for (b, win) in boxes.iter().zip(windows) {
+            let found: Vec<TextBox> = match win {
+                Some(win) => detect_in(&**zoom, ZOOM_SIZE, img, win)?
                     .into_iter()
                     .filter(|z| inside(z, b))
                     .collect(),
-                _ => Vec::new(),
+                None => Vec::new(),
             };
             if found.is_empty() {
                 out.push(*b);
