@@ -163,8 +163,9 @@ impl Health {
     }
 
     /// Pings the systemd watchdog while the daemon is sound (the outbox answers,
-    /// the MQTT loop comes round, every stage is within its policy), and logs a
-    /// status line.
+    /// the MQTT loop comes round, every stage is within its policy), logs a
+    /// status line, and gives back the large blocks that waited too long
+    /// (`memory::trim`).
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut usec = 0u64;
         let watchdog =
@@ -172,9 +173,12 @@ impl Health {
         let mut ping = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
         let mut log_interval = self.config.borrow().health.metrics_interval;
         let mut log = log_ticker(log_interval);
+        // Freed large blocks that no model took again go back to the kernel.
+        let mut trim = tokio::time::interval(Duration::from_millis(crate::memory::MAX_WAIT_MS / 2));
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
+                _ = trim.tick() => crate::memory::trim(),
                 _ = ping.tick(), if watchdog.is_some() => {
                     // Only a responsive outbox, an MQTT loop that comes round and
                     // stages within their policies earn a ping: a wedged daemon

@@ -9,6 +9,7 @@ mod events;
 mod fsutil;
 mod health;
 mod homeassistant;
+mod memory;
 mod metrics;
 mod mqtt;
 mod outbox;
@@ -303,6 +304,10 @@ enum OutboxCommand {
         json: bool,
     },
 }
+
+/// Large blocks bypass glibc's heaps and are reused (src/memory.rs).
+#[global_allocator]
+static ALLOCATOR: memory::Allocator = memory::Allocator;
 
 fn version() -> &'static str {
     concat!(

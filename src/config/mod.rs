@@ -121,8 +121,8 @@ pub struct PlatesConfig {
     /// (the text detector at 480x288 on the part of the image around it): the
     /// line's ends and its separation from the text above and below come out
     /// right more often (two points more plates read on the development set), for
-    /// about a quarter more time per frame read and some 30 MiB more memory
-    /// (docs/plates.md). Turn it off on the smallest cameras.
+    /// about a quarter more time per frame read; the daemon's peak memory stays
+    /// the same (docs/plates.md).
     #[serde(default = "default_true")]
     pub zoom: bool,
     /// The ONNX Runtime shared library for `backend = "onnxruntime"`; empty:
