@@ -184,14 +184,18 @@ pub struct Allocator;
 
 static SHELF: Mutex<Shelf> = Mutex::new(Shelf::new(FOOTPRINT));
 
-/// A monotonic clock in milliseconds that neither allocates nor fails.
+/// A monotonic clock in milliseconds that neither allocates nor fails: the
+/// coarse clock (cheap, a few ms of resolution is plenty), else the precise one.
 fn now_ms() -> u64 {
     let mut t = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: `t` is a valid timespec to write to.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut t) };
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut t) } != 0 {
+        // SAFETY: as above.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    }
     t.tv_sec as u64 * 1000 + t.tv_nsec as u64 / 1_000_000
 }
 
@@ -437,6 +441,14 @@ mod tests {
         assert_eq!(s.trim(5_000 + MAX_WAIT_MS).blocks(), &[(0x2000, 4 << 20)]);
         assert_eq!(s.bytes(), 2 << 20);
         assert_eq!(s.take(2 << 20), Some((0x3000, 2 << 20)));
+    }
+
+    #[test]
+    fn the_shelf_clock_runs_forward_in_milliseconds() {
+        let a = now_ms();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let b = now_ms();
+        assert!(a > 0 && (30..1_000).contains(&(b - a)), "{a} then {b}");
     }
 
     #[test]
