@@ -12,13 +12,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::analytics::{Counted, Counting, DetectedQueue, Input, ObjectDetection, PlateReading};
 use crate::commands::refusal::{self, Refusal};
-use crate::config::{self, Config};
+use crate::config;
 use crate::health::{self, Health};
 use crate::homeassistant::{self, HomeAssistant};
 use crate::metrics::Metrics;
 use crate::mqtt;
 use crate::outbox::{Outbox, Recovery, Store};
 use crate::remote_config::{self, RemoteStage};
+use crate::settings::Config;
 use crate::supervision::{Action, Policy, Supervision};
 use crate::synthetic::Synthetic;
 #[cfg(feature = "uploads")]
@@ -37,7 +38,8 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
     let started_ms = crate::events::now_ms();
     let metrics = Arc::new(Metrics::default());
     // The configuration applied last survives reboots: start from it.
-    let remote = config::remote::load_effective(local);
+    let state_dir = local.storage.state_dir.clone();
+    let remote = config::remote::load_effective(local, &state_dir);
     let config = remote.effective().clone();
     let (config_tx, config_rx) = watch::channel(Arc::new(config.clone()));
 

@@ -5,13 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sd_notify::NotifyState;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
 use crate::events::now_ms;
 use crate::metrics::{cpu_seconds, mono_ms, rss_bytes, Metrics};
 use crate::outbox::{OutboxHandle, OutboxStats};
+use crate::settings::Config;
 use crate::supervision::watchdog_verdict;
 
 /// Payload of `<camera-id>/status/metrics` (schema: `docs/schemas/metrics.json`).
@@ -275,4 +276,32 @@ impl Health {
             "status"
         );
     }
+}
+
+// The health stage's section of the configuration (`[health]`).
+
+/// The fields of `[health]` remote configuration may set, applied live.
+pub const TUNABLE: &[&str] = &["metrics_interval"];
+
+/// Status, metrics and systemd.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Interval of the metrics message on `<camera-id>/status/metrics`, of the
+    /// status line in the log and of `<state_dir>/status.json` (read by
+    /// `edgecam status`); `0s` turns them off.
+    #[serde(default = "default_metrics_interval", with = "humantime_serde")]
+    pub metrics_interval: Duration,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            metrics_interval: default_metrics_interval(),
+        }
+    }
+}
+
+fn default_metrics_interval() -> Duration {
+    Duration::from_secs(60)
 }

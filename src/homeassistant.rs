@@ -26,8 +26,11 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
 use crate::mqtt::{ControlPublish, InboundMessage};
+use crate::settings::Config;
+
+/// The fields of `[homeassistant]` remote configuration may set, applied live.
+pub const TUNABLE: &[&str] = &["enabled", "prefix", "name"];
 
 /// Home Assistant MQTT discovery. Remotely tunable.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -14,12 +14,12 @@ mod metrics;
 mod mqtt;
 mod outbox;
 mod remote_config;
+mod settings;
 mod sqlite;
 mod supervision;
 mod synthetic;
 mod tools;
 mod topics;
-#[cfg(feature = "uploads")]
 mod upload;
 mod urls;
 mod video;
@@ -34,7 +34,8 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
-use config::{Config, LogConfig, LogTarget};
+use config::{LogConfig, LogTarget};
+use settings::Config;
 
 #[derive(Parser)]
 #[command(name = "edgecam", version = version(), about = "Camera events to AWS IoT Core, durably")]
@@ -583,7 +584,8 @@ fn init_logging(log: &LogConfig) -> Option<app::LogReload> {
 fn config_show(path: &Path, local: Config, json: bool) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(path)?;
     let table: toml::Table = toml::from_str(&text)?;
-    let state = config::remote::load_effective(local);
+    let state_dir = local.storage.state_dir.clone();
+    let state = config::remote::load_effective(local, &state_dir);
     let rows = state.provenance(&table);
     if json {
         let out: serde_json::Map<String, serde_json::Value> = rows

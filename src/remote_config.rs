@@ -2,22 +2,25 @@
 //! runs them through [`RemoteState`], persists what it applies, hands the effective
 //! configuration to every stage through a watch channel, and reports the outcome
 //! on `<camera-id>/config/status` (retained). What a message may change, and how
-//! overlays are merged, validated and kept on disk, is `config::remote`'s.
+//! overlays are merged, validated and kept on disk, is `config::remote`'s,
+//! over the sections `settings` puts together.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::config::check::Checker;
 use crate::config::remote::{
     config_hash, persisted_path, save_persisted, Outcome, RemoteState, Source,
 };
-use crate::config::Config;
 use crate::events::now_ms;
 use crate::metrics::Metrics;
 use crate::mqtt::{ControlPublish, InboundMessage, Inbox};
-use crate::topics::Topics;
+use crate::settings::Config;
+use crate::topics::{self, Topics};
 
 /// The topics this camera takes configuration from.
 pub fn topics(config: &Config) -> (String, Option<String>) {
@@ -29,7 +32,7 @@ pub fn topics(config: &Config) -> (String, Option<String>) {
 
 /// The remote-configuration stage.
 pub struct RemoteStage {
-    state: RemoteState,
+    state: RemoteState<Config>,
     metrics: Arc<Metrics>,
     inbound: Inbox,
     config_tx: watch::Sender<Arc<Config>>,
@@ -43,7 +46,7 @@ pub struct RemoteStage {
 
 impl RemoteStage {
     pub fn new(
-        state: RemoteState,
+        state: RemoteState<Config>,
         inbound: mpsc::Receiver<InboundMessage>,
         config_tx: watch::Sender<Arc<Config>>,
         status_tx: mpsc::Sender<ControlPublish>,
@@ -135,5 +138,63 @@ impl RemoteStage {
         if self.status_tx.send(publish).await.is_err() {
             tracing::debug!("publisher gone; configuration status not sent");
         }
+    }
+}
+
+// Remote configuration's own section of the configuration (`[remote]`). Local only: a wrong group or size limit sent from the cloud could cut the
+// camera off from the messages that would correct it.
+
+/// Remote configuration: retained JSON on `<camera-id>/config` (and on
+/// `fleet/<group>/config` when `group` is set) overlays the tunables of this file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteConfig {
+    /// Subscribe to the configuration topics and apply what arrives.
+    #[serde(default = "crate::config::default_true")]
+    pub enabled: bool,
+    /// Fleet group of this camera: its configuration arrives on
+    /// `fleet/<group>/config`, under the camera's own. 1-64 characters from
+    /// A-Z a-z 0-9 _ - ; empty for none.
+    #[serde(default)]
+    pub group: String,
+    /// Largest configuration payload accepted, in bytes; larger ones are rejected.
+    #[serde(default = "default_remote_max_payload")]
+    pub max_payload_bytes: usize,
+}
+
+impl Default for RemoteConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            group: String::new(),
+            max_payload_bytes: default_remote_max_payload(),
+        }
+    }
+}
+
+fn default_remote_max_payload() -> usize {
+    64 * 1024
+}
+
+impl RemoteConfig {
+    /// Records every value out of range in `c`.
+    pub fn check(&self, c: &mut Checker) {
+        let r = self;
+        c.check(
+            r.group.is_empty() || topics::valid_group(&r.group),
+            "remote.group",
+            || {
+                format!(
+                    "expected 1-64 characters from A-Z a-z 0-9 _ - (or empty), found {:?}",
+                    r.group
+                )
+            },
+        );
+        c.range(
+            "remote.max_payload_bytes",
+            r.max_payload_bytes,
+            256,
+            1 << 20,
+        );
     }
 }

@@ -4,13 +4,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, SyntheticConfig};
+use crate::config::check::Checker;
 use crate::events::NewEvent;
 use crate::outbox::EventSender;
+use crate::settings::Config;
+use crate::topics;
 
 /// Shortest pause between bursts; higher rates send several events per burst.
 const MIN_TICK: Duration = Duration::from_millis(5);
@@ -105,5 +108,88 @@ async fn produce(cfg: &SyntheticConfig, tx: &EventSender) -> Produced {
             tracing::info!(events = n, "synthetic source reached its count");
             return Produced::CountReached;
         }
+    }
+}
+
+// The synthetic source's section of the configuration (`[synthetic]`).
+
+/// The fields of `[synthetic]` remote configuration may set, applied live.
+pub const TUNABLE: &[&str] = &["enabled", "rate_per_sec", "payload_bytes", "kind", "count"];
+
+/// The fastest synthetic source remote configuration may switch on or set.
+pub const REMOTE_MAX_RATE: f64 = 10.0;
+
+/// A built-in producer of synthetic events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyntheticConfig {
+    /// Produce synthetic events.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Events per second.
+    #[serde(default = "default_synthetic_rate")]
+    pub rate_per_sec: f64,
+    /// Size of the filler string in each event's payload, in bytes.
+    #[serde(default = "default_synthetic_payload")]
+    pub payload_bytes: usize,
+    /// Event kind (the last topic level).
+    #[serde(default = "default_synthetic_kind")]
+    pub kind: String,
+    /// Stop after this many events; 0 = no limit.
+    #[serde(default)]
+    pub count: u64,
+}
+
+impl Default for SyntheticConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            rate_per_sec: default_synthetic_rate(),
+            payload_bytes: default_synthetic_payload(),
+            kind: default_synthetic_kind(),
+            count: 0,
+        }
+    }
+}
+
+fn default_synthetic_kind() -> String {
+    "synthetic".to_owned()
+}
+
+fn default_synthetic_payload() -> usize {
+    64
+}
+
+fn default_synthetic_rate() -> f64 {
+    1.0
+}
+
+impl SyntheticConfig {
+    /// Records every value out of range in `c`; a payload takes at most half of
+    /// the largest message (`max_message_bytes`).
+    pub fn check(&self, c: &mut Checker, max_message_bytes: usize) {
+        let s = self;
+        c.check(
+            s.rate_per_sec.is_finite() && s.rate_per_sec > 0.0 && s.rate_per_sec <= 100_000.0,
+            "synthetic.rate_per_sec",
+            || {
+                format!(
+                    "expected a rate above 0 and at most 100000, found {}",
+                    s.rate_per_sec
+                )
+            },
+        );
+        c.range(
+            "synthetic.payload_bytes",
+            s.payload_bytes,
+            0,
+            max_message_bytes / 2,
+        );
+        c.check(topics::valid_kind(&s.kind), "synthetic.kind", || {
+            format!(
+                "expected 1-64 characters from a-z 0-9 _ -, found {:?}",
+                s.kind
+            )
+        });
     }
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use crate::config::{self, Config};
+use crate::settings::Config;
 use crate::{analytics, load, video};
 
 fn rfc3339(t: std::time::SystemTime) -> String {
@@ -102,7 +102,7 @@ pub struct BackendArgs {
 
 impl BackendArgs {
     fn detector_size(&self) -> anyhow::Result<[usize; 2]> {
-        let [w, h] = config::PlatesConfig::default().detector_size;
+        let [w, h] = analytics::PlatesConfig::default().detector_size;
         self.detector_size_or(&format!("{w}x{h}"))
     }
 
@@ -273,7 +273,7 @@ pub fn eval_plates(
         "--folds decodes whole images again with each weighting; not with --vehicles"
     );
     let det_size = if vehicles {
-        let [w, h] = config::PlatesConfig::default().vehicle_detector_size;
+        let [w, h] = analytics::PlatesConfig::default().vehicle_detector_size;
         backend.detector_size_or(&format!("{w}x{h}"))?
     } else {
         backend.detector_size()?
@@ -1030,7 +1030,7 @@ pub fn recordings_clip(config: &Config, from: &str, to: &str, out: &Path) -> any
 /// `[people]` and `[detector]` of a configuration file, or their defaults.
 fn counting_sections(
     config: Option<&Path>,
-) -> anyhow::Result<(config::PeopleConfig, analytics::DetectorConfig)> {
+) -> anyhow::Result<(analytics::PeopleConfig, analytics::DetectorConfig)> {
     Ok(match config {
         Some(path) => {
             let c = load(path)?;

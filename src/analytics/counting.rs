@@ -17,8 +17,9 @@ use tokio_util::sync::CancellationToken;
 use super::detection::{Input, Item};
 use super::people::{persons, vehicles, Counter, Crossing, Tally, TrackCounter};
 use super::tracking;
-use crate::config::{Config, PeopleConfig};
+use super::PeopleConfig;
 use crate::events::{epoch_ms as ms, rfc3339_ms as rfc3339, NewEvent};
+use crate::settings::Config;
 
 /// What a counting stage counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -22,8 +22,23 @@ use super::tracking;
 use crate::metrics::Metrics;
 use crate::video::{Frame, FrameQueue, Queue};
 
+/// The fields of `[detector]` remote configuration may set; the stage restarts
+/// with them. Where the model is and what runs it stay local.
+pub const DETECTOR_TUNABLE: &[&str] = &[
+    "input_size",
+    "classes",
+    "min_scores",
+    "start_score",
+    "vehicle_start_score",
+    "keep_score",
+    "match_iou",
+    "confirm_hits",
+    "max_lost",
+    "refind",
+];
+
 /// Object detection shared by the analytics (NanoDet-m; see `docs/detector.md`).
-/// `input_size`, `classes` and `min_scores` are remotely tunable (the stage is
+/// The fields of [`DETECTOR_TUNABLE`] are remotely tunable (the stage is
 /// restarted alone); the rest is read at start-up.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -39,7 +54,7 @@ pub struct DetectorConfig {
     /// The runtime that runs it: `tract` (built in) or `onnxruntime` (builds with
     /// the `ort` feature; about twice as fast here, needs its shared library).
     #[serde(default)]
-    pub backend: crate::config::PlatesBackend,
+    pub backend: super::PlatesBackend,
     /// The ONNX Runtime shared library for `backend = "onnxruntime"`; empty:
     /// `libonnxruntime.so` beside the model (`deploy/fetch-onnxruntime.sh DIR`).
     #[serde(default)]
@@ -163,8 +178,8 @@ impl DetectorConfig {
     /// The runtime for the model: one session, one thread, for ONNX Runtime.
     pub fn runtime(&self) -> Backend {
         match self.backend {
-            crate::config::PlatesBackend::Tract => Backend::Tract,
-            crate::config::PlatesBackend::Onnxruntime => Backend::Onnxruntime {
+            super::PlatesBackend::Tract => Backend::Tract,
+            super::PlatesBackend::Onnxruntime => Backend::Onnxruntime {
                 library: if self.onnxruntime_library.as_os_str().is_empty() {
                     self.model
                         .parent()
@@ -241,7 +256,7 @@ impl DetectorConfig {
             format!("[width, height], multiples of 32 from 128 to 1280 (height 0: the frame's aspect), found [{w}, {h}]"),
         );
         check(
-            self.backend == crate::config::PlatesBackend::Tract || cfg!(feature = "ort"),
+            self.backend == super::PlatesBackend::Tract || cfg!(feature = "ort"),
             "backend",
             "\"tract\": this build has no onnxruntime backend (build with --features ort)".into(),
         );

@@ -4,6 +4,7 @@
 //! the algorithm in [`people`] (pure), its stage in [`counting`]. Plate reading:
 //! the reader and tracker in [`plates`], the stage in [`reading`].
 
+mod config;
 mod counting;
 mod detection;
 pub mod detector;
@@ -12,7 +13,13 @@ pub mod plates;
 mod reading;
 pub mod tracking;
 
+pub use config::{
+    PeopleConfig, PlatesBackend, PlatesConfig, TrafficConfig, PEOPLE_TUNABLE, PLATES_TUNABLE,
+    TRAFFIC_TUNABLE,
+};
 pub use counting::{Counted, Counting};
-pub use detection::{input_size_for, DetectedQueue, DetectorConfig, Input, ObjectDetection};
+pub use detection::{
+    input_size_for, DetectedQueue, DetectorConfig, Input, ObjectDetection, DETECTOR_TUNABLE,
+};
 pub use people::{Counter, InDirection, LineConfig, Params, Tally, TrackCounter, ZoneConfig};
 pub use reading::{read_vehicles, PlateReading, VehicleBox};

@@ -34,7 +34,7 @@ use super::plates::tracker::{Observation, Step, Tracker, TrackerParams, Vehicle}
 use super::plates::unread::{Ledger, Seen, Unread};
 use super::plates::{Image, PlateError, PlateReader, Rules};
 use super::tracking::{self, VEHICLES};
-use crate::config::PlatesConfig;
+use super::PlatesConfig;
 use crate::events::{epoch_ms as ms, rfc3339_ms as rfc3339, NewEvent};
 use crate::metrics::Metrics;
 use crate::video::{snapshot, Frame};

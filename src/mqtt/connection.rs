@@ -22,8 +22,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::limits::Backoff;
-use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::settings::Config;
 
 /// What the event loop reports to the publisher.
 #[derive(Debug)]

@@ -1,6 +1,7 @@
 //! MQTT to the broker: one task owns rumqttc's event loop ([`connection`]); the
 //! publisher ([`publisher`]) moves events from the outbox within the broker's ceilings.
 
+mod config;
 mod connection;
 pub mod limits;
 mod publisher;
@@ -13,12 +14,13 @@ use std::time::Duration;
 use rumqttc::{AsyncClient, LastWill, MqttOptions, QoS, TlsConfiguration, Transport};
 use tokio::sync::{mpsc, watch};
 
+pub use config::{MqttConfig, TUNABLE};
 pub use connection::Connection;
 pub use publisher::Publisher;
 
-use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::outbox::{OutboxError, OutboxHandle};
+use crate::settings::Config;
 
 /// Errors of the MQTT stage.
 #[derive(Debug, thiserror::Error)]

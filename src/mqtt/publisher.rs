@@ -13,11 +13,12 @@ use tokio_util::sync::CancellationToken;
 use super::connection::LinkEvent;
 use super::limits::{pack_limit, RateLimiter};
 use super::session::{Batch, Packer, Plan, Sent, Session};
+use super::MqttConfig;
 use super::{ControlPublish, InboundAck, InboundMessage, MqttError, Wiring};
-use crate::config::{Config, MqttConfig};
 use crate::events::{encode_batch, now_ms};
 use crate::metrics::Metrics;
 use crate::outbox::OutboxHandle;
+use crate::settings::Config;
 use crate::topics::Topics;
 
 /// Events fetched from the outbox at once.

@@ -34,9 +34,11 @@
 //! from a newer version) is renamed `outbox.db.corrupt-<ms>` (one copy kept) and a
 //! new one is started, with an error in the log and `outbox_resets` counted.
 
+mod config;
 mod sql;
 mod stage;
 mod store;
 
+pub use config::{OutboxConfig, Synchronous, WhenFull, TUNABLE};
 pub use stage::{EventSender, Outbox, OutboxHandle};
 pub use store::{OutboxError, OutboxStats, Recovery, Store};

@@ -7,9 +7,9 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::store::{OutboxError, OutboxStats, Store};
-use crate::config::Config;
 use crate::events::{NewEvent, StoredEvent};
 use crate::metrics::Metrics;
+use crate::settings::Config;
 
 /// Producers' side of the outbox. Full channel: the producer waits (events are
 /// never dropped on the way in).

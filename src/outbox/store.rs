@@ -12,7 +12,7 @@ use sqlx::sqlite::{
 use sqlx::{ConnectOptions, Connection, Row};
 
 use super::sql;
-use crate::config::{OutboxConfig, Synchronous, WhenFull};
+use super::{OutboxConfig, Synchronous, WhenFull};
 use crate::events::{encode_body, encode_event, now_ms, NewEvent, StoredEvent};
 use crate::sqlite::is_corruption;
 

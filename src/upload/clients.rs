@@ -22,7 +22,8 @@ use aws_sdk_s3::config::{
 };
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 
-use crate::config::{Config, CredentialsSource};
+use super::config::CredentialsSource;
+use crate::settings::Config;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

@@ -11,13 +11,26 @@
 //! resume). A request id seen before is answered from its job and never uploaded
 //! twice.
 
+// The section is read by every build, so a build without uploads can refuse
+// `upload.enabled` by name; the stage exists only with the `uploads` feature.
+#[cfg(feature = "uploads")]
 mod clients;
+mod config;
+#[cfg(feature = "uploads")]
 mod jobs;
+#[cfg(feature = "uploads")]
 mod machine;
+#[cfg(feature = "uploads")]
 mod media;
+#[cfg(feature = "uploads")]
 mod sql;
+#[cfg(feature = "uploads")]
 mod stage;
+#[cfg(feature = "uploads")]
 mod throttle;
+#[cfg(feature = "uploads")]
 mod transfer;
 
+pub use config::{UploadConfig, TUNABLE};
+#[cfg(feature = "uploads")]
 pub use stage::Uploads;

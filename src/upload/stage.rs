@@ -20,10 +20,10 @@ use super::media;
 use super::throttle::Throttle;
 use super::transfer::{self, Counter, Report, S3Upload, TransferError};
 use crate::commands::{self, FileRequest, Policy, Response, State, What, Where};
-use crate::config::Config;
 use crate::events::now_ms;
 use crate::metrics::Metrics;
 use crate::mqtt::{ControlPublish, InboundMessage, Inbox};
+use crate::settings::Config;
 use crate::topics::Topics;
 use crate::video::{clips, Pin, Pins};
 

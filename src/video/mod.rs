@@ -18,6 +18,7 @@
 //! Clips: `clips::cut` remuxes the segments covering a time range into one file.
 
 pub mod clips;
+mod config;
 pub mod decode;
 mod frames;
 mod pins;
@@ -26,6 +27,7 @@ pub mod segments;
 pub mod snapshot;
 mod stage;
 
+pub use config::{remote_source_allowed, Codec, RtspTransport, VideoConfig, TUNABLE};
 pub use frames::{Frame, FrameQueue, Queue};
 #[cfg(feature = "uploads")]
 pub use pins::Pin;

@@ -1,7 +1,7 @@
 //! What the pipeline is made of, without running anything: the source, and the
 //! `gst-launch` description of the whole pipeline (unit-tested).
 
-use crate::config::{Codec, RtspTransport, VideoConfig};
+use super::{Codec, RtspTransport, VideoConfig};
 
 /// Where the video comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]

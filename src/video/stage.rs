@@ -16,7 +16,7 @@ use super::frames::{Frame, FrameQueue};
 use super::pins::Pins;
 use super::pipeline::{describe, Source, DECODER_QUEUE, FRAMES, RECORDER, TEE};
 use super::segments;
-use crate::config::VideoConfig;
+use super::VideoConfig;
 use crate::events::now_ms;
 use crate::metrics::Metrics;
 use crate::mqtt::limits::Backoff;
