@@ -19,7 +19,7 @@ use crate::metrics::Metrics;
 use crate::mqtt;
 use crate::outbox::{Outbox, Recovery, Store};
 use crate::remote_config::{self, RemoteStage};
-use crate::settings::Config;
+use crate::settings::{Config, Live};
 use crate::supervision::{Action, Policy, Supervision};
 use crate::synthetic::Synthetic;
 #[cfg(feature = "uploads")]
@@ -41,7 +41,10 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
     let state_dir = local.storage.state_dir.clone();
     let remote = config::remote::load_effective(local, &state_dir);
     let config = remote.effective().clone();
-    let (config_tx, config_rx) = watch::channel(Arc::new(config.clone()));
+    // Remote configuration hands changes over; each stage watches what it needs.
+    let live = Live::new(&config);
+    let config_rx = live.whole();
+    let (outbox_rx, mqtt_rx, synthetic_rx) = (live.outbox(), live.mqtt(), live.synthetic());
 
     let path = config.outbox_path();
     let (store, moved) = Store::open(&path, &config.outbox, Recovery::MoveAside)
@@ -63,7 +66,7 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
     let (outbox, handle, events_tx) = Outbox::new(
         store,
         config.outbox.channel_capacity,
-        config_rx.clone(),
+        outbox_rx,
         metrics.clone(),
     );
 
@@ -81,7 +84,7 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
         Some(RemoteStage::new(
             remote,
             rx,
-            config_tx,
+            live,
             retained_tx.clone(),
             metrics.clone(),
         ))
@@ -156,6 +159,7 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
         outbox: handle.clone(),
         metrics: metrics.clone(),
         config: config_rx.clone(),
+        mqtt: mqtt_rx,
         inbound,
         retained: retained_rx,
     };
@@ -192,7 +196,7 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
         });
     }
     {
-        let (config_rx, events_tx) = (config_rx.clone(), events_tx.clone());
+        let (config_rx, events_tx) = (synthetic_rx, events_tx.clone());
         stages.add("synthetic", Policy::Restart, move |stop| {
             let synthetic = Synthetic::new(config_rx.clone(), events_tx.clone());
             Box::pin(async move {

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::check::Checker;
@@ -19,7 +19,7 @@ use crate::config::remote::{
 use crate::events::now_ms;
 use crate::metrics::Metrics;
 use crate::mqtt::{ControlPublish, InboundMessage, Inbox};
-use crate::settings::Config;
+use crate::settings::{Config, Live};
 use crate::topics::{self, Topics};
 
 /// The topics this camera takes configuration from.
@@ -35,7 +35,7 @@ pub struct RemoteStage {
     state: RemoteState<Config>,
     metrics: Arc<Metrics>,
     inbound: Inbox,
-    config_tx: watch::Sender<Arc<Config>>,
+    live: Live,
     status_tx: mpsc::Sender<ControlPublish>,
     persist_path: PathBuf,
     device_topic: String,
@@ -48,7 +48,7 @@ impl RemoteStage {
     pub fn new(
         state: RemoteState<Config>,
         inbound: mpsc::Receiver<InboundMessage>,
-        config_tx: watch::Sender<Arc<Config>>,
+        live: Live,
         status_tx: mpsc::Sender<ControlPublish>,
         metrics: Arc<Metrics>,
     ) -> Self {
@@ -63,7 +63,7 @@ impl RemoteStage {
             state,
             metrics,
             inbound: inbound.into(),
-            config_tx,
+            live,
             status_tx,
         }
     }
@@ -118,7 +118,7 @@ impl RemoteStage {
                 if let Err(e) = saved {
                     tracing::error!(path = %self.persist_path.display(), error = %e, "remote configuration applied but not persisted; a restart will not keep it");
                 }
-                self.config_tx.send_replace(Arc::new(effective));
+                self.live.send(effective);
             }
             Outcome::Rejected { version, errors } => {
                 Metrics::add(&self.metrics.configs_rejected, 1);

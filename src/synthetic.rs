@@ -12,14 +12,13 @@ use tokio_util::sync::CancellationToken;
 use crate::config::check::Checker;
 use crate::events::NewEvent;
 use crate::outbox::EventSender;
-use crate::settings::Config;
 use crate::topics;
 
 /// Shortest pause between bursts; higher rates send several events per burst.
 const MIN_TICK: Duration = Duration::from_millis(5);
 
 pub struct Synthetic {
-    config: watch::Receiver<Arc<Config>>,
+    config: watch::Receiver<Arc<SyntheticConfig>>,
     tx: EventSender,
 }
 
@@ -40,7 +39,7 @@ enum Produced {
 }
 
 impl Synthetic {
-    pub fn new(config: watch::Receiver<Arc<Config>>, tx: EventSender) -> Self {
+    pub fn new(config: watch::Receiver<Arc<SyntheticConfig>>, tx: EventSender) -> Self {
         Self { config, tx }
     }
 
@@ -49,17 +48,17 @@ impl Synthetic {
     pub async fn run(self, shutdown: CancellationToken) {
         let Self { mut config, tx } = self;
         loop {
-            let cfg = config.borrow_and_update().synthetic.clone();
+            let cfg = config.borrow_and_update().clone();
             let finished = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 produced = produce(&cfg, &tx), if cfg.enabled => Some(produced),
-                _ = changed(&mut config, &cfg) => None,
+                _ = changed(&mut config) => None,
             };
             match finished {
                 Some(Produced::OutboxClosed) => return,
                 Some(Produced::CountReached) => tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = changed(&mut config, &cfg) => {}
+                    _ = changed(&mut config) => {}
                 },
                 None => {}
             }
@@ -68,15 +67,10 @@ impl Synthetic {
     }
 }
 
-/// Returns when the `[synthetic]` settings differ from `current`.
-async fn changed(config: &mut watch::Receiver<Arc<Config>>, current: &SyntheticConfig) {
-    loop {
-        if config.changed().await.is_err() {
-            return std::future::pending().await;
-        }
-        if config.borrow_and_update().synthetic != *current {
-            return;
-        }
+/// Returns when the `[synthetic]` settings change; never once they no longer can.
+async fn changed(config: &mut watch::Receiver<Arc<SyntheticConfig>>) {
+    if config.changed().await.is_err() {
+        std::future::pending().await
     }
 }
 

@@ -22,8 +22,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::limits::Backoff;
+use super::MqttConfig;
 use crate::metrics::Metrics;
-use crate::settings::Config;
 
 /// What the event loop reports to the publisher.
 #[derive(Debug)]
@@ -135,7 +135,7 @@ pub struct Connection {
     backoff: Backoff,
     max_inflight: u16,
     metrics: Arc<Metrics>,
-    config: watch::Receiver<Arc<Config>>,
+    config: watch::Receiver<Arc<MqttConfig>>,
 }
 
 impl Connection {
@@ -145,7 +145,7 @@ impl Connection {
         backoff: Backoff,
         max_inflight: u16,
         metrics: Arc<Metrics>,
-        config: watch::Receiver<Arc<Config>>,
+        config: watch::Receiver<Arc<MqttConfig>>,
     ) -> Self {
         Self {
             eventloop,
@@ -166,7 +166,7 @@ impl Connection {
                 crate::metrics::mono_ms(),
                 std::sync::atomic::Ordering::Relaxed,
             );
-            let ack_timeout = watch.timeout(self.config.borrow().mqtt.ack_timeout);
+            let ack_timeout = watch.timeout(self.config.borrow().ack_timeout);
             let deadline = if connected {
                 watch.deadline(ack_timeout)
             } else {
@@ -278,7 +278,7 @@ impl Connection {
     async fn lost(&mut self, error: String, connected: &mut bool) -> bool {
         Metrics::add(&self.metrics.connection_errors, 1);
         {
-            let m = &self.config.borrow().mqtt;
+            let m = &self.config.borrow();
             self.backoff.set_bounds(m.backoff_min, m.backoff_max);
         }
         let delay = self.backoff.next_delay(rand::random::<f64>());

@@ -142,6 +142,8 @@ pub struct Wiring {
     pub metrics: Arc<Metrics>,
     /// The effective configuration; remote changes arrive here.
     pub config: watch::Receiver<Arc<Config>>,
+    /// The `[mqtt]` section of it, for the connection.
+    pub mqtt: watch::Receiver<Arc<MqttConfig>>,
     /// Topics to subscribe to on every connection, and where their messages go.
     pub inbound: Vec<(String, mpsc::Sender<InboundMessage>)>,
     /// Status and response messages of other stages to publish.
@@ -184,7 +186,7 @@ pub fn build(config: &Config, wiring: Wiring) -> Result<(Connection, Publisher),
         backoff,
         m.max_inflight,
         wiring.metrics.clone(),
-        wiring.config.clone(),
+        wiring.mqtt.clone(),
     );
     let publisher = Publisher::new(client, link_rx, &id.camera_id, wiring);
     Ok((connection, publisher))

@@ -7,9 +7,9 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::store::{OutboxError, OutboxStats, Store};
+use super::OutboxConfig;
 use crate::events::{NewEvent, StoredEvent};
 use crate::metrics::Metrics;
-use crate::settings::Config;
 
 /// Producers' side of the outbox. Full channel: the producer waits (events are
 /// never dropped on the way in).
@@ -95,7 +95,7 @@ pub struct Outbox {
     events_rx: mpsc::Receiver<NewEvent>,
     cmd_rx: mpsc::Receiver<Command>,
     appended_tx: watch::Sender<i64>,
-    config: watch::Receiver<Arc<Config>>,
+    config: watch::Receiver<Arc<OutboxConfig>>,
     metrics: Arc<Metrics>,
 }
 
@@ -103,7 +103,7 @@ impl Outbox {
     pub fn new(
         store: Store,
         channel_capacity: usize,
-        config: watch::Receiver<Arc<Config>>,
+        config: watch::Receiver<Arc<OutboxConfig>>,
         metrics: Arc<Metrics>,
     ) -> (Self, OutboxHandle, EventSender) {
         let (events_tx, events_rx) = mpsc::channel(channel_capacity);
@@ -153,7 +153,7 @@ impl Outbox {
                     continue;
                 }
                 Ok(()) = self.config.changed() => {
-                    let outbox = self.config.borrow_and_update().outbox.clone();
+                    let outbox = self.config.borrow_and_update().clone();
                     self.store.set_limits(&outbox).await?;
                     continue;
                 }

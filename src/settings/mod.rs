@@ -5,8 +5,10 @@
 //! one section sets on another, and what remote configuration may not do.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
 use crate::config::check::Checker;
 use crate::config::remote::Overlay;
@@ -79,6 +81,64 @@ impl Config {
     /// Path of the outbox database.
     pub fn outbox_path(&self) -> PathBuf {
         self.storage.state_dir.join("outbox.db")
+    }
+}
+
+/// The effective configuration as the stages receive it: the whole, for the
+/// stages that describe or combine several sections, and the sections a stage
+/// watches alone, so that a remote change wakes only the stages whose section it
+/// changed (a new counting line does not make the outbox re-apply its limits).
+pub struct Live {
+    whole: watch::Sender<Arc<Config>>,
+    outbox: watch::Sender<Arc<crate::outbox::OutboxConfig>>,
+    mqtt: watch::Sender<Arc<crate::mqtt::MqttConfig>>,
+    synthetic: watch::Sender<Arc<crate::synthetic::SyntheticConfig>>,
+}
+
+impl Live {
+    pub fn new(config: &Config) -> Self {
+        Self {
+            whole: watch::Sender::new(Arc::new(config.clone())),
+            outbox: watch::Sender::new(Arc::new(config.outbox.clone())),
+            mqtt: watch::Sender::new(Arc::new(config.mqtt.clone())),
+            synthetic: watch::Sender::new(Arc::new(config.synthetic.clone())),
+        }
+    }
+
+    /// Hands `config` over: the whole to every receiver of it, each section only
+    /// where it changed.
+    pub fn send(&self, config: Config) {
+        fn section<T: PartialEq>(tx: &watch::Sender<Arc<T>>, new: &T, make: impl FnOnce() -> T) {
+            tx.send_if_modified(|current| {
+                let changed = **current != *new;
+                if changed {
+                    *current = Arc::new(make());
+                }
+                changed
+            });
+        }
+        section(&self.outbox, &config.outbox, || config.outbox.clone());
+        section(&self.mqtt, &config.mqtt, || config.mqtt.clone());
+        section(&self.synthetic, &config.synthetic, || {
+            config.synthetic.clone()
+        });
+        self.whole.send_replace(Arc::new(config));
+    }
+
+    pub fn whole(&self) -> watch::Receiver<Arc<Config>> {
+        self.whole.subscribe()
+    }
+
+    pub fn outbox(&self) -> watch::Receiver<Arc<crate::outbox::OutboxConfig>> {
+        self.outbox.subscribe()
+    }
+
+    pub fn mqtt(&self) -> watch::Receiver<Arc<crate::mqtt::MqttConfig>> {
+        self.mqtt.subscribe()
+    }
+
+    pub fn synthetic(&self) -> watch::Receiver<Arc<crate::synthetic::SyntheticConfig>> {
+        self.synthetic.subscribe()
     }
 }
 

@@ -416,3 +416,30 @@ fn no_input_panics_the_parser_or_merger() {
         "applied {applied}, rejected {rejected}"
     );
 }
+
+#[test]
+fn a_change_wakes_only_the_stages_whose_section_it_changed() {
+    let config = Config::parse(LOCAL).unwrap();
+    let live = super::Live::new(&config);
+    let (mut whole, outbox, mqtt, mut synthetic) =
+        (live.whole(), live.outbox(), live.mqtt(), live.synthetic());
+    let mut changed = config.clone();
+    changed.synthetic.kind = "other".to_owned();
+    live.send(changed.clone());
+    assert!(whole.has_changed().unwrap());
+    assert!(synthetic.has_changed().unwrap());
+    assert_eq!(synthetic.borrow_and_update().kind, "other");
+    assert!(
+        !outbox.has_changed().unwrap(),
+        "the outbox's section is the same"
+    );
+    assert!(!mqtt.has_changed().unwrap());
+    // The same configuration again wakes no section.
+    whole.borrow_and_update();
+    live.send(changed.clone());
+    assert!(!synthetic.has_changed().unwrap());
+    changed.outbox.max_bytes *= 2;
+    live.send(changed);
+    assert!(outbox.has_changed().unwrap());
+    assert!(!synthetic.has_changed().unwrap());
+}
