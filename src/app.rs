@@ -20,7 +20,7 @@ use crate::mqtt;
 use crate::outbox::{Outbox, Recovery, Store};
 use crate::remote_config::{self, RemoteStage};
 use crate::settings::{Config, Live};
-use crate::supervision::{Action, Policy, Supervision};
+use crate::supervision::{Action, Policy, Stage, Supervision};
 use crate::synthetic::Synthetic;
 #[cfg(feature = "uploads")]
 use crate::upload::Uploads;
@@ -167,6 +167,10 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
         mqtt::build(&config, wiring).context("cannot set up the MQTT connection")?;
 
     let shutdown = CancellationToken::new();
+    // Not supervised stages but the daemon's spine, each run once: the publisher
+    // stops on shutdown and drains; the connection ends when the publisher's
+    // client is gone, the outbox when every sender and handle is, so the last
+    // acknowledgements still reach it.
     let mut outbox_task = tokio::spawn(outbox.run());
     let mut connection_task = tokio::spawn(connection.run());
     let mut publisher_task = tokio::spawn(publisher.run(shutdown.clone()));
@@ -182,82 +186,40 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
         // The handle itself, not a clone: the outbox ends once every handle and
         // sender is gone.
         let (metrics, config_rx) = (metrics.clone(), config_rx.clone());
-        stages.add("health", Policy::Restart, move |stop| {
-            let health = Health::new(
+        stages.add("health", Policy::Restart, move || {
+            Health::new(
                 handle.clone(),
                 metrics.clone(),
                 config_rx.clone(),
                 started_ms,
-            );
-            Box::pin(async move {
-                health.run(stop).await;
-                Ok(())
-            })
+            )
         });
     }
     {
         let (config_rx, events_tx) = (synthetic_rx, events_tx.clone());
-        stages.add("synthetic", Policy::Restart, move |stop| {
-            let synthetic = Synthetic::new(config_rx.clone(), events_tx.clone());
-            Box::pin(async move {
-                synthetic.run(stop).await;
-                Ok(())
-            })
+        stages.add("synthetic", Policy::Restart, move || {
+            Synthetic::new(config_rx.clone(), events_tx.clone())
         });
     }
     if let Some(stage) = remote_stage {
         // The stage keeps its layers and inbound messages across restarts.
-        let stage = Arc::new(tokio::sync::Mutex::new(stage));
-        stages.add("remote_config", Policy::Restart, move |stop| {
-            let stage = stage.clone();
-            Box::pin(async move {
-                stage.lock().await.run(stop).await;
-                Ok(())
-            })
-        });
+        stages.keep("remote_config", Policy::Restart, stage);
     }
     #[cfg(feature = "uploads")]
     if let Some(Err(e)) = &uploads {
         // Shown degraded, with why, for as long as the daemon runs.
-        let e = e.clone();
-        stages.add("uploads", Policy::Degrade, move |_| {
-            let e = e.clone();
-            Box::pin(async move { Err(e) })
-        });
+        stages.keep("uploads", Policy::Degrade, Unavailable(e.clone()));
     }
     #[cfg(feature = "uploads")]
     if let Some(Ok(uploads)) = uploads {
         // The stage keeps its requests and jobs across restarts.
-        let uploads = Arc::new(tokio::sync::Mutex::new(uploads));
-        stages.add("uploads", Policy::Restart, move |stop| {
-            let uploads = uploads.clone();
-            Box::pin(async move {
-                let mut stage = uploads.lock().await;
-                stage.run(stop).await.map_err(|e| e.to_string())
-            })
-        });
+        stages.keep("uploads", Policy::Restart, uploads);
     }
     if let Some(stage) = refusal {
-        let stage = Arc::new(tokio::sync::Mutex::new(stage));
-        stages.add("file_requests_refused", Policy::Restart, move |stop| {
-            let stage = stage.clone();
-            Box::pin(async move {
-                stage.lock().await.run(stop).await;
-                Ok(())
-            })
-        });
+        stages.keep("file_requests_refused", Policy::Restart, stage);
     }
-    {
-        // The stage keeps what it published across restarts.
-        let stage = Arc::new(tokio::sync::Mutex::new(homeassistant));
-        stages.add("homeassistant", Policy::Restart, move |stop| {
-            let stage = stage.clone();
-            Box::pin(async move {
-                let mut stage = stage.lock().await;
-                stage.run(stop).await.map_err(|e| e.to_string())
-            })
-        });
-    }
+    // The stage keeps what it published across restarts.
+    stages.keep("homeassistant", Policy::Restart, homeassistant);
     // Video: each analytic reads its own drop-oldest queue of the same frames.
     if config.video.enabled {
         let mut queues = Vec::new();
@@ -300,14 +262,13 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
                 Policy::Restart,
                 config_rx.clone(),
                 |c| c.detector.clone(),
-                move |stop| {
-                    let stage = ObjectDetection::new(
+                move || {
+                    ObjectDetection::new(
                         current.borrow().detector.clone(),
                         frames.clone(),
                         outputs.clone(),
                         metrics.clone(),
-                    );
-                    Box::pin(async move { stage.run(stop).await.map_err(|e| e.to_string()) })
+                    )
                 },
             );
             (
@@ -324,13 +285,8 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
         };
         let counting = |stages: &mut Supervisor, name, counted, input: Input| {
             let (config_rx, events_tx) = (config_rx.clone(), events_tx.clone());
-            stages.add(name, Policy::Restart, move |stop| {
-                let stage =
-                    Counting::new(counted, config_rx.clone(), input.clone(), events_tx.clone());
-                Box::pin(async move {
-                    stage.run(stop).await;
-                    Ok(())
-                })
+            stages.add(name, Policy::Restart, move || {
+                Counting::new(counted, config_rx.clone(), input.clone(), events_tx.clone())
             });
         };
         counting(&mut stages, "people_counting", Counted::People, people_in);
@@ -351,16 +307,15 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
                 Policy::Restart,
                 config_rx.clone(),
                 |c| (c.plates.clone(), c.detector.vehicle_tracking()),
-                move |stop| {
-                    let stage = PlateReading::new(
+                move || {
+                    PlateReading::new(
                         current.borrow().plates.clone(),
                         current.borrow().detector.vehicle_tracking(),
                         media.clone(),
                         plates_in.clone(),
                         events_tx.clone(),
                         metrics.clone(),
-                    );
-                    Box::pin(async move { stage.run(stop).await.map_err(|e| e.to_string()) })
+                    )
                 },
             );
         }
@@ -372,17 +327,13 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
             Policy::Restart,
             config_rx.clone(),
             |c| c.video.clone(),
-            move |stop| {
-                let stage = Video::new(
+            move || {
+                Video::new(
                     current.borrow().video.clone(),
                     queues.clone(),
                     pins.clone(),
                     metrics.clone(),
-                );
-                Box::pin(async move {
-                    stage.run(stop).await;
-                    Ok(())
-                })
+                )
             },
         );
     }
@@ -393,11 +344,14 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
         tracing::warn!("analytics are on but [video] is off: nothing to analyse");
     }
     if let Some(reload) = log_reload {
-        let reload = Arc::new(reload);
-        let config_rx = config_rx.clone();
-        stages.add("log_level", Policy::Restart, move |stop| {
-            Box::pin(follow_log_level(config_rx.clone(), reload.clone(), stop))
-        });
+        stages.keep(
+            "log_level",
+            Policy::Restart,
+            LogLevel {
+                config: config_rx.clone(),
+                reload,
+            },
+        );
     }
     // Producers hold their own senders (and the supervisor, to start them again);
     // the outbox ends once they are all gone.
@@ -444,25 +398,47 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
 }
 
 /// Applies `log.level` from the effective configuration as it changes.
-async fn follow_log_level(
-    mut config: watch::Receiver<Arc<Config>>,
-    reload: Arc<LogReload>,
-    shutdown: CancellationToken,
-) -> Result<(), String> {
-    let mut level = config.borrow().log.level.clone();
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            changed = config.changed() => if changed.is_err() { return Ok(()) },
-        }
-        let new = config.borrow_and_update().log.level.clone();
-        if new != level {
-            match reload(&new) {
-                Ok(()) => tracing::info!(level = %new, "log level changed"),
-                Err(e) => tracing::warn!(level = %new, error = %e, "cannot change the log level"),
+/// Follows `log.level` (reloading the log filter) when no `RUST_LOG` decides it.
+struct LogLevel {
+    config: watch::Receiver<Arc<Config>>,
+    reload: LogReload,
+}
+
+impl Stage for LogLevel {
+    type Error = std::convert::Infallible;
+
+    async fn run(&mut self, shutdown: CancellationToken) -> Result<(), Self::Error> {
+        let mut level = self.config.borrow().log.level.clone();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                changed = self.config.changed() => if changed.is_err() { return Ok(()) },
             }
-            level = new;
+            let new = self.config.borrow_and_update().log.level.clone();
+            if new != level {
+                match (self.reload)(&new) {
+                    Ok(()) => tracing::info!(level = %new, "log level changed"),
+                    Err(e) => {
+                        tracing::warn!(level = %new, error = %e, "cannot change the log level")
+                    }
+                }
+                level = new;
+            }
         }
+    }
+}
+
+/// Uploads that could not start: shown degraded, with why, for as long as the
+/// daemon runs.
+#[cfg(feature = "uploads")]
+struct Unavailable(String);
+
+#[cfg(feature = "uploads")]
+impl Stage for Unavailable {
+    type Error = String;
+
+    async fn run(&mut self, _: CancellationToken) -> Result<(), String> {
+        Err(self.0.clone())
     }
 }
 
@@ -531,8 +507,34 @@ impl Supervisor {
         }
     }
 
+    /// Starts a stage under `policy`, built afresh by `build` at every start.
+    fn add<S: Stage>(
+        &mut self,
+        name: &'static str,
+        policy: Policy,
+        mut build: impl FnMut() -> S + Send + 'static,
+    ) {
+        self.add_task(name, policy, move |stop| {
+            let mut stage = build();
+            Box::pin(async move { stage.run(stop).await.map_err(|e| e.to_string()) })
+        });
+    }
+
+    /// Starts a stage under `policy` that keeps its state (requests, layers, what
+    /// it published) from one start to the next.
+    fn keep<S: Stage>(&mut self, name: &'static str, policy: Policy, stage: S) {
+        let stage = Arc::new(tokio::sync::Mutex::new(stage));
+        self.add_task(name, policy, move |stop| {
+            let stage = stage.clone();
+            Box::pin(async move {
+                let mut stage = stage.lock().await;
+                stage.run(stop).await.map_err(|e| e.to_string())
+            })
+        });
+    }
+
     /// Starts a stage under `policy`; `start` builds and runs it.
-    fn add(
+    fn add_task(
         &mut self,
         name: &'static str,
         policy: Policy,
@@ -549,15 +551,15 @@ impl Supervisor {
     /// As [`Supervisor::add`], and the stage is stopped and started again at once,
     /// alone, whenever the part of the effective configuration it is built from
     /// (`section` of it) changes; `start` reads the configuration afresh.
-    fn add_reconfigurable<T: PartialEq + Send + 'static>(
+    fn add_reconfigurable<S: Stage, T: PartialEq + Send + 'static>(
         &mut self,
         name: &'static str,
         policy: Policy,
         mut config: watch::Receiver<Arc<Config>>,
         section: impl Fn(&Config) -> T + Send + 'static,
-        start: impl FnMut(CancellationToken) -> BoxFuture<'static, Result<(), String>> + Send + 'static,
+        build: impl FnMut() -> S + Send + 'static,
     ) {
-        self.add(name, policy, start);
+        self.add(name, policy, build);
         let i = self.stages.len() - 1;
         let (changed, shutdown) = (self.changed_tx.clone(), self.shutdown.clone());
         let mut current = section(&config.borrow_and_update());

@@ -1,6 +1,7 @@
 //! Health: systemd readiness and watchdog, the metrics message, and a periodic
 //! status line in the log.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -167,7 +168,7 @@ impl Health {
     /// the MQTT loop comes round, every stage is within its policy), logs a
     /// status line, and gives back the large blocks that waited too long
     /// (`memory::trim`).
-    pub async fn run(mut self, shutdown: CancellationToken) {
+    pub async fn run(&mut self, shutdown: CancellationToken) -> Result<(), Infallible> {
         let mut usec = 0u64;
         let watchdog =
             sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec / 2));
@@ -178,7 +179,7 @@ impl Health {
         let mut trim = tokio::time::interval(Duration::from_millis(crate::memory::MAX_WAIT_MS / 2));
         loop {
             tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => return Ok(()),
                 _ = trim.tick() => crate::memory::trim(),
                 _ = ping.tick(), if watchdog.is_some() => {
                     // Only a responsive outbox, an MQTT loop that comes round and
@@ -304,4 +305,15 @@ impl Default for HealthConfig {
 
 fn default_metrics_interval() -> Duration {
     Duration::from_secs(60)
+}
+
+impl crate::supervision::Stage for Health {
+    type Error = Infallible;
+
+    fn run(
+        &mut self,
+        shutdown: CancellationToken,
+    ) -> impl std::future::Future<Output = Result<(), Infallible>> + Send {
+        Health::run(self, shutdown)
+    }
 }

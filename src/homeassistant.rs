@@ -418,6 +418,17 @@ impl HomeAssistant {
     }
 }
 
+impl crate::supervision::Stage for HomeAssistant {
+    type Error = HomeAssistantError;
+
+    fn run(
+        &mut self,
+        shutdown: CancellationToken,
+    ) -> impl std::future::Future<Output = Result<(), HomeAssistantError>> + Send {
+        HomeAssistant::run(self, shutdown)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,6 +5,7 @@
 //! overlays are merged, validated and kept on disk, is `config::remote`'s,
 //! over the sections `settings` puts together.
 
+use std::convert::Infallible;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -70,13 +71,13 @@ impl RemoteStage {
 
     /// Applies configuration messages until shutdown; run again after an end, it
     /// goes on with the same state and inbound messages.
-    pub async fn run(&mut self, shutdown: CancellationToken) {
+    pub async fn run(&mut self, shutdown: CancellationToken) -> Result<(), Infallible> {
         loop {
             tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => return Ok(()),
                 message = self.inbound.recv() => match message {
                     Some(m) => self.handle(m).await,
-                    None => return,
+                    None => return Ok(()),
                 },
             }
         }
@@ -196,5 +197,16 @@ impl RemoteConfig {
             256,
             1 << 20,
         );
+    }
+}
+
+impl crate::supervision::Stage for RemoteStage {
+    type Error = Infallible;
+
+    fn run(
+        &mut self,
+        shutdown: CancellationToken,
+    ) -> impl std::future::Future<Output = Result<(), Infallible>> + Send {
+        RemoteStage::run(self, shutdown)
     }
 }

@@ -2,9 +2,25 @@
 //! stage's written policy, its state as the metrics report it, and the backoff
 //! between restarts.
 
+use std::future::Future;
 use std::time::Duration;
 
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+/// The one shape of a supervised stage: built from its section of the
+/// configuration (and its channels), it runs until `shutdown` is cancelled or it
+/// ends on its own; an error says why, and its [`Policy`] decides what follows.
+/// `&mut self`, so that a stage that keeps state (requests, layers, what it
+/// published) is run again as it was.
+pub trait Stage: Send + 'static {
+    type Error: std::fmt::Display;
+
+    fn run(
+        &mut self,
+        shutdown: CancellationToken,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+}
 
 /// What a stage's end means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,6 +1,7 @@
 //! A synthetic event source: a stand-in producer for demos, soak tests and
 //! benchmarks, on the same channel analytics will use.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,20 +46,20 @@ impl Synthetic {
 
     /// Produces per the `[synthetic]` settings; when they change (remote
     /// configuration), starts again with the new ones.
-    pub async fn run(self, shutdown: CancellationToken) {
-        let Self { mut config, tx } = self;
+    pub async fn run(&mut self, shutdown: CancellationToken) -> Result<(), Infallible> {
+        let Self { config, tx } = self;
         loop {
             let cfg = config.borrow_and_update().clone();
             let finished = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                produced = produce(&cfg, &tx), if cfg.enabled => Some(produced),
-                _ = changed(&mut config) => None,
+                _ = shutdown.cancelled() => return Ok(()),
+                produced = produce(&cfg, tx), if cfg.enabled => Some(produced),
+                _ = changed(config) => None,
             };
             match finished {
-                Some(Produced::OutboxClosed) => return,
+                Some(Produced::OutboxClosed) => return Ok(()),
                 Some(Produced::CountReached) => tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = changed(&mut config) => {}
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = changed(config) => {}
                 },
                 None => {}
             }
@@ -185,5 +186,16 @@ impl SyntheticConfig {
                 s.kind
             )
         });
+    }
+}
+
+impl crate::supervision::Stage for Synthetic {
+    type Error = Infallible;
+
+    fn run(
+        &mut self,
+        shutdown: CancellationToken,
+    ) -> impl std::future::Future<Output = Result<(), Infallible>> + Send {
+        Synthetic::run(self, shutdown)
     }
 }

@@ -8,6 +8,7 @@
 //! Frames are dropped upstream (oldest first, counted) when counting lags; events
 //! are never dropped: the stage waits for the outbox instead.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -181,7 +182,7 @@ impl Counting {
         ok
     }
 
-    pub async fn run(mut self, shutdown: CancellationToken) {
+    pub async fn run(&mut self, shutdown: CancellationToken) -> Result<(), Infallible> {
         let mut run: Option<Run> = None;
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
@@ -222,12 +223,12 @@ impl Counting {
                     if let Some(r) = run.as_mut() {
                         self.close(r, ms(SystemTime::now()), true).await;
                     }
-                    return;
+                    return Ok(());
                 }
-                changed = self.config.changed() => if changed.is_err() { return },
+                changed = self.config.changed() => if changed.is_err() { return Ok(()) },
                 item = self.input.next(), if run.is_some() => {
                     let Some(r) = run.as_mut() else { continue };
-                    let Some(mut counter) = r.counter.take() else { return };
+                    let Some(mut counter) = r.counter.take() else { return Ok(()) };
                     // Counting a frame is image work: off the runtime's threads,
                     // the counter lent to the blocking task and given back.
                     let job = tokio::task::spawn_blocking(move || {
@@ -242,7 +243,7 @@ impl Counting {
                         }
                         Err(e) => {
                             tracing::error!(error = %e, "counting a frame failed; the stage ends");
-                            return;
+                            return Ok(());
                         }
                     };
                     r.tally.add(&crossings, &occupancy);
@@ -258,7 +259,7 @@ impl Counting {
                                 payload["class"] = c.class.into();
                             }
                             if !self.emit(self.counted.kinds().1, at, &payload).await {
-                                return;
+                                return Ok(());
                             }
                         }
                     }
@@ -269,7 +270,7 @@ impl Counting {
                         if now >= r.end_ms {
                             let end = r.end_ms;
                             if !self.close(r, end, false).await {
-                                return;
+                                return Ok(());
                             }
                             (r.start_ms, r.end_ms) = bucket(now, r.cfg.interval);
                         }
@@ -300,6 +301,17 @@ fn count(counter: &mut Method, item: Item) -> (Vec<Crossing>, Vec<(String, u32)>
         // The method follows the input, set together in `Run::new`.
         (_, Item::Frame(f)) => (Vec::new(), Vec::new(), f.captured_at),
         (_, Item::Detected(d)) => (Vec::new(), Vec::new(), d.frame.captured_at),
+    }
+}
+
+impl crate::supervision::Stage for Counting {
+    type Error = Infallible;
+
+    fn run(
+        &mut self,
+        shutdown: CancellationToken,
+    ) -> impl std::future::Future<Output = Result<(), Infallible>> + Send {
+        Counting::run(self, shutdown)
     }
 }
 

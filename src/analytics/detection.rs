@@ -416,7 +416,7 @@ impl ObjectDetection {
         }
     }
 
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), DetectionError> {
+    pub async fn run(&mut self, shutdown: CancellationToken) -> Result<(), DetectionError> {
         let path = self.cfg.model.clone();
         let runtime = self.cfg.runtime();
         let started = Instant::now();
@@ -444,7 +444,7 @@ impl ObjectDetection {
             classes = ?self.cfg.classes,
             "object detector loaded"
         );
-        let cfg = Arc::new(self.cfg);
+        let cfg = Arc::new(self.cfg.clone());
         loop {
             let frame = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
@@ -508,6 +508,17 @@ impl ObjectDetection {
                 q.push(detected.clone());
             }
         }
+    }
+}
+
+impl crate::supervision::Stage for ObjectDetection {
+    type Error = DetectionError;
+
+    fn run(
+        &mut self,
+        shutdown: CancellationToken,
+    ) -> impl std::future::Future<Output = Result<(), DetectionError>> + Send {
+        ObjectDetection::run(self, shutdown)
     }
 }
 

@@ -550,7 +550,7 @@ impl PlateReading {
     /// Loads the models and reads until shutdown; an error (bad rules, models that
     /// cannot be loaded, the outbox gone) ends the stage, for the supervisor to
     /// start it again.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ReadingError> {
+    pub async fn run(&mut self, shutdown: CancellationToken) -> Result<(), ReadingError> {
         let cfg = self.cfg.clone();
         let dir = cfg.models_dir.clone();
         let vehicles_only = matches!(self.input, Input::Detections(_));
@@ -762,6 +762,17 @@ pub enum ReadingError {
     Models(PlateError),
     #[error("the outbox no longer takes events")]
     OutboxGone,
+}
+
+impl crate::supervision::Stage for PlateReading {
+    type Error = ReadingError;
+
+    fn run(
+        &mut self,
+        shutdown: CancellationToken,
+    ) -> impl std::future::Future<Output = Result<(), ReadingError>> + Send {
+        PlateReading::run(self, shutdown)
+    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! `<camera-id>/file/response` with the reason and counted in `uploads.rejected`,
 //! so the sender learns why instead of waiting for an answer that never comes.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -62,13 +63,13 @@ impl Refusal {
 
     /// Answers requests until shutdown. A request is acknowledged to the broker
     /// once its answer is queued for publishing.
-    pub async fn run(&mut self, shutdown: CancellationToken) {
+    pub async fn run(&mut self, shutdown: CancellationToken) -> Result<(), Infallible> {
         loop {
             let m = tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => return Ok(()),
                 m = self.requests.recv() => match m {
                     Some(m) => m,
-                    None => return,
+                    None => return Ok(()),
                 },
             };
             let rejection = Rejection {
@@ -87,5 +88,16 @@ impl Refusal {
             }
             drop(m);
         }
+    }
+}
+
+impl crate::supervision::Stage for Refusal {
+    type Error = Infallible;
+
+    fn run(
+        &mut self,
+        shutdown: CancellationToken,
+    ) -> impl std::future::Future<Output = Result<(), Infallible>> + Send {
+        Refusal::run(self, shutdown)
     }
 }

@@ -737,3 +737,14 @@ impl Context {
         result
     }
 }
+
+impl crate::supervision::Stage for Uploads {
+    type Error = UploadError;
+
+    fn run(
+        &mut self,
+        shutdown: CancellationToken,
+    ) -> impl std::future::Future<Output = Result<(), UploadError>> + Send {
+        Uploads::run(self, shutdown)
+    }
+}

@@ -1,6 +1,7 @@
 //! The video stage: builds the pipeline, watches its bus, detects stalls, rebuilds it
 //! with backoff after an error, and finishes the current segment at shutdown.
 
+use std::convert::Infallible;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -120,23 +121,23 @@ impl Video {
     }
 
     /// Runs pipelines until shutdown, rebuilding after failures with backoff.
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub async fn run(&mut self, shutdown: CancellationToken) -> Result<(), Infallible> {
         if let Err(e) = gst::init() {
             tracing::error!(error = %e, "GStreamer cannot start; video disabled");
-            return;
+            return Ok(());
         }
         let source = match Source::parse(&self.cfg.source) {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "invalid video source; video disabled");
-                return;
+                return Ok(());
             }
         };
         let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
         loop {
             let started = tokio::time::Instant::now();
             match self.run_once(&source, &shutdown).await {
-                Ok(()) => return,
+                Ok(()) => return Ok(()),
                 Err(e) => {
                     Metrics::add(&self.metrics.video_restarts, 1);
                     if started.elapsed() > Duration::from_secs(60) {
@@ -150,7 +151,7 @@ impl Video {
                     Metrics::set(&self.metrics.analysed_mfps, 0);
                     tracing::error!(source = %source.redacted(), error = %e, retry_in = ?delay, "video pipeline stopped; rebuilding it");
                     tokio::select! {
-                        _ = shutdown.cancelled() => return,
+                        _ = shutdown.cancelled() => return Ok(()),
                         _ = tokio::time::sleep(delay) => {}
                     }
                 }
@@ -429,6 +430,17 @@ fn seek_to_start(tee_pad: &gst::Pad, flags: gst::SeekFlags) -> bool {
         gst::SeekType::None,
         gst::ClockTime::NONE,
     ))
+}
+
+impl crate::supervision::Stage for Video {
+    type Error = Infallible;
+
+    fn run(
+        &mut self,
+        shutdown: CancellationToken,
+    ) -> impl std::future::Future<Output = Result<(), Infallible>> + Send {
+        Video::run(self, shutdown)
+    }
 }
 
 #[cfg(test)]
