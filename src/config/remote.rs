@@ -8,8 +8,9 @@
 //! sections of tunables (`docs/remote-config.md`); only the fields in
 //! [`Layered::TUNABLE`] may appear. Identity (who the camera is, which broker and
 //! which certificates it trusts) and storage are never tunable: a wrong value there
-//! would cut the camera off from the very channel that could correct it. Everything is validated (types, ranges, unknown keys) before anything
-//! is applied.
+//! would cut the camera off from the very channel that could correct it.
+//! Everything is validated (types, ranges, unknown keys) before anything is
+//! applied.
 
 use std::path::{Path, PathBuf};
 
