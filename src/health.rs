@@ -164,55 +164,6 @@ impl Health {
         }
     }
 
-    /// Pings the systemd watchdog while the daemon is sound (the outbox answers,
-    /// the MQTT loop comes round, every stage is within its policy), logs a
-    /// status line, and gives back the large blocks that waited too long
-    /// (`memory::trim`).
-    pub async fn run(&mut self, shutdown: CancellationToken) -> Result<(), Infallible> {
-        let mut usec = 0u64;
-        let watchdog =
-            sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec / 2));
-        let mut ping = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
-        let mut log_interval = self.config.borrow().health.metrics_interval;
-        let mut log = log_ticker(log_interval);
-        // Freed large blocks that no model took again go back to the kernel.
-        let mut trim = tokio::time::interval(Duration::from_millis(crate::memory::MAX_WAIT_MS / 2));
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                _ = trim.tick() => crate::memory::trim(),
-                _ = ping.tick(), if watchdog.is_some() => {
-                    // Only a responsive outbox, an MQTT loop that comes round and
-                    // stages within their policies earn a ping: a wedged daemon
-                    // gets restarted.
-                    match tokio::time::timeout(Duration::from_secs(5), self.outbox.stats()).await {
-                        Ok(Ok(_)) => match self.verdict() {
-                            Ok(()) => {
-                                if let Err(e) = sd_notify::notify(false, &[NotifyState::Watchdog]) {
-                                    tracing::warn!(error = %e, "cannot ping the systemd watchdog");
-                                }
-                            }
-                            Err(why) => tracing::error!(reason = %why, "withholding the watchdog ping"),
-                        },
-                        Ok(Err(e)) => tracing::error!(error = %e, "outbox not healthy; withholding the watchdog ping"),
-                        Err(_) => tracing::error!("outbox did not answer in 5s; withholding the watchdog ping"),
-                    }
-                }
-                _ = log.tick(), if !log_interval.is_zero() => {
-                    self.log_status();
-                    self.write_status().await;
-                }
-                Ok(()) = self.config.changed() => {
-                    let interval = self.config.borrow_and_update().health.metrics_interval;
-                    if interval != log_interval {
-                        log_interval = interval;
-                        log = log_ticker(interval);
-                    }
-                }
-            }
-        }
-    }
-
     /// Whether the watchdog may be pinged (see [`watchdog_verdict`]).
     fn verdict(&self) -> Result<(), String> {
         let m = &self.config.borrow().mqtt;
@@ -310,10 +261,52 @@ fn default_metrics_interval() -> Duration {
 impl crate::supervision::Stage for Health {
     type Error = Infallible;
 
-    fn run(
-        &mut self,
-        shutdown: CancellationToken,
-    ) -> impl std::future::Future<Output = Result<(), Infallible>> + Send {
-        Health::run(self, shutdown)
+    /// Pings the systemd watchdog while the daemon is sound (the outbox answers,
+    /// the MQTT loop comes round, every stage is within its policy), logs a
+    /// status line, and gives back the large blocks that waited too long
+    /// (`memory::trim`).
+    async fn run(&mut self, shutdown: CancellationToken) -> Result<(), Infallible> {
+        let mut usec = 0u64;
+        let watchdog =
+            sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec / 2));
+        let mut ping = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+        let mut log_interval = self.config.borrow().health.metrics_interval;
+        let mut log = log_ticker(log_interval);
+        // Freed large blocks that no model took again go back to the kernel.
+        let mut trim = tokio::time::interval(Duration::from_millis(crate::memory::MAX_WAIT_MS / 2));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = trim.tick() => crate::memory::trim(),
+                _ = ping.tick(), if watchdog.is_some() => {
+                    // Only a responsive outbox, an MQTT loop that comes round and
+                    // stages within their policies earn a ping: a wedged daemon
+                    // gets restarted.
+                    match tokio::time::timeout(Duration::from_secs(5), self.outbox.stats()).await {
+                        Ok(Ok(_)) => match self.verdict() {
+                            Ok(()) => {
+                                if let Err(e) = sd_notify::notify(false, &[NotifyState::Watchdog]) {
+                                    tracing::warn!(error = %e, "cannot ping the systemd watchdog");
+                                }
+                            }
+                            Err(why) => tracing::error!(reason = %why, "withholding the watchdog ping"),
+                        },
+                        Ok(Err(e)) => tracing::error!(error = %e, "outbox not healthy; withholding the watchdog ping"),
+                        Err(_) => tracing::error!("outbox did not answer in 5s; withholding the watchdog ping"),
+                    }
+                }
+                _ = log.tick(), if !log_interval.is_zero() => {
+                    self.log_status();
+                    self.write_status().await;
+                }
+                Ok(()) = self.config.changed() => {
+                    let interval = self.config.borrow_and_update().health.metrics_interval;
+                    if interval != log_interval {
+                        log_interval = interval;
+                        log = log_ticker(interval);
+                    }
+                }
+            }
+        }
     }
 }

@@ -378,8 +378,12 @@ impl HomeAssistant {
         self.sent = Some(desired);
         Ok(())
     }
+}
 
-    pub async fn run(&mut self, stop: CancellationToken) -> Result<(), HomeAssistantError> {
+impl crate::supervision::Stage for HomeAssistant {
+    type Error = HomeAssistantError;
+
+    async fn run(&mut self, stop: CancellationToken) -> Result<(), HomeAssistantError> {
         let mut config_rx = self.config.clone();
         loop {
             let config = config_rx.borrow_and_update().clone();
@@ -415,17 +419,6 @@ impl HomeAssistant {
                 },
             }
         }
-    }
-}
-
-impl crate::supervision::Stage for HomeAssistant {
-    type Error = HomeAssistantError;
-
-    fn run(
-        &mut self,
-        shutdown: CancellationToken,
-    ) -> impl std::future::Future<Output = Result<(), HomeAssistantError>> + Send {
-        HomeAssistant::run(self, shutdown)
     }
 }
 

@@ -69,20 +69,6 @@ impl RemoteStage {
         }
     }
 
-    /// Applies configuration messages until shutdown; run again after an end, it
-    /// goes on with the same state and inbound messages.
-    pub async fn run(&mut self, shutdown: CancellationToken) -> Result<(), Infallible> {
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                message = self.inbound.recv() => match message {
-                    Some(m) => self.handle(m).await,
-                    None => return Ok(()),
-                },
-            }
-        }
-    }
-
     async fn handle(&mut self, message: InboundMessage) {
         let source = if message.topic == self.device_topic {
             Source::Device
@@ -203,10 +189,17 @@ impl RemoteConfig {
 impl crate::supervision::Stage for RemoteStage {
     type Error = Infallible;
 
-    fn run(
-        &mut self,
-        shutdown: CancellationToken,
-    ) -> impl std::future::Future<Output = Result<(), Infallible>> + Send {
-        RemoteStage::run(self, shutdown)
+    /// Applies configuration messages until shutdown; run again after an end, it
+    /// goes on with the same state and inbound messages.
+    async fn run(&mut self, shutdown: CancellationToken) -> Result<(), Infallible> {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                message = self.inbound.recv() => match message {
+                    Some(m) => self.handle(m).await,
+                    None => return Ok(()),
+                },
+            }
+        }
     }
 }

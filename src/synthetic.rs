@@ -43,29 +43,6 @@ impl Synthetic {
     pub fn new(config: watch::Receiver<Arc<SyntheticConfig>>, tx: EventSender) -> Self {
         Self { config, tx }
     }
-
-    /// Produces per the `[synthetic]` settings; when they change (remote
-    /// configuration), starts again with the new ones.
-    pub async fn run(&mut self, shutdown: CancellationToken) -> Result<(), Infallible> {
-        let Self { config, tx } = self;
-        loop {
-            let cfg = config.borrow_and_update().clone();
-            let finished = tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                produced = produce(&cfg, tx), if cfg.enabled => Some(produced),
-                _ = changed(config) => None,
-            };
-            match finished {
-                Some(Produced::OutboxClosed) => return Ok(()),
-                Some(Produced::CountReached) => tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(()),
-                    _ = changed(config) => {}
-                },
-                None => {}
-            }
-            tracing::info!("synthetic source reconfigured");
-        }
-    }
 }
 
 /// Returns when the `[synthetic]` settings change; never once they no longer can.
@@ -192,10 +169,26 @@ impl SyntheticConfig {
 impl crate::supervision::Stage for Synthetic {
     type Error = Infallible;
 
-    fn run(
-        &mut self,
-        shutdown: CancellationToken,
-    ) -> impl std::future::Future<Output = Result<(), Infallible>> + Send {
-        Synthetic::run(self, shutdown)
+    /// Produces per the `[synthetic]` settings; when they change (remote
+    /// configuration), starts again with the new ones.
+    async fn run(&mut self, shutdown: CancellationToken) -> Result<(), Infallible> {
+        let Self { config, tx } = self;
+        loop {
+            let cfg = config.borrow_and_update().clone();
+            let finished = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                produced = produce(&cfg, tx), if cfg.enabled => Some(produced),
+                _ = changed(config) => None,
+            };
+            match finished {
+                Some(Produced::OutboxClosed) => return Ok(()),
+                Some(Produced::CountReached) => tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = changed(config) => {}
+                },
+                None => {}
+            }
+            tracing::info!("synthetic source reconfigured");
+        }
     }
 }

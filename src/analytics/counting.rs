@@ -181,8 +181,35 @@ impl Counting {
         run.tally = Tally::new(&run.cfg.lines, &run.cfg.zones);
         ok
     }
+}
 
-    pub async fn run(&mut self, shutdown: CancellationToken) -> Result<(), Infallible> {
+/// Counts one input item: crossings, occupancy, and when it was captured.
+fn count(counter: &mut Method, item: Item) -> (Vec<Crossing>, Vec<(String, u32)>, SystemTime) {
+    match (counter, item) {
+        (Method::Blobs(c), Item::Frame(frame)) => {
+            let crossings = c.process(&frame.rgb, frame.width, frame.height);
+            (crossings, c.occupancy(), frame.captured_at)
+        }
+        (Method::Tracks(c), Item::Detected(d)) => {
+            let f = &d.frame;
+            let t = f
+                .captured_at
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64();
+            let crossings = c.process(t, f.width, f.height, &d.objects);
+            (crossings, c.occupancy(), f.captured_at)
+        }
+        // The method follows the input, set together in `Run::new`.
+        (_, Item::Frame(f)) => (Vec::new(), Vec::new(), f.captured_at),
+        (_, Item::Detected(d)) => (Vec::new(), Vec::new(), d.frame.captured_at),
+    }
+}
+
+impl crate::supervision::Stage for Counting {
+    type Error = Infallible;
+
+    async fn run(&mut self, shutdown: CancellationToken) -> Result<(), Infallible> {
         let mut run: Option<Run> = None;
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
@@ -278,40 +305,6 @@ impl Counting {
                 }
             }
         }
-    }
-}
-
-/// Counts one input item: crossings, occupancy, and when it was captured.
-fn count(counter: &mut Method, item: Item) -> (Vec<Crossing>, Vec<(String, u32)>, SystemTime) {
-    match (counter, item) {
-        (Method::Blobs(c), Item::Frame(frame)) => {
-            let crossings = c.process(&frame.rgb, frame.width, frame.height);
-            (crossings, c.occupancy(), frame.captured_at)
-        }
-        (Method::Tracks(c), Item::Detected(d)) => {
-            let f = &d.frame;
-            let t = f
-                .captured_at
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_secs_f64();
-            let crossings = c.process(t, f.width, f.height, &d.objects);
-            (crossings, c.occupancy(), f.captured_at)
-        }
-        // The method follows the input, set together in `Run::new`.
-        (_, Item::Frame(f)) => (Vec::new(), Vec::new(), f.captured_at),
-        (_, Item::Detected(d)) => (Vec::new(), Vec::new(), d.frame.captured_at),
-    }
-}
-
-impl crate::supervision::Stage for Counting {
-    type Error = Infallible;
-
-    fn run(
-        &mut self,
-        shutdown: CancellationToken,
-    ) -> impl std::future::Future<Output = Result<(), Infallible>> + Send {
-        Counting::run(self, shutdown)
     }
 }
 

@@ -415,8 +415,12 @@ impl ObjectDetection {
             metrics,
         }
     }
+}
 
-    pub async fn run(&mut self, shutdown: CancellationToken) -> Result<(), DetectionError> {
+impl crate::supervision::Stage for ObjectDetection {
+    type Error = DetectionError;
+
+    async fn run(&mut self, shutdown: CancellationToken) -> Result<(), DetectionError> {
         let path = self.cfg.model.clone();
         let runtime = self.cfg.runtime();
         let started = Instant::now();
@@ -508,17 +512,6 @@ impl ObjectDetection {
                 q.push(detected.clone());
             }
         }
-    }
-}
-
-impl crate::supervision::Stage for ObjectDetection {
-    type Error = DetectionError;
-
-    fn run(
-        &mut self,
-        shutdown: CancellationToken,
-    ) -> impl std::future::Future<Output = Result<(), DetectionError>> + Send {
-        ObjectDetection::run(self, shutdown)
     }
 }
 

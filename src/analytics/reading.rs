@@ -546,11 +546,26 @@ impl PlateReading {
         }
         true
     }
+}
+
+/// Why plate reading stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadingError {
+    #[error("plate rules: {0}")]
+    Rules(String),
+    #[error("the models cannot be loaded: {0}")]
+    Models(PlateError),
+    #[error("the outbox no longer takes events")]
+    OutboxGone,
+}
+
+impl crate::supervision::Stage for PlateReading {
+    type Error = ReadingError;
 
     /// Loads the models and reads until shutdown; an error (bad rules, models that
     /// cannot be loaded, the outbox gone) ends the stage, for the supervisor to
     /// start it again.
-    pub async fn run(&mut self, shutdown: CancellationToken) -> Result<(), ReadingError> {
+    async fn run(&mut self, shutdown: CancellationToken) -> Result<(), ReadingError> {
         let cfg = self.cfg.clone();
         let dir = cfg.models_dir.clone();
         let vehicles_only = matches!(self.input, Input::Detections(_));
@@ -750,28 +765,6 @@ impl PlateReading {
             return Err(ReadingError::OutboxGone);
         }
         Ok(())
-    }
-}
-
-/// Why plate reading stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum ReadingError {
-    #[error("plate rules: {0}")]
-    Rules(String),
-    #[error("the models cannot be loaded: {0}")]
-    Models(PlateError),
-    #[error("the outbox no longer takes events")]
-    OutboxGone,
-}
-
-impl crate::supervision::Stage for PlateReading {
-    type Error = ReadingError;
-
-    fn run(
-        &mut self,
-        shutdown: CancellationToken,
-    ) -> impl std::future::Future<Output = Result<(), ReadingError>> + Send {
-        PlateReading::run(self, shutdown)
     }
 }
 

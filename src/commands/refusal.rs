@@ -60,10 +60,14 @@ impl Refusal {
             metrics,
         }
     }
+}
+
+impl crate::supervision::Stage for Refusal {
+    type Error = Infallible;
 
     /// Answers requests until shutdown. A request is acknowledged to the broker
     /// once its answer is queued for publishing.
-    pub async fn run(&mut self, shutdown: CancellationToken) -> Result<(), Infallible> {
+    async fn run(&mut self, shutdown: CancellationToken) -> Result<(), Infallible> {
         loop {
             let m = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
@@ -88,16 +92,5 @@ impl Refusal {
             }
             drop(m);
         }
-    }
-}
-
-impl crate::supervision::Stage for Refusal {
-    type Error = Infallible;
-
-    fn run(
-        &mut self,
-        shutdown: CancellationToken,
-    ) -> impl std::future::Future<Output = Result<(), Infallible>> + Send {
-        Refusal::run(self, shutdown)
     }
 }

@@ -200,105 +200,6 @@ impl Uploads {
         }
     }
 
-    /// Takes requests and runs uploads until shutdown. On an error it returns with
-    /// its requests and jobs kept: running it again resumes the unfinished jobs.
-    pub async fn run(&mut self, shutdown: CancellationToken) -> Result<(), UploadError> {
-        let mut waiting: VecDeque<String> = VecDeque::new();
-        let mut delayed: Vec<(Instant, String)> = Vec::new();
-        for job in self.jobs.unfinished().await? {
-            tracing::info!(request_id = %job.request_id, attempts = job.attempts, source = ?job.source, size = ?job.size, "resuming an upload");
-            match self.start_time(&job) {
-                Some(at) => delayed.push((at, job.request_id)),
-                None => waiting.push_back(job.request_id),
-            }
-        }
-        let (report_tx, mut report_rx) = mpsc::channel::<(String, Report)>(64);
-        let mut running: HashMap<String, Running> = HashMap::new();
-        let mut tasks: JoinSet<(String, Result<Done, TransferError>)> = JoinSet::new();
-        let mut tick = tokio::time::interval(
-            self.config
-                .upload
-                .progress_interval
-                .min(Duration::from_secs(1)),
-        );
-        let mut last_prune: Option<Instant> = None;
-        let mut requests_open = true;
-        loop {
-            if self.live.has_changed().unwrap_or(false) {
-                self.follow_limits();
-            }
-            while running.len() < self.config.upload.concurrency {
-                let Some(id) = waiting.pop_front() else { break };
-                self.start(&id, &mut running, &mut tasks, &report_tx)
-                    .await?;
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => {
-                    // Attempts in flight stop here; their jobs resume at the next start.
-                    tasks.shutdown().await;
-                    break;
-                }
-                msg = self.requests.recv(), if requests_open => match msg {
-                    // The broker gets its acknowledgement when `m` is dropped: once
-                    // the job is recorded (or the request answered), not before.
-                    Some(mut m) => match self.on_request(&m.payload).await {
-                        Ok(Some((id, at))) => match at {
-                            Some(at) => delayed.push((at, id)),
-                            None => waiting.push_back(id),
-                        },
-                        Ok(None) => {}
-                        Err(e) => {
-                            m.leave_unacked();
-                            return Err(e);
-                        }
-                    },
-                    None => requests_open = false,
-                },
-                Some((id, report)) = report_rx.recv() => self.on_report(&id, report).await?,
-                Some(joined) = tasks.join_next() => {
-                    let (id, result) = match joined {
-                        Ok(r) => r,
-                        Err(e) => {
-                            tracing::error!(error = %e, "an upload task failed");
-                            continue;
-                        }
-                    };
-                    // Reports sent before the end are applied first.
-                    while let Ok((rid, report)) = report_rx.try_recv() {
-                        self.on_report(&rid, report).await?;
-                    }
-                    running.remove(&id);
-                    if let Some(at) = self.on_finished(&id, result).await? {
-                        delayed.push((at, id));
-                    }
-                }
-                _ = tick.tick() => {
-                    let now = Instant::now();
-                    delayed.retain(|(at, id)| {
-                        if *at <= now {
-                            waiting.push_back(id.clone());
-                            false
-                        } else {
-                            true
-                        }
-                    });
-                    self.report_progress(&mut running).await;
-                    if last_prune.is_none_or(|at| now.duration_since(at) > Duration::from_secs(3600)) {
-                        last_prune = Some(now);
-                        let before = now_ms() - self.config.upload.keep_finished.as_millis() as i64;
-                        match self.jobs.prune(before).await {
-                            Ok(n) if n > 0 => tracing::info!(jobs = n, "forgot finished upload jobs"),
-                            Ok(_) => {}
-                            Err(e) => tracing::warn!(error = %e, "cannot prune finished upload jobs"),
-                        }
-                    }
-                }
-            }
-        }
-        // The jobs database closes when the stage is dropped.
-        Ok(())
-    }
-
     /// When a job may start: a clip waits for the end of its range to be recorded.
     fn start_time(&self, job: &Job) -> Option<Instant> {
         let request = commands::parse(job.request.as_bytes(), self.policy).ok()?;
@@ -741,10 +642,102 @@ impl Context {
 impl crate::supervision::Stage for Uploads {
     type Error = UploadError;
 
-    fn run(
-        &mut self,
-        shutdown: CancellationToken,
-    ) -> impl std::future::Future<Output = Result<(), UploadError>> + Send {
-        Uploads::run(self, shutdown)
+    /// Takes requests and runs uploads until shutdown. On an error it returns with
+    /// its requests and jobs kept: running it again resumes the unfinished jobs.
+    async fn run(&mut self, shutdown: CancellationToken) -> Result<(), UploadError> {
+        let mut waiting: VecDeque<String> = VecDeque::new();
+        let mut delayed: Vec<(Instant, String)> = Vec::new();
+        for job in self.jobs.unfinished().await? {
+            tracing::info!(request_id = %job.request_id, attempts = job.attempts, source = ?job.source, size = ?job.size, "resuming an upload");
+            match self.start_time(&job) {
+                Some(at) => delayed.push((at, job.request_id)),
+                None => waiting.push_back(job.request_id),
+            }
+        }
+        let (report_tx, mut report_rx) = mpsc::channel::<(String, Report)>(64);
+        let mut running: HashMap<String, Running> = HashMap::new();
+        let mut tasks: JoinSet<(String, Result<Done, TransferError>)> = JoinSet::new();
+        let mut tick = tokio::time::interval(
+            self.config
+                .upload
+                .progress_interval
+                .min(Duration::from_secs(1)),
+        );
+        let mut last_prune: Option<Instant> = None;
+        let mut requests_open = true;
+        loop {
+            if self.live.has_changed().unwrap_or(false) {
+                self.follow_limits();
+            }
+            while running.len() < self.config.upload.concurrency {
+                let Some(id) = waiting.pop_front() else { break };
+                self.start(&id, &mut running, &mut tasks, &report_tx)
+                    .await?;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    // Attempts in flight stop here; their jobs resume at the next start.
+                    tasks.shutdown().await;
+                    break;
+                }
+                msg = self.requests.recv(), if requests_open => match msg {
+                    // The broker gets its acknowledgement when `m` is dropped: once
+                    // the job is recorded (or the request answered), not before.
+                    Some(mut m) => match self.on_request(&m.payload).await {
+                        Ok(Some((id, at))) => match at {
+                            Some(at) => delayed.push((at, id)),
+                            None => waiting.push_back(id),
+                        },
+                        Ok(None) => {}
+                        Err(e) => {
+                            m.leave_unacked();
+                            return Err(e);
+                        }
+                    },
+                    None => requests_open = false,
+                },
+                Some((id, report)) = report_rx.recv() => self.on_report(&id, report).await?,
+                Some(joined) = tasks.join_next() => {
+                    let (id, result) = match joined {
+                        Ok(r) => r,
+                        Err(e) => {
+                            tracing::error!(error = %e, "an upload task failed");
+                            continue;
+                        }
+                    };
+                    // Reports sent before the end are applied first.
+                    while let Ok((rid, report)) = report_rx.try_recv() {
+                        self.on_report(&rid, report).await?;
+                    }
+                    running.remove(&id);
+                    if let Some(at) = self.on_finished(&id, result).await? {
+                        delayed.push((at, id));
+                    }
+                }
+                _ = tick.tick() => {
+                    let now = Instant::now();
+                    delayed.retain(|(at, id)| {
+                        if *at <= now {
+                            waiting.push_back(id.clone());
+                            false
+                        } else {
+                            true
+                        }
+                    });
+                    self.report_progress(&mut running).await;
+                    if last_prune.is_none_or(|at| now.duration_since(at) > Duration::from_secs(3600)) {
+                        last_prune = Some(now);
+                        let before = now_ms() - self.config.upload.keep_finished.as_millis() as i64;
+                        match self.jobs.prune(before).await {
+                            Ok(n) if n > 0 => tracing::info!(jobs = n, "forgot finished upload jobs"),
+                            Ok(_) => {}
+                            Err(e) => tracing::warn!(error = %e, "cannot prune finished upload jobs"),
+                        }
+                    }
+                }
+            }
+        }
+        // The jobs database closes when the stage is dropped.
+        Ok(())
     }
 }

@@ -120,45 +120,6 @@ impl Video {
         }
     }
 
-    /// Runs pipelines until shutdown, rebuilding after failures with backoff.
-    pub async fn run(&mut self, shutdown: CancellationToken) -> Result<(), Infallible> {
-        if let Err(e) = gst::init() {
-            tracing::error!(error = %e, "GStreamer cannot start; video disabled");
-            return Ok(());
-        }
-        let source = match Source::parse(&self.cfg.source) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "invalid video source; video disabled");
-                return Ok(());
-            }
-        };
-        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
-        loop {
-            let started = tokio::time::Instant::now();
-            match self.run_once(&source, &shutdown).await {
-                Ok(()) => return Ok(()),
-                Err(e) => {
-                    Metrics::add(&self.metrics.video_restarts, 1);
-                    if started.elapsed() > Duration::from_secs(60) {
-                        backoff.reset();
-                    }
-                    let delay = backoff
-                        .next_delay(rand::random::<f64>())
-                        .max(Duration::from_millis(200));
-                    Metrics::set_text(&self.metrics.video_last_error, &e.to_string());
-                    Metrics::set(&self.metrics.input_mfps, 0);
-                    Metrics::set(&self.metrics.analysed_mfps, 0);
-                    tracing::error!(source = %source.redacted(), error = %e, retry_in = ?delay, "video pipeline stopped; rebuilding it");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return Ok(()),
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                }
-            }
-        }
-    }
-
     async fn run_once(
         &self,
         source: &Source,
@@ -435,11 +396,43 @@ fn seek_to_start(tee_pad: &gst::Pad, flags: gst::SeekFlags) -> bool {
 impl crate::supervision::Stage for Video {
     type Error = Infallible;
 
-    fn run(
-        &mut self,
-        shutdown: CancellationToken,
-    ) -> impl std::future::Future<Output = Result<(), Infallible>> + Send {
-        Video::run(self, shutdown)
+    /// Runs pipelines until shutdown, rebuilding after failures with backoff.
+    async fn run(&mut self, shutdown: CancellationToken) -> Result<(), Infallible> {
+        if let Err(e) = gst::init() {
+            tracing::error!(error = %e, "GStreamer cannot start; video disabled");
+            return Ok(());
+        }
+        let source = match Source::parse(&self.cfg.source) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "invalid video source; video disabled");
+                return Ok(());
+            }
+        };
+        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+        loop {
+            let started = tokio::time::Instant::now();
+            match self.run_once(&source, &shutdown).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    Metrics::add(&self.metrics.video_restarts, 1);
+                    if started.elapsed() > Duration::from_secs(60) {
+                        backoff.reset();
+                    }
+                    let delay = backoff
+                        .next_delay(rand::random::<f64>())
+                        .max(Duration::from_millis(200));
+                    Metrics::set_text(&self.metrics.video_last_error, &e.to_string());
+                    Metrics::set(&self.metrics.input_mfps, 0);
+                    Metrics::set(&self.metrics.analysed_mfps, 0);
+                    tracing::error!(source = %source.redacted(), error = %e, retry_in = ?delay, "video pipeline stopped; rebuilding it");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
     }
 }
 
