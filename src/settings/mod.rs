@@ -108,20 +108,18 @@ impl Live {
     /// Hands `config` over: the whole to every receiver of it, each section only
     /// where it changed.
     pub fn send(&self, config: Config) {
-        fn section<T: PartialEq>(tx: &watch::Sender<Arc<T>>, new: &T, make: impl FnOnce() -> T) {
+        fn section<T: PartialEq + Clone>(tx: &watch::Sender<Arc<T>>, new: &T) {
             tx.send_if_modified(|current| {
                 let changed = **current != *new;
                 if changed {
-                    *current = Arc::new(make());
+                    *current = Arc::new(new.clone());
                 }
                 changed
             });
         }
-        section(&self.outbox, &config.outbox, || config.outbox.clone());
-        section(&self.mqtt, &config.mqtt, || config.mqtt.clone());
-        section(&self.synthetic, &config.synthetic, || {
-            config.synthetic.clone()
-        });
+        section(&self.outbox, &config.outbox);
+        section(&self.mqtt, &config.mqtt);
+        section(&self.synthetic, &config.synthetic);
         self.whole.send_replace(Arc::new(config));
     }
 
