@@ -47,6 +47,7 @@ pub fn metrics_payload(
             "dead_links": Metrics::get(&m.dead_links),
             "last_dead_link_ms": Metrics::gauge(&m.last_dead_link_ms),
             "sessions_resumed": Metrics::get(&m.sessions_resumed),
+            "loop_pauses": Metrics::get(&m.loop_pauses),
         },
         "video": {
             "frames_in": Metrics::get(&m.frames_in),

@@ -31,6 +31,9 @@ pub struct Metrics {
     pub dead_links: AtomicU64,
     /// Gauge: for the last dead link, ms from the last packet received to noticing.
     pub last_dead_link_ms: AtomicI64,
+    /// Times the MQTT event loop paused reading from the broker because the
+    /// publisher had fallen behind by a whole backlog of reports.
+    pub loop_pauses: AtomicU64,
     /// Connections on which the broker still had our session (queued messages
     /// delivered, subscriptions kept).
     pub sessions_resumed: AtomicU64,

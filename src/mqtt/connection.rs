@@ -7,6 +7,13 @@
 //! (pending requests and in-flight state): the outbox re-sends those events, and
 //! rumqttc must not send stale publishes whose PUBACKs we could not match.
 //!
+//! The loop never waits on the publisher: while the publisher is busy (fetching
+//! from the outbox, say), reports queue in the connection's own backlog, in order,
+//! and the loop keeps reading acknowledgements, answering pings and writing what
+//! was requested. Only a backlog of [`MAX_BACKLOG`] reports (far more than
+//! rumqttc's in-flight window and request channel can produce) pauses polling
+//! until the publisher catches up; each such pause is counted.
+//!
 //! A link can also die silently (a cellular dead zone, half-open TCP): nothing
 //! closes, writes still succeed into the socket buffer, and only the next
 //! keepalive would tell. [`AckWatch`] notices it sooner, for free: when a
@@ -14,10 +21,12 @@
 //! acknowledgement and nothing at all arrived meanwhile, the connection is
 //! treated as lost.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{ConnectReturnCode, Event, EventLoop, MqttState, Outgoing, Packet, Publish};
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
@@ -49,6 +58,9 @@ pub enum LinkEvent {
     /// Our DISCONNECT was written; the session is over.
     Disconnected,
 }
+
+/// Reports the connection keeps for a busy publisher before it pauses polling.
+pub const MAX_BACKLOG: usize = 4096;
 
 /// Most doublings of the acknowledgement wait after dead links in a row.
 const MAX_STREAK: u32 = 4;
@@ -136,6 +148,8 @@ pub struct Connection {
     max_inflight: u16,
     metrics: Arc<Metrics>,
     config: watch::Receiver<Arc<MqttConfig>>,
+    /// Reports not yet taken by the publisher, oldest first.
+    backlog: VecDeque<LinkEvent>,
 }
 
 impl Connection {
@@ -154,6 +168,7 @@ impl Connection {
             max_inflight,
             metrics,
             config,
+            backlog: VecDeque::new(),
         }
     }
 
@@ -172,9 +187,21 @@ impl Connection {
             } else {
                 None
             };
+            let room = self.backlog.len() < MAX_BACKLOG;
             let polled = tokio::select! {
-                r = self.eventloop.poll() => Some(r),
-                _ = sleep_until(deadline), if deadline.is_some() => None,
+                r = self.eventloop.poll(), if room => Some(r),
+                permit = self.tx.reserve(), if !self.backlog.is_empty() => {
+                    let Ok(permit) = permit else { return };
+                    if let Some(report) = self.backlog.pop_front() {
+                        permit.send(report);
+                    }
+                    if self.backlog.len() + 1 == MAX_BACKLOG {
+                        tracing::info!("the publisher caught up; reading from the broker again");
+                    }
+                    continue;
+                }
+                // Acknowledgements go unread while paused: no verdict on the link.
+                _ = sleep_until(deadline), if deadline.is_some() && room => None,
                 _ = self.tx.closed() => return,
             };
             let now = Instant::now();
@@ -253,7 +280,9 @@ impl Connection {
                     }
                     Outgoing::Disconnect => {
                         // Best effort: the publisher may already be gone.
-                        drop(self.tx.send(LinkEvent::Disconnected).await);
+                        if self.flush().await {
+                            drop(self.tx.send(LinkEvent::Disconnected).await);
+                        }
                         return;
                     }
                     _ => None,
@@ -266,11 +295,46 @@ impl Connection {
                 }
             };
             if let Some(report) = report {
-                if self.tx.send(report).await.is_err() {
+                if !self.report(report) {
                     return;
                 }
             }
         }
+    }
+
+    /// Hands a report to the publisher if it has room, else queues it behind the
+    /// others. False when the publisher is gone.
+    fn report(&mut self, report: LinkEvent) -> bool {
+        self.backlog.push_back(report);
+        while let Some(report) = self.backlog.pop_front() {
+            match self.tx.try_send(report) {
+                Ok(()) => {}
+                Err(TrySendError::Full(report)) => {
+                    self.backlog.push_front(report);
+                    break;
+                }
+                Err(TrySendError::Closed(_)) => return false,
+            }
+        }
+        if self.backlog.len() == MAX_BACKLOG {
+            Metrics::add(&self.metrics.loop_pauses, 1);
+            tracing::warn!(
+                backlog = MAX_BACKLOG,
+                "the publisher is behind by the whole backlog; pausing reads from the broker until it catches up"
+            );
+        }
+        true
+    }
+
+    /// Waits until the publisher has taken every queued report. False when the
+    /// publisher is gone.
+    async fn flush(&mut self) -> bool {
+        while let Some(report) = self.backlog.pop_front() {
+            if self.tx.send(report).await.is_err() {
+                return false;
+            }
+        }
+        true
     }
 
     /// The connection failed or died: tells the publisher, forgets what rumqttc
@@ -288,6 +352,11 @@ impl Connection {
             tracing::warn!(%error, retry_in = ?delay, "cannot connect to the broker");
         }
         *connected = false;
+        // What was reported before the loss goes first; the link is down, so
+        // there is nothing to poll meanwhile.
+        if !self.flush().await {
+            return false;
+        }
         let (quiesced, wait) = oneshot::channel();
         let lost = LinkEvent::Lost { error, quiesced };
         if self.tx.send(lost).await.is_err() || wait.await.is_err() {
@@ -315,6 +384,146 @@ mod tests {
     use super::*;
 
     const T: Duration = Duration::from_secs(10);
+
+    /// A real Mosquitto on a free port of 127.0.0.1 (plain TCP), stopped on drop.
+    struct Mosquitto {
+        port: u16,
+        proc: std::process::Child,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Mosquitto {
+        fn start() -> Self {
+            let exe = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+                .into_iter()
+                .find(|p| std::path::Path::new(p).is_file())
+                .expect("mosquitto is not installed: run `bash tests/run.sh`, which installs it");
+            let dir = tempfile::tempdir().unwrap();
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .unwrap()
+                .port();
+            let conf = dir.path().join("mosquitto.conf");
+            let user = std::process::Command::new("id")
+                .arg("-un")
+                .output()
+                .unwrap();
+            std::fs::write(
+                &conf,
+                format!(
+                    "user {}\nlistener {port} 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 100\n",
+                    String::from_utf8_lossy(&user.stdout).trim()
+                ),
+            )
+            .unwrap();
+            let proc = std::process::Command::new(exe)
+                .arg("-c")
+                .arg(&conf)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            let started = std::time::Instant::now();
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(started.elapsed() < T, "mosquitto did not start");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Self {
+                port,
+                proc,
+                _dir: dir,
+            }
+        }
+    }
+
+    impl Drop for Mosquitto {
+        fn drop(&mut self) {
+            drop(self.proc.kill());
+            drop(self.proc.wait());
+        }
+    }
+
+    /// The publisher takes nothing for a while (its channel has room for one
+    /// report): the loop must go on writing publishes and reading their
+    /// acknowledgements meanwhile, then hand every report over, in order.
+    #[tokio::test]
+    async fn the_loop_keeps_polling_while_the_publisher_is_busy() {
+        let broker = Mosquitto::start();
+        let mut options = rumqttc::MqttOptions::new("busy-publisher", "127.0.0.1", broker.port);
+        options.set_inflight(10);
+        let (client, eventloop) = rumqttc::AsyncClient::new(options, 10);
+        let (tx, mut rx) = mpsc::channel(1);
+        let metrics = Arc::new(Metrics::default());
+        let connection = Connection::new(
+            eventloop,
+            tx,
+            Backoff::new(Duration::from_millis(10), Duration::from_millis(100)),
+            10,
+            metrics.clone(),
+            watch::channel(Arc::new(MqttConfig::default())).1,
+        );
+        let task = tokio::spawn(connection.run());
+
+        // Far more than the request channel (10) and the in-flight window (10)
+        // hold: they complete only if the loop writes them, and reads their
+        // acknowledgements, while nobody reads `rx`.
+        const N: u16 = 300;
+        let publishing = async {
+            for i in 0..N {
+                client
+                    .publish(
+                        "edgecam/test",
+                        rumqttc::QoS::AtLeastOnce,
+                        false,
+                        vec![i as u8],
+                    )
+                    .await
+                    .unwrap();
+            }
+        };
+        tokio::time::timeout(T, publishing)
+            .await
+            .expect("the requests were not drained: the loop waited on the publisher");
+        // With 10 in flight, the last 280 could only be written once earlier
+        // ones were acknowledged: the loop read those acknowledgements too.
+        assert_eq!(
+            metrics
+                .loop_pauses
+                .load(std::sync::atomic::Ordering::Relaxed),
+            0
+        );
+
+        // Now the publisher reads: first the connection, then each publish
+        // written before its acknowledgement.
+        let mut outstanding = std::collections::HashSet::new();
+        let (mut written, mut acks) = (0, 0);
+        match rx.recv().await {
+            Some(LinkEvent::Connected { .. }) => {}
+            other => panic!("expected Connected first, got {other:?}"),
+        }
+        while acks < N {
+            match tokio::time::timeout(T, rx.recv()).await.expect("a report") {
+                Some(LinkEvent::Outgoing(pkid)) => {
+                    assert!(
+                        outstanding.insert(pkid),
+                        "packet id {pkid} reused before its ack"
+                    );
+                    written += 1;
+                }
+                Some(LinkEvent::PubAck(pkid)) => {
+                    assert!(
+                        outstanding.remove(&pkid),
+                        "ack of {pkid} before its publish"
+                    );
+                    acks += 1;
+                }
+                other => panic!("unexpected report {other:?}"),
+            }
+        }
+        assert_eq!((written, acks), (N, N));
+        drop(rx);
+        tokio::time::timeout(T, task).await.unwrap().unwrap();
+    }
 
     #[test]
     fn nothing_waiting_means_no_deadline() {
