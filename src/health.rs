@@ -10,106 +10,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::events::now_ms;
-use crate::metrics::{cpu_seconds, mono_ms, rss_bytes, Metrics};
-use crate::outbox::{OutboxHandle, OutboxStats};
+use crate::metrics::{mono_ms, rss_bytes, Metrics};
+use crate::outbox::OutboxHandle;
 use crate::settings::Config;
 use crate::supervision::watchdog_verdict;
-
-/// Payload of `<camera-id>/status/metrics` (schema: `docs/schemas/metrics.json`).
-pub fn metrics_payload(
-    camera_id: &str,
-    started_ms: i64,
-    m: &Metrics,
-    outbox: Option<&OutboxStats>,
-) -> String {
-    let now = now_ms();
-    serde_json::json!({
-        "camera_id": camera_id,
-        "ts": now,
-        "uptime_s": (now - started_ms).max(0) / 1000,
-        "version": env!("CARGO_PKG_VERSION"),
-        "outbox": outbox,
-        "events": {
-            "enqueued": Metrics::get(&m.events_enqueued),
-            "acked": Metrics::get(&m.events_acked),
-            "refused": Metrics::get(&m.events_refused),
-            "evicted": Metrics::get(&m.events_evicted),
-            "expired": Metrics::get(&m.events_expired),
-            "inbound_dropped": Metrics::get(&m.inbound_dropped),
-        },
-        "mqtt": {
-            "batches_published": Metrics::get(&m.batches_published),
-            "bytes_published": Metrics::get(&m.bytes_published),
-            "batches_republished": Metrics::get(&m.batches_republished),
-            "connects": Metrics::get(&m.connects),
-            "connection_errors": Metrics::get(&m.connection_errors),
-            "dead_links": Metrics::get(&m.dead_links),
-            "last_dead_link_ms": Metrics::gauge(&m.last_dead_link_ms),
-            "sessions_resumed": Metrics::get(&m.sessions_resumed),
-            "loop_pauses": Metrics::get(&m.loop_pauses),
-        },
-        "video": {
-            "frames_in": Metrics::get(&m.frames_in),
-            "frames_delivered": Metrics::get(&m.frames_delivered),
-            "frames_dropped": Metrics::get(&m.frames_dropped),
-            "segments_closed": Metrics::get(&m.segments_closed),
-            "segments_deleted": Metrics::get(&m.segments_deleted),
-            "recording_bytes": Metrics::gauge(&m.recording_bytes),
-            "restarts": Metrics::get(&m.video_restarts),
-            "last_frame": {
-                "width": Metrics::gauge(&m.last_frame_size) >> 32,
-                "height": Metrics::gauge(&m.last_frame_size) & 0xffff_ffff,
-                "latency_us": Metrics::gauge(&m.last_frame_latency_us),
-            },
-            "frame_latency_us_total": Metrics::get(&m.frame_latency_us_total),
-            "decoder_overruns": Metrics::get(&m.decoder_overruns),
-            "input_fps": Metrics::gauge(&m.input_mfps) as f64 / 1000.0,
-            "analysed_fps": Metrics::gauge(&m.analysed_mfps) as f64 / 1000.0,
-            "last_error": Metrics::text(&m.video_last_error),
-        },
-        "uploads": {
-            "accepted": Metrics::get(&m.uploads_accepted),
-            "rejected": Metrics::get(&m.uploads_rejected),
-            "done": Metrics::get(&m.uploads_done),
-            "failed": Metrics::get(&m.uploads_failed),
-            "attempts_failed": Metrics::get(&m.upload_attempts_failed),
-            "bytes": Metrics::get(&m.upload_bytes),
-            "responses_dropped": Metrics::get(&m.responses_dropped),
-        },
-        "plates": {
-            "frames_dropped": Metrics::get(&m.plate_frames_dropped),
-            "frames_read": Metrics::get(&m.plate_frames_read),
-            "frames_still": Metrics::get(&m.plate_frames_still),
-            "reads": Metrics::get(&m.plate_reads),
-            "vehicles": Metrics::get(&m.plate_vehicles),
-            "tracks_discarded": Metrics::get(&m.plate_tracks_discarded),
-            "vehicles_unread": Metrics::get(&m.plate_vehicles_unread),
-            "vehicles_unmoved": Metrics::get(&m.plate_vehicles_unmoved),
-            "read_us_total": Metrics::get(&m.plate_read_us_total),
-            "errors": Metrics::get(&m.plate_errors),
-            "snapshots": Metrics::get(&m.plate_snapshots),
-            "snapshots_deleted": Metrics::get(&m.plate_snapshots_deleted),
-            "snapshot_errors": Metrics::get(&m.plate_snapshot_errors),
-        },
-        "detector": {
-            "frames": Metrics::get(&m.detector_frames),
-            "us_total": Metrics::get(&m.detector_us_total),
-            "frames_dropped": Metrics::get(&m.detector_frames_dropped),
-            "errors": Metrics::get(&m.detector_errors),
-            "last_error": Metrics::text(&m.detector_last_error),
-        },
-        "config": {
-            "applied": Metrics::get(&m.configs_applied),
-            "rejected": Metrics::get(&m.configs_rejected),
-        },
-        "stages": m.stages(),
-        "outbox_resets": Metrics::get(&m.outbox_resets),
-        "rss_bytes": rss_bytes(),
-        "cpu_s": cpu_seconds(),
-    })
-    .to_string()
-}
 
 /// Tells systemd the daemon is ready (no-op outside systemd).
 pub fn notify_ready() {
@@ -187,7 +91,7 @@ impl Health {
             _ => None,
         };
         let config = self.config.borrow().clone();
-        let payload = metrics_payload(
+        let payload = crate::metrics::payload(
             &config.identity.camera_id,
             self.started_ms,
             &self.metrics,

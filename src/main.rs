@@ -3,6 +3,7 @@
 
 mod analytics;
 mod app;
+mod backoff;
 mod commands;
 mod config;
 mod events;
@@ -18,6 +19,7 @@ mod settings;
 mod sqlite;
 mod supervision;
 mod synthetic;
+mod tls;
 mod tools;
 mod topics;
 mod upload;
@@ -531,7 +533,7 @@ fn check_config(path: &Path, values_only: bool) -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    if let Err(e) = mqtt::tls::client_config(&config.identity) {
+    if let Err(e) = tls::client_config(&config.identity) {
         eprintln!("config file {} is valid, but: {e}", path.display());
         return ExitCode::from(2);
     }

@@ -30,8 +30,8 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use super::limits::Backoff;
 use super::MqttConfig;
+use crate::backoff::Backoff;
 use crate::metrics::Metrics;
 
 /// What the event loop reports to the publisher.

@@ -6,7 +6,6 @@ mod connection;
 pub mod limits;
 mod publisher;
 mod session;
-pub mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +25,7 @@ use crate::settings::Config;
 #[derive(Debug, thiserror::Error)]
 pub enum MqttError {
     #[error("TLS setup: {0}")]
-    Tls(#[from] tls::TlsError),
+    Tls(#[from] crate::tls::TlsError),
     #[error("outbox: {0}")]
     Outbox(#[from] OutboxError),
     #[error("the outbox stage has stopped")]
@@ -154,7 +153,7 @@ pub struct Wiring {
 pub fn build(config: &Config, wiring: Wiring) -> Result<(Connection, Publisher), MqttError> {
     let id = &config.identity;
     let m = &config.mqtt;
-    let tls = tls::client_config(id)?;
+    let tls = crate::tls::client_config(id)?;
     let topics = crate::topics::Topics::new(&id.camera_id);
 
     let mut options = MqttOptions::new(&id.camera_id, &id.broker_host, id.broker_port);
@@ -179,7 +178,7 @@ pub fn build(config: &Config, wiring: Wiring) -> Result<(Connection, Publisher),
     eventloop.set_network_options(net);
 
     let (link_tx, link_rx) = mpsc::channel(1024);
-    let backoff = limits::Backoff::new(m.backoff_min, m.backoff_max);
+    let backoff = crate::backoff::Backoff::new(m.backoff_min, m.backoff_max);
     let connection = Connection::new(
         eventloop,
         link_tx,

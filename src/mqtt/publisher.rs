@@ -502,7 +502,7 @@ impl Publisher {
                 None
             }
         };
-        let payload = crate::health::metrics_payload(
+        let payload = crate::metrics::payload(
             &self.camera_id,
             self.started_ms,
             &self.metrics,

@@ -41,4 +41,4 @@ mod store;
 
 pub use config::{OutboxConfig, Synchronous, WhenFull, TUNABLE};
 pub use stage::{EventSender, Outbox, OutboxHandle};
-pub use store::{OutboxError, OutboxStats, Recovery, Store};
+pub use store::{OutboxError, Recovery, Store};

@@ -28,7 +28,7 @@ use crate::settings::Config;
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("TLS setup for the credentials provider: {0}")]
-    Tls(#[from] crate::mqtt::tls::TlsError),
+    Tls(#[from] crate::tls::TlsError),
     #[error("HTTP client: {0}")]
     Http(#[from] reqwest::Error),
 }
@@ -130,7 +130,7 @@ pub struct IotCredentials {
 
 impl IotCredentials {
     pub fn new(config: &Config) -> Result<Self, ClientError> {
-        let mut tls = (*crate::mqtt::tls::client_config(&config.identity)?).clone();
+        let mut tls = (*crate::tls::client_config(&config.identity)?).clone();
         tls.alpn_protocols.clear();
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::mqtt::limits::Backoff;
+use crate::backoff::Backoff;
 
 /// How an attempt failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -18,9 +18,9 @@ use super::pins::Pins;
 use super::pipeline::{describe, Source, DECODER_QUEUE, FRAMES, RECORDER, TEE};
 use super::segments;
 use super::VideoConfig;
+use crate::backoff::Backoff;
 use crate::events::now_ms;
 use crate::metrics::Metrics;
-use crate::mqtt::limits::Backoff;
 
 /// Why a pipeline run ended.
 #[derive(Debug, thiserror::Error)]

@@ -1,5 +1,6 @@
-//! rustls client configuration: the broker's CA, the device certificate and key
-//! (mutual TLS), and the ALPN protocols (AWS IoT Core on 443: `x-amzn-mqtt-ca`).
+//! rustls client configuration from the identity: the broker's CA, the device
+//! certificate and key (mutual TLS), and the ALPN protocols (AWS IoT Core on 443:
+//! `x-amzn-mqtt-ca`). The MQTT connection uses it as it is; uploads start from it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
