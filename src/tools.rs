@@ -56,7 +56,7 @@ pub fn recordings_list(config: &Config, json: bool) -> anyhow::Result<()> {
 }
 
 /// Decodes a JPEG file to RGB.
-fn load_jpeg(path: &Path) -> anyhow::Result<analytics::plates::Image> {
+fn load_jpeg(path: &Path) -> anyhow::Result<analytics::raster::Image> {
     let file =
         std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut d = jpeg_decoder::Decoder::new(std::io::BufReader::new(file));
@@ -72,7 +72,7 @@ fn load_jpeg(path: &Path) -> anyhow::Result<analytics::plates::Image> {
             path.display()
         ),
     };
-    Ok(analytics::plates::Image {
+    Ok(analytics::raster::Image {
         width: info.width as u32,
         height: info.height as u32,
         rgb,
@@ -128,7 +128,7 @@ impl BackendArgs {
         })
     }
 
-    fn backend(&self, models: &Path) -> anyhow::Result<analytics::plates::Backend> {
+    fn backend(&self, models: &Path) -> anyhow::Result<analytics::inference::Backend> {
         backend_arg(&self.backend, self.onnxruntime_library.as_deref(), models)
     }
 }
@@ -139,10 +139,10 @@ fn backend_arg(
     backend: &str,
     library: Option<&Path>,
     models: &Path,
-) -> anyhow::Result<analytics::plates::Backend> {
+) -> anyhow::Result<analytics::inference::Backend> {
     Ok(match backend {
-        "tract" => analytics::plates::Backend::Tract,
-        "onnxruntime" => analytics::plates::Backend::Onnxruntime {
+        "tract" => analytics::inference::Backend::Tract,
+        "onnxruntime" => analytics::inference::Backend::Onnxruntime {
             library: library
                 .map(Path::to_owned)
                 .unwrap_or_else(|| models.join("libonnxruntime.so")),
@@ -644,7 +644,7 @@ pub fn count_people(
             None => blobs.process(&frame.rgb, frame.width, frame.height),
             Some(d) => {
                 let (w, h) = (frame.width, frame.height);
-                let img = analytics::plates::Image {
+                let img = analytics::raster::Image {
                     width: w,
                     height: h,
                     rgb: frame.rgb,
@@ -698,7 +698,7 @@ pub fn count_people(
 fn load_detector_sized(
     models: &Path,
     size: [usize; 2],
-    backend: &analytics::plates::Backend,
+    backend: &analytics::inference::Backend,
 ) -> anyhow::Result<analytics::detector::Detector> {
     Ok(analytics::detector::Detector::load_sized(
         &models.join(analytics::detector::MODEL_FILE),
@@ -723,21 +723,21 @@ fn input_size_arg(input: &str) -> anyhow::Result<[usize; 2]> {
 struct Planned<'a> {
     models: &'a Path,
     size: [usize; 2],
-    backend: analytics::plates::Backend,
+    backend: analytics::inference::Backend,
     detector: Option<analytics::detector::Detector>,
 }
 
 impl<'a> Planned<'a> {
     /// Checks the model at once (tract).
     fn new(models: &'a Path, size: [usize; 2]) -> anyhow::Result<Self> {
-        Self::on(models, size, analytics::plates::Backend::Tract)
+        Self::on(models, size, analytics::inference::Backend::Tract)
     }
 
     /// Checks the model at once, on `backend`.
     fn on(
         models: &'a Path,
         size: [usize; 2],
-        backend: analytics::plates::Backend,
+        backend: analytics::inference::Backend,
     ) -> anyhow::Result<Self> {
         let square = analytics::input_size_for(size, 0, 0);
         Ok(Self {
@@ -750,7 +750,7 @@ impl<'a> Planned<'a> {
 
     fn detect(
         &mut self,
-        img: &analytics::plates::Image,
+        img: &analytics::raster::Image,
         cfg: &analytics::DetectorConfig,
     ) -> anyhow::Result<Vec<analytics::detector::Detection>> {
         Ok(cfg.select(self.raw(img, cfg.lowest_score())?))
@@ -770,7 +770,7 @@ impl<'a> Planned<'a> {
     /// Every object scoring at least `min_score`, whatever its class.
     fn raw(
         &mut self,
-        img: &analytics::plates::Image,
+        img: &analytics::raster::Image,
         min_score: f32,
     ) -> anyhow::Result<Vec<analytics::detector::Detection>> {
         self.plan_for(img.width, img.height)?;
@@ -784,7 +784,7 @@ impl<'a> Planned<'a> {
 /// The detector at its native 416x416, on tract.
 pub fn load_detector(models: &Path) -> anyhow::Result<analytics::detector::Detector> {
     let square = [analytics::detector::SIZE; 2];
-    load_detector_sized(models, square, &analytics::plates::Backend::Tract)
+    load_detector_sized(models, square, &analytics::inference::Backend::Tract)
 }
 
 fn is_jpeg(path: &Path) -> bool {
@@ -811,7 +811,7 @@ pub fn detect(inputs: &[PathBuf], models: &Path, opts: &DetectOptions) -> anyhow
     anyhow::ensure!((1..=60).contains(&fps), "--fps must be 1-60");
     let backend = backend_arg(&opts.backend, opts.onnxruntime_library.as_deref(), models)?;
     let mut detector = Planned::on(models, input_size_arg(&opts.input)?, backend)?;
-    let mut show = |what: &str, img: &analytics::plates::Image| {
+    let mut show = |what: &str, img: &analytics::raster::Image| {
         // Planning the model for a new size is not timed.
         if let Err(e) = detector.plan_for(img.width, img.height) {
             println!("{what}: error: {e:#}");
@@ -854,7 +854,7 @@ pub fn detect(inputs: &[PathBuf], models: &Path, opts: &DetectOptions) -> anyhow
         }
         let width = video_width(path)?;
         video::decode::file_frames(path, width, fps, |frame, at| {
-            let img = analytics::plates::Image {
+            let img = analytics::raster::Image {
                 width: frame.width,
                 height: frame.height,
                 rgb: frame.rgb,
@@ -929,7 +929,7 @@ pub fn eval_detector(data: &Path, models: &Path, min_scores: &[f32]) -> anyhow::
         let mut failure = None;
         video::decode::file_frames(video, video_width(video)?, rate, |frame, _| {
             frame_no += 1;
-            let img = analytics::plates::Image {
+            let img = analytics::raster::Image {
                 width: frame.width,
                 height: frame.height,
                 rgb: frame.rgb,
@@ -1345,7 +1345,7 @@ pub fn eval_people(
                     direction: c.direction,
                 });
             }
-            let img = analytics::plates::Image {
+            let img = analytics::raster::Image {
                 width: w,
                 height: h,
                 rgb: frame.rgb,

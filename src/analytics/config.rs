@@ -343,10 +343,10 @@ impl Default for PlatesConfig {
 
 impl PlatesConfig {
     /// The reader's backend, `sessions` sessions per model for ONNX Runtime.
-    pub fn reader_backend(&self) -> super::plates::Backend {
+    pub fn reader_backend(&self) -> super::inference::Backend {
         match self.backend {
-            PlatesBackend::Tract => super::plates::Backend::Tract,
-            PlatesBackend::Onnxruntime => super::plates::Backend::Onnxruntime {
+            PlatesBackend::Tract => super::inference::Backend::Tract,
+            PlatesBackend::Onnxruntime => super::inference::Backend::Onnxruntime {
                 library: if self.onnxruntime_library.as_os_str().is_empty() {
                     self.models_dir.join("libonnxruntime.so")
                 } else {

@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::detector::{nms_by, Detection, Detector, DetectorError, CLASSES, NMS_IOU};
-use super::plates::{Backend, View};
+use super::inference::Backend;
+use super::raster::View;
 use super::tracking;
 use crate::metrics::Metrics;
 use crate::video::{Frame, FrameQueue, Queue};

@@ -13,7 +13,8 @@
 
 use std::path::{Path, PathBuf};
 
-use super::plates::{load_model, Backend, Inference, Outputs, View};
+use super::inference::{load_model, Backend, Inference, LoadError, Outputs};
+use super::raster::View;
 
 /// The model file in the models directory.
 pub const MODEL_FILE: &str = "nanodet-m-416.onnx";
@@ -165,9 +166,8 @@ impl Detector {
         }
         let [w, h] = size;
         let model = load_model(backend, path, [1, 3, h, w]).map_err(|e| match e {
-            super::plates::PlateError::Model { reason, .. } => err(reason),
-            e @ super::plates::PlateError::Runtime { .. } => DetectorError::Runtime(e.to_string()),
-            other => err(other.to_string()),
+            LoadError::Model { reason, .. } => err(reason),
+            e @ LoadError::Runtime { .. } => DetectorError::Runtime(e.to_string()),
         })?;
         let detector = Self { model, size };
         // A blank image checks the outputs' shapes once, at load.

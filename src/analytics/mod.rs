@@ -8,8 +8,10 @@ mod config;
 mod counting;
 mod detection;
 pub mod detector;
+pub mod inference;
 pub mod people;
 pub mod plates;
+pub mod raster;
 mod reading;
 pub mod tracking;
 

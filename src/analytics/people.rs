@@ -21,6 +21,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::detector::Detection;
+use super::raster::{dilate, regions};
 use super::tracking::{self, Tracker};
 
 use serde::{Deserialize, Serialize};
@@ -600,57 +601,6 @@ fn majority(mask: &[bool], w: usize, h: usize) -> Vec<bool> {
             }
             out[y * w + x] = n >= 5;
         }
-    }
-    out
-}
-
-/// 3x3 dilation: joins the fragments of one person.
-pub(crate) fn dilate(mask: &[bool], w: usize, h: usize) -> Vec<bool> {
-    let mut out = mask.to_vec();
-    for y in 0..h {
-        for x in 0..w {
-            if !mask[y * w + x] {
-                continue;
-            }
-            for ny in y.saturating_sub(1)..(y + 2).min(h) {
-                for nx in x.saturating_sub(1)..(x + 2).min(w) {
-                    out[ny * w + nx] = true;
-                }
-            }
-        }
-    }
-    out
-}
-
-/// Connected regions (4-connected) of a mask, each as its pixel indices.
-pub(crate) fn regions(mask: &[bool], w: usize, h: usize) -> Vec<Vec<usize>> {
-    let mut seen = vec![false; w * h];
-    let mut out = Vec::new();
-    let mut stack = Vec::new();
-    for start in 0..w * h {
-        if !mask[start] || seen[start] {
-            continue;
-        }
-        seen[start] = true;
-        stack.push(start);
-        let mut pixels = Vec::new();
-        while let Some(i) = stack.pop() {
-            pixels.push(i);
-            let (x, y) = (i % w, i / w);
-            let neighbours = [
-                (x > 0).then(|| i - 1),
-                (x + 1 < w).then(|| i + 1),
-                (y > 0).then(|| i - w),
-                (y + 1 < h).then(|| i + w),
-            ];
-            for j in neighbours.into_iter().flatten() {
-                if mask[j] && !seen[j] {
-                    seen[j] = true;
-                    stack.push(j);
-                }
-            }
-        }
-        out.push(pixels);
     }
     out
 }

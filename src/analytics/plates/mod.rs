@@ -12,7 +12,5 @@ pub mod rules;
 pub mod tracker;
 pub mod unread;
 
-pub use ocr::{Image, View};
-pub use reader::{load_model, Inference, Outputs};
-pub use reader::{Backend, LineRead, Memo, PlateError, PlateReader, Recognisers, DET_SIZE};
+pub use reader::{LineRead, Memo, PlateError, PlateReader, Recognisers, DET_SIZE};
 pub use rules::{Region, Rules};

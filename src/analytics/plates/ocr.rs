@@ -3,68 +3,7 @@
 //! from the detector's probability map, crops for the recogniser, CTC decoding.
 
 use super::decode::Lattice;
-use crate::analytics::people::{dilate, regions};
-
-/// An RGB image.
-#[derive(Debug, Clone)]
-pub struct Image {
-    pub width: u32,
-    pub height: u32,
-    /// Packed RGB.
-    pub rgb: Vec<u8>,
-}
-
-impl Image {
-    /// The same pixels, borrowed.
-    pub fn view(&self) -> View<'_> {
-        View {
-            width: self.width,
-            height: self.height,
-            rgb: &self.rgb,
-        }
-    }
-
-    /// Bilinear sample at (x, y) in pixels.
-    pub(crate) fn sample(&self, x: f32, y: f32) -> [f32; 3] {
-        self.view().sample(x, y)
-    }
-}
-
-/// An RGB picture borrowed (a video frame's pixels, without a copy).
-#[derive(Debug, Clone, Copy)]
-pub struct View<'a> {
-    pub width: u32,
-    pub height: u32,
-    /// Packed RGB, `width * height * 3` bytes.
-    pub rgb: &'a [u8],
-}
-
-impl View<'_> {
-    fn px(&self, x: u32, y: u32) -> [u8; 3] {
-        let i = ((y.min(self.height - 1) * self.width + x.min(self.width - 1)) * 3) as usize;
-        [self.rgb[i], self.rgb[i + 1], self.rgb[i + 2]]
-    }
-
-    /// Bilinear sample at (x, y) in pixels.
-    pub(crate) fn sample(&self, x: f32, y: f32) -> [f32; 3] {
-        let (x, y) = (x.max(0.0), y.max(0.0));
-        let (x0, y0) = (x.floor() as u32, y.floor() as u32);
-        let (fx, fy) = (x - x0 as f32, y - y0 as f32);
-        let (a, b, c, d) = (
-            self.px(x0, y0),
-            self.px(x0 + 1, y0),
-            self.px(x0, y0 + 1),
-            self.px(x0 + 1, y0 + 1),
-        );
-        let mut out = [0f32; 3];
-        for k in 0..3 {
-            let top = a[k] as f32 * (1.0 - fx) + b[k] as f32 * fx;
-            let bottom = c[k] as f32 * (1.0 - fx) + d[k] as f32 * fx;
-            out[k] = top * (1.0 - fy) + bottom * fy;
-        }
-        out
-    }
-}
+use crate::analytics::raster::{dilate, regions, Image};
 
 /// A line of text: a rotated rectangle in image pixels, and the axis-aligned box
 /// around it (clamped to the image).
