@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use crate::settings::Config;
-use crate::{analytics, load, video};
+use crate::{analytics, video};
 
 fn rfc3339(t: std::time::SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
@@ -1033,7 +1033,7 @@ fn counting_sections(
 ) -> anyhow::Result<(analytics::PeopleConfig, analytics::DetectorConfig)> {
     Ok(match config {
         Some(path) => {
-            let c = load(path)?;
+            let c = crate::settings::Config::load(path)?;
             (c.people, c.detector)
         }
         None => Default::default(),
