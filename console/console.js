@@ -404,6 +404,7 @@
       if (s.state === "restarting" || s.state === "degraded") {
         w.push(name + " " + s.state + (s.last_error ? ": " + s.last_error : ""));
       }
+      if (s.busy_s) w.push(name + " busy on one piece of work for " + fmtAge(s.busy_s));
     }
     const gaps = lastingGaps(c);
     if (gaps.length) w.push("missing seq " + gaps.map((g) => (g.from === g.to ? g.from : g.from + "–" + g.to)).join(", "));

@@ -203,7 +203,7 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
     }
     if let Some(stage) = remote_stage {
         // The stage keeps its layers and inbound messages across restarts.
-        stages.keep("remote_config", Policy::Restart, stage);
+        stages.keep(remote_config::NAME, Policy::Restart, stage);
     }
     #[cfg(feature = "uploads")]
     if let Some(Err(e)) = &uploads {
@@ -258,7 +258,7 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
             // (what it detects, and the scores the trackers keep).
             let (current, metrics) = (config_rx.clone(), metrics.clone());
             stages.add_reconfigurable(
-                "object_detection",
+                crate::analytics::DETECTION,
                 Policy::Restart,
                 config_rx.clone(),
                 |c| c.detector.clone(),
@@ -283,15 +283,22 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
             }
             (Input::Frames(people_q), Input::Frames(plates_q), None)
         };
-        let counting = |stages: &mut Supervisor, name, counted, input: Input| {
+        let counting = |stages: &mut Supervisor, counted: Counted, input: Input| {
             let (config_rx, events_tx) = (config_rx.clone(), events_tx.clone());
-            stages.add(name, Policy::Restart, move || {
-                Counting::new(counted, config_rx.clone(), input.clone(), events_tx.clone())
+            let metrics = metrics.clone();
+            stages.add(counted.stage(), Policy::Restart, move || {
+                Counting::new(
+                    counted,
+                    config_rx.clone(),
+                    input.clone(),
+                    events_tx.clone(),
+                    metrics.clone(),
+                )
             });
         };
-        counting(&mut stages, "people_counting", Counted::People, people_in);
+        counting(&mut stages, Counted::People, people_in);
         if let Some(input) = traffic_in {
-            counting(&mut stages, "traffic_counting", Counted::Traffic, input);
+            counting(&mut stages, Counted::Traffic, input);
         }
         if config.plates.enabled {
             // Restarted alone, with the models loaded again, when a remote
@@ -303,7 +310,7 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
                 metrics.clone(),
             );
             stages.add_reconfigurable(
-                "plate_reading",
+                crate::analytics::PLATE_READING,
                 Policy::Restart,
                 config_rx.clone(),
                 |c| (c.plates.clone(), c.detector.vehicle_tracking()),
@@ -323,7 +330,7 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
         // remote configuration changes `[video]`.
         let (current, pins, metrics) = (config_rx.clone(), pins.clone(), metrics.clone());
         stages.add_reconfigurable(
-            "video",
+            crate::video::NAME,
             Policy::Restart,
             config_rx.clone(),
             |c| c.video.clone(),

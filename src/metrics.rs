@@ -127,6 +127,25 @@ pub struct Metrics {
         std::sync::Mutex<std::collections::BTreeMap<&'static str, crate::supervision::Status>>,
     /// Told when a stage's state changes (the retained status carries them).
     pub stages_changed: tokio::sync::Notify,
+    /// Work in progress: an id, its stage, and since when ([`mono_ms`]).
+    busy: std::sync::Mutex<Vec<(u64, &'static str, u64)>>,
+    next_work: AtomicU64,
+}
+
+/// A piece of work in progress, marked by [`Metrics::busy`] until dropped. Moved
+/// into a blocking task, it stays marked for as long as that task really runs,
+/// even when the stage that started it has been stopped.
+#[must_use = "the work is marked only while this is held"]
+pub struct Busy {
+    metrics: std::sync::Arc<Metrics>,
+    id: u64,
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let mut busy = self.metrics.busy.lock().unwrap_or_else(|e| e.into_inner());
+        busy.retain(|(id, _, _)| *id != self.id);
+    }
 }
 
 impl Metrics {
@@ -171,12 +190,44 @@ impl Metrics {
         }
     }
 
-    /// Every stage's state, by name.
+    /// Marks a piece of `stage`'s work in progress until the guard is dropped
+    /// (the watchdog's sign of a stage stuck in a blocking call).
+    pub fn busy(this: &std::sync::Arc<Self>, stage: &'static str) -> Busy {
+        let id = this.next_work.fetch_add(1, Relaxed);
+        let mut busy = this.busy.lock().unwrap_or_else(|e| e.into_inner());
+        busy.push((id, stage, mono_ms()));
+        Busy {
+            metrics: this.clone(),
+            id,
+        }
+    }
+
+    /// Every stage's state, by name, with how long its oldest work in progress
+    /// has run once that passes [`crate::supervision::BUSY_REPORTED`].
     pub fn stages(&self) -> std::collections::BTreeMap<&'static str, crate::supervision::Status> {
-        self.stages
+        self.stages_at(mono_ms())
+    }
+
+    fn stages_at(
+        &self,
+        now: u64,
+    ) -> std::collections::BTreeMap<&'static str, crate::supervision::Status> {
+        let mut stages = self
+            .stages
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .clone();
+        let busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        for (_, stage, since) in busy.iter() {
+            let secs = now.saturating_sub(*since) / 1000;
+            if secs < crate::supervision::BUSY_REPORTED.as_secs() {
+                continue;
+            }
+            if let Some(s) = stages.get_mut(stage) {
+                s.busy_s = Some(s.busy_s.unwrap_or(0).max(secs));
+            }
+        }
+        stages
     }
 
     /// The text, or `None` when empty.
@@ -324,5 +375,35 @@ fn page_size() -> u64 {
         v as u64
     } else {
         4096
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::supervision::{Policy, Supervision};
+
+    #[test]
+    fn work_in_progress_shows_once_it_runs_long_and_goes_when_done() {
+        let m = std::sync::Arc::new(Metrics::default());
+        m.set_stage("plate_reading", Supervision::new(Policy::Restart).status());
+        m.set_stage("video", Supervision::new(Policy::Restart).status());
+        let now = mono_ms();
+        let first = Metrics::busy(&m, "plate_reading");
+        let _second = Metrics::busy(&m, "plate_reading");
+        assert_eq!(m.stages_at(now + 9_000)["plate_reading"].busy_s, None);
+        // The oldest piece of work counts.
+        let later = m.stages_at(now + 12_500);
+        assert!(
+            matches!(later["plate_reading"].busy_s, Some(12 | 11)),
+            "{later:?}"
+        );
+        assert_eq!(later["video"].busy_s, None);
+        drop(first);
+        drop(_second);
+        assert_eq!(m.stages_at(now + 60_000)["plate_reading"].busy_s, None);
+        // Work of a stage not (or no longer) supervised is not reported.
+        let _orphan = Metrics::busy(&m, "gone");
+        assert!(!m.stages_at(now + 60_000).contains_key("gone"));
     }
 }

@@ -32,6 +32,9 @@ pub fn topics(config: &Config) -> (String, Option<String>) {
 }
 
 /// The remote-configuration stage.
+/// The stage's name in the metrics and the retained status.
+pub const NAME: &str = "remote_config";
+
 pub struct RemoteStage {
     state: RemoteState<Config>,
     metrics: Arc<Metrics>,
@@ -99,9 +102,13 @@ impl RemoteStage {
                 );
                 // A file write with two fsyncs: off the runtime.
                 let (path, persisted) = (self.persist_path.clone(), self.state.persisted());
-                let saved = tokio::task::spawn_blocking(move || save_persisted(&path, &persisted))
-                    .await
-                    .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+                let busy = Metrics::busy(&self.metrics, NAME);
+                let saved = tokio::task::spawn_blocking(move || {
+                    let _busy = busy;
+                    save_persisted(&path, &persisted)
+                })
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
                 if let Err(e) = saved {
                     tracing::error!(path = %self.persist_path.display(), error = %e, "remote configuration applied but not persisted; a restart will not keep it");
                 }

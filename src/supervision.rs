@@ -54,6 +54,11 @@ pub struct Status {
     pub state: State,
     pub restarts: u64,
     pub last_error: Option<String>,
+    /// How long the stage's oldest piece of work still going (a frame analysed,
+    /// a configuration saved) has taken, in seconds, once it passes
+    /// [`BUSY_REPORTED`]; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub busy_s: Option<u64>,
 }
 
 /// What the supervisor does next with an ended stage.
@@ -68,6 +73,13 @@ pub enum Action {
     /// Nothing: the daemon is shutting down.
     None,
 }
+
+/// A piece of work running this long shows in the stage's status (`busy_s`).
+pub const BUSY_REPORTED: Duration = Duration::from_secs(10);
+/// A piece of work running this long means its stage is stuck: no frame, even on
+/// a slow camera, takes a tenth of this. The watchdog ping is then withheld, so
+/// systemd restarts the daemon (a blocking call cannot be cancelled from within).
+pub const STUCK_AFTER: Duration = Duration::from_secs(300);
 
 pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -90,6 +102,7 @@ impl Supervision {
                 state: State::Running,
                 restarts: 0,
                 last_error: None,
+                busy_s: None,
             },
             backoff: FIRST_BACKOFF,
         }
@@ -149,10 +162,11 @@ impl Supervision {
 }
 
 /// Whether the systemd watchdog may be pinged: every supervised stage is running
-/// or within its policy (restarting after its backoff, or degraded by design), and
-/// the MQTT event loop has come round within `loop_limit` (it polls at least once
-/// a keepalive, a connection timeout or a backoff; a loop stuck past that is a
-/// wedged daemon that only a restart frees). `Err` says why the ping is withheld.
+/// or within its policy (restarting after its backoff, or degraded by design), no
+/// stage has been on one piece of work for [`STUCK_AFTER`], and the MQTT event
+/// loop has come round within `loop_limit` (it polls at least once a keepalive, a
+/// connection timeout or a backoff). A stuck stage or loop is a wedged daemon that
+/// only a restart frees. `Err` says why the ping is withheld.
 pub fn watchdog_verdict<'a>(
     stages: impl IntoIterator<Item = (&'a str, &'a Status)>,
     loop_idle: Duration,
@@ -165,19 +179,29 @@ pub fn watchdog_verdict<'a>(
             loop_limit.as_secs()
         ));
     }
-    let stopped: Vec<&str> = stages
-        .into_iter()
-        .filter(|(_, s)| s.state == State::Stopped)
-        .map(|(name, _)| name)
-        .collect();
-    if stopped.is_empty() {
-        Ok(())
-    } else {
-        Err(format!(
+    let (mut stopped, mut stuck) = (Vec::new(), Vec::new());
+    for (name, s) in stages {
+        if s.state == State::Stopped {
+            stopped.push(name);
+        }
+        if let Some(busy) = s.busy_s.filter(|b| *b >= STUCK_AFTER.as_secs()) {
+            stuck.push(format!("{name} ({busy} s)"));
+        }
+    }
+    if !stopped.is_empty() {
+        return Err(format!(
             "stopped outside a shutdown: {}",
             stopped.join(", ")
-        ))
+        ));
     }
+    if !stuck.is_empty() {
+        return Err(format!(
+            "stuck on one piece of work for longer than {} s: {}",
+            STUCK_AFTER.as_secs(),
+            stuck.join(", ")
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -191,6 +215,7 @@ mod tests {
             state,
             restarts: 0,
             last_error: None,
+            busy_s: None,
         }
     }
 
@@ -216,6 +241,29 @@ mod tests {
         assert_eq!(err, Err("stopped outside a shutdown: health".into()));
         let err = watchdog_verdict([("video", &run)], STEADY * 2, STEADY).unwrap_err();
         assert!(err.contains("MQTT event loop"), "{err}");
+    }
+
+    #[test]
+    fn a_stage_stuck_on_one_piece_of_work_withholds_the_watchdog() {
+        let busy = |s: u64| Status {
+            busy_s: Some(s),
+            ..status(State::Running)
+        };
+        let (slow, stuck) = (busy(STUCK_AFTER.as_secs() - 1), busy(STUCK_AFTER.as_secs()));
+        assert_eq!(
+            watchdog_verdict([("plate_reading", &slow)], SHORT, STEADY),
+            Ok(())
+        );
+        assert_eq!(
+            watchdog_verdict(
+                [("plate_reading", &slow), ("object_detection", &stuck)],
+                SHORT,
+                STEADY
+            ),
+            Err(
+                "stuck on one piece of work for longer than 300 s: object_detection (300 s)".into()
+            )
+        );
     }
 
     #[test]

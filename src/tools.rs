@@ -1522,8 +1522,12 @@ pub fn status(config: &Config, json: bool) -> anyhow::Result<()> {
     );
     println!("stages");
     for (name, st) in s["stages"].as_object().into_iter().flatten() {
+        let busy = st["busy_s"]
+            .as_u64()
+            .map(|b| format!("busy for {b} s  "))
+            .unwrap_or_default();
         println!(
-            "  {name:<18} {:<10} restarts {:<4} {}",
+            "  {name:<18} {:<10} restarts {:<4} {busy}{}",
             st["state"].as_str().unwrap_or("?"),
             st["restarts"],
             st["last_error"].as_str().unwrap_or("")

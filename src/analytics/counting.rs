@@ -20,6 +20,7 @@ use super::people::{persons, vehicles, Counter, Crossing, Tally, TrackCounter};
 use super::tracking;
 use super::PeopleConfig;
 use crate::events::{epoch_ms as ms, rfc3339_ms as rfc3339, NewEvent};
+use crate::metrics::Metrics;
 use crate::settings::Config;
 
 /// What a counting stage counts.
@@ -32,6 +33,14 @@ pub enum Counted {
 }
 
 impl Counted {
+    /// The stage's name in the metrics and the retained status.
+    pub fn stage(self) -> &'static str {
+        match self {
+            Counted::People => "people_counting",
+            Counted::Traffic => "traffic_counting",
+        }
+    }
+
     fn section(self, c: &Config) -> PeopleConfig {
         match self {
             Counted::People => c.people.clone(),
@@ -75,6 +84,7 @@ pub struct Counting {
     config: watch::Receiver<Arc<Config>>,
     input: Input,
     events: mpsc::Sender<NewEvent>,
+    metrics: Arc<Metrics>,
 }
 
 /// How people are found.
@@ -159,12 +169,14 @@ impl Counting {
         config: watch::Receiver<Arc<Config>>,
         input: Input,
         events: mpsc::Sender<NewEvent>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             counted,
             config,
             input,
             events,
+            metrics,
         }
     }
 
@@ -258,7 +270,9 @@ impl crate::supervision::Stage for Counting {
                     let Some(mut counter) = r.counter.take() else { return Ok(()) };
                     // Counting a frame is image work: off the runtime's threads,
                     // the counter lent to the blocking task and given back.
+                    let busy = Metrics::busy(&self.metrics, self.counted.stage());
                     let job = tokio::task::spawn_blocking(move || {
+                        let _busy = busy;
                         let counted = count(&mut counter, item);
                         (counter, counted)
                     })

@@ -394,6 +394,9 @@ fn count_error(metrics: &Metrics, e: &dyn std::fmt::Display) {
     Metrics::set_text(&metrics.detector_last_error, &e.to_string());
 }
 
+/// The stage's name in the metrics and the retained status.
+pub const NAME: &str = "object_detection";
+
 /// The stage.
 pub struct ObjectDetection {
     cfg: DetectorConfig,
@@ -483,7 +486,9 @@ impl crate::supervision::Stage for ObjectDetection {
             let (d, c) = (detector.clone(), cfg.clone());
             let f = frame.clone();
             let started = Instant::now();
+            let busy = Metrics::busy(&self.metrics, NAME);
             let found = tokio::task::spawn_blocking(move || {
+                let _busy = busy;
                 // The frame's own pixels: no copy.
                 let img = View {
                     width: f.width,

@@ -22,6 +22,7 @@ pub use config::{
 pub use counting::{Counted, Counting};
 pub use detection::{
     input_size_for, DetectedQueue, DetectorConfig, Input, ObjectDetection, DETECTOR_TUNABLE,
+    NAME as DETECTION,
 };
 pub use people::{Counter, InDirection, LineConfig, Params, Tally, TrackCounter, ZoneConfig};
-pub use reading::{read_vehicles, PlateReading, VehicleBox};
+pub use reading::{read_vehicles, PlateReading, VehicleBox, NAME as PLATE_READING};

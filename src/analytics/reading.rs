@@ -310,6 +310,9 @@ impl Snapshots {
     }
 }
 
+/// The stage's name in the metrics and the retained status.
+pub const NAME: &str = "plate_reading";
+
 pub struct PlateReading {
     cfg: PlatesConfig,
     /// The vehicle tracker's settings (`[detector]`), with the detector.
@@ -682,7 +685,9 @@ impl crate::supervision::Stage for PlateReading {
                     let seq = next_seq;
                     next_seq += 1;
                     let keep = Keep { frame, vehicles: Arc::new(vehicles) };
+                    let busy = Metrics::busy(&self.metrics, NAME);
                     reading.spawn_blocking(move || {
+                        let _busy = busy;
                         let started = Instant::now();
                         // A panic in the reader loses this frame only, and keeps
                         // the frames in order behind it.

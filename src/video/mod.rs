@@ -33,4 +33,4 @@ pub use frames::{Frame, FrameQueue, Queue};
 pub use pins::Pin;
 pub use pins::Pins;
 pub use pipeline::Source;
-pub use stage::Video;
+pub use stage::{Video, NAME};

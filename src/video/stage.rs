@@ -45,6 +45,9 @@ pub enum VideoError {
 const EOS_WAIT: Duration = Duration::from_secs(5);
 
 /// The video stage.
+/// The stage's name in the metrics and the retained status.
+pub const NAME: &str = "video";
+
 pub struct Video {
     cfg: VideoConfig,
     /// One queue per analytic; each frame is shared between them.
@@ -99,8 +102,12 @@ impl Video {
             segment_duration: self.cfg.segment_duration,
         };
         let (dir, pins, metrics) = (dir.to_owned(), self.pins.clone(), self.metrics.clone());
-        if let Err(e) =
-            tokio::task::spawn_blocking(move || retain(&dir, limits, &pins, &metrics)).await
+        let busy = Metrics::busy(&self.metrics, NAME);
+        if let Err(e) = tokio::task::spawn_blocking(move || {
+            let _busy = busy;
+            retain(&dir, limits, &pins, &metrics)
+        })
+        .await
         {
             tracing::error!(error = %e, "retention failed");
         }
