@@ -44,7 +44,11 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
     // Remote configuration hands changes over; each stage watches what it needs.
     let live = Live::new(&config);
     let config_rx = live.whole();
-    let (outbox_rx, mqtt_rx, synthetic_rx) = (live.outbox(), live.mqtt(), live.synthetic());
+    let (outbox_rx, mqtt_rx, synthetic_rx) = (
+        live.section(|c| c.outbox.clone()),
+        live.section(|c| c.mqtt.clone()),
+        live.section(|c| c.synthetic.clone()),
+    );
 
     let path = config.outbox_path();
     let (store, moved) = Store::open(&path, &config.outbox, Recovery::MoveAside)
@@ -84,7 +88,7 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
         Some(RemoteStage::new(
             remote,
             rx,
-            live,
+            live.clone(),
             retained_tx.clone(),
             metrics.clone(),
         ))
@@ -158,8 +162,8 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
     let wiring = mqtt::Wiring {
         outbox: handle.clone(),
         metrics: metrics.clone(),
-        config: config_rx.clone(),
         mqtt: mqtt_rx,
+        metrics_interval: live.section(|c| c.health.metrics_interval),
         inbound,
         retained: retained_rx,
     };
@@ -256,15 +260,15 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
             }
             // Restarted alone when a remote configuration changes `[detector]`
             // (what it detects, and the scores the trackers keep).
-            let (current, metrics) = (config_rx.clone(), metrics.clone());
+            let (section, metrics) = (live.section(|c| c.detector.clone()), metrics.clone());
+            let current = section.clone();
             stages.add_reconfigurable(
                 crate::analytics::DETECTION,
                 Policy::Restart,
-                config_rx.clone(),
-                |c| c.detector.clone(),
+                section,
                 move || {
                     ObjectDetection::new(
-                        current.borrow().detector.clone(),
+                        (**current.borrow()).clone(),
                         frames.clone(),
                         outputs.clone(),
                         metrics.clone(),
@@ -284,12 +288,13 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
             (Input::Frames(people_q), Input::Frames(plates_q), None)
         };
         let counting = |stages: &mut Supervisor, counted: Counted, input: Input| {
-            let (config_rx, events_tx) = (config_rx.clone(), events_tx.clone());
-            let metrics = metrics.clone();
+            let tracked = matches!(input, Input::Detections(_));
+            let settings = live.section(move |c| counted.settings(c, tracked));
+            let (events_tx, metrics) = (events_tx.clone(), metrics.clone());
             stages.add(counted.stage(), Policy::Restart, move || {
                 Counting::new(
                     counted,
-                    config_rx.clone(),
+                    settings.clone(),
                     input.clone(),
                     events_tx.clone(),
                     metrics.clone(),
@@ -303,8 +308,9 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
         if config.plates.enabled {
             // Restarted alone, with the models loaded again, when a remote
             // configuration changes `[plates]` or the vehicle tracker's settings.
+            let section = live.section(|c| (c.plates.clone(), c.detector.vehicle_tracking()));
             let (current, media, events_tx, metrics) = (
-                config_rx.clone(),
+                section.clone(),
                 config.upload.media_dir.clone(),
                 events_tx.clone(),
                 metrics.clone(),
@@ -312,12 +318,12 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
             stages.add_reconfigurable(
                 crate::analytics::PLATE_READING,
                 Policy::Restart,
-                config_rx.clone(),
-                |c| (c.plates.clone(), c.detector.vehicle_tracking()),
+                section,
                 move || {
+                    let (plates, tracking) = (**current.borrow()).clone();
                     PlateReading::new(
-                        current.borrow().plates.clone(),
-                        current.borrow().detector.vehicle_tracking(),
+                        plates,
+                        tracking,
                         media.clone(),
                         plates_in.clone(),
                         events_tx.clone(),
@@ -328,21 +334,16 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
         }
         // Restarted alone (the segment being written is closed first) when a
         // remote configuration changes `[video]`.
-        let (current, pins, metrics) = (config_rx.clone(), pins.clone(), metrics.clone());
-        stages.add_reconfigurable(
-            crate::video::NAME,
-            Policy::Restart,
-            config_rx.clone(),
-            |c| c.video.clone(),
-            move || {
-                Video::new(
-                    current.borrow().video.clone(),
-                    queues.clone(),
-                    pins.clone(),
-                    metrics.clone(),
-                )
-            },
-        );
+        let section = live.section(|c| c.video.clone());
+        let (current, pins, metrics) = (section.clone(), pins.clone(), metrics.clone());
+        stages.add_reconfigurable(crate::video::NAME, Policy::Restart, section, move || {
+            Video::new(
+                (**current.borrow()).clone(),
+                queues.clone(),
+                pins.clone(),
+                metrics.clone(),
+            )
+        });
     }
     if config.detector.enabled && !config.video.enabled {
         tracing::warn!("[detector] is on but [video] is off: nothing to detect in");
@@ -355,7 +356,7 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
             "log_level",
             Policy::Restart,
             LogLevel {
-                config: config_rx.clone(),
+                level: live.section(|c| c.log.level.clone()),
                 reload,
             },
         );
@@ -407,7 +408,7 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
 /// Applies `log.level` from the effective configuration as it changes.
 /// Follows `log.level` (reloading the log filter) when no `RUST_LOG` decides it.
 struct LogLevel {
-    config: watch::Receiver<Arc<Config>>,
+    level: watch::Receiver<Arc<String>>,
     reload: LogReload,
 }
 
@@ -415,21 +416,16 @@ impl Stage for LogLevel {
     type Error = std::convert::Infallible;
 
     async fn run(&mut self, shutdown: CancellationToken) -> Result<(), Self::Error> {
-        let mut level = self.config.borrow().log.level.clone();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
-                changed = self.config.changed() => if changed.is_err() { return Ok(()) },
+                changed = self.level.changed() => if changed.is_err() { return Ok(()) },
             }
-            let new = self.config.borrow_and_update().log.level.clone();
-            if new != level {
-                match (self.reload)(&new) {
-                    Ok(()) => tracing::info!(level = %new, "log level changed"),
-                    Err(e) => {
-                        tracing::warn!(level = %new, error = %e, "cannot change the log level")
-                    }
-                }
-                level = new;
+            // Woken only when `log.level` changed.
+            let new = self.level.borrow_and_update().clone();
+            match (self.reload)(&new) {
+                Ok(()) => tracing::info!(level = %new, "log level changed"),
+                Err(e) => tracing::warn!(level = %new, error = %e, "cannot change the log level"),
             }
         }
     }
@@ -557,31 +553,28 @@ impl Supervisor {
 
     /// As [`Supervisor::add`], and the stage is stopped and started again at once,
     /// alone, whenever the part of the effective configuration it is built from
-    /// (`section` of it) changes; `start` reads the configuration afresh.
-    fn add_reconfigurable<S: Stage, T: PartialEq + Send + 'static>(
+    /// (`section`, from [`Live::section`]: woken only when it changed) changes;
+    /// `build` reads the section afresh.
+    fn add_reconfigurable<S: Stage, T: Send + Sync + 'static>(
         &mut self,
         name: &'static str,
         policy: Policy,
-        mut config: watch::Receiver<Arc<Config>>,
-        section: impl Fn(&Config) -> T + Send + 'static,
+        mut section: watch::Receiver<Arc<T>>,
         build: impl FnMut() -> S + Send + 'static,
     ) {
         self.add(name, policy, build);
         let i = self.stages.len() - 1;
         let (changed, shutdown) = (self.changed_tx.clone(), self.shutdown.clone());
-        let mut current = section(&config.borrow_and_update());
+        section.mark_unchanged();
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    r = config.changed() => if r.is_err() { return },
+                    r = section.changed() => if r.is_err() { return },
                 }
-                let new = section(&config.borrow_and_update());
-                if new != current {
-                    current = new;
-                    if changed.send(i).await.is_err() {
-                        return;
-                    }
+                section.mark_unchanged();
+                if changed.send(i).await.is_err() {
+                    return;
                 }
             }
         });

@@ -32,7 +32,23 @@ pub enum Counted {
     Traffic,
 }
 
+/// What a counting stage takes from the configuration: its section, and the
+/// tracker's settings when it counts the detector's tracks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    counting: PeopleConfig,
+    tracking: Option<tracking::Params>,
+}
+
 impl Counted {
+    /// Its settings in `c`; `tracked` when it counts the detector's tracks.
+    pub fn settings(self, c: &Config, tracked: bool) -> Settings {
+        Settings {
+            counting: self.section(c),
+            tracking: tracked.then(|| self.tracking(&c.detector)),
+        }
+    }
+
     /// The stage's name in the metrics and the retained status.
     pub fn stage(self) -> &'static str {
         match self {
@@ -81,7 +97,7 @@ impl Counted {
 
 pub struct Counting {
     counted: Counted,
-    config: watch::Receiver<Arc<Config>>,
+    config: watch::Receiver<Arc<Settings>>,
     input: Input,
     events: mpsc::Sender<NewEvent>,
     metrics: Arc<Metrics>,
@@ -166,7 +182,7 @@ impl Run {
 impl Counting {
     pub fn new(
         counted: Counted,
-        config: watch::Receiver<Arc<Config>>,
+        config: watch::Receiver<Arc<Settings>>,
         input: Input,
         events: mpsc::Sender<NewEvent>,
         metrics: Arc<Metrics>,
@@ -226,12 +242,8 @@ impl crate::supervision::Stage for Counting {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
             let (cfg, tracking) = {
-                let config = self.config.borrow_and_update();
-                let tracking = match self.input {
-                    Input::Frames(_) => None,
-                    Input::Detections(_) => Some(self.counted.tracking(&config.detector)),
-                };
-                (self.counted.section(&config), tracking)
+                let settings = self.config.borrow_and_update();
+                (settings.counting.clone(), settings.tracking)
             };
             let changed = run
                 .as_ref()

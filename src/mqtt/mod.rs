@@ -139,10 +139,11 @@ pub const MAX_PENDING_CONTROL: usize = 256;
 pub struct Wiring {
     pub outbox: OutboxHandle,
     pub metrics: Arc<Metrics>,
-    /// The effective configuration; remote changes arrive here.
-    pub config: watch::Receiver<Arc<Config>>,
-    /// The `[mqtt]` section of it, for the connection.
+    /// The effective `[mqtt]` section, for the connection and the publisher;
+    /// remote changes arrive here.
     pub mqtt: watch::Receiver<Arc<MqttConfig>>,
+    /// `health.metrics_interval`: how often the publisher sends the metrics.
+    pub metrics_interval: watch::Receiver<Arc<Duration>>,
     /// Topics to subscribe to on every connection, and where their messages go.
     pub inbound: Vec<(String, mpsc::Sender<InboundMessage>)>,
     /// Status and response messages of other stages to publish.

@@ -18,7 +18,6 @@ use super::{ControlPublish, InboundAck, InboundMessage, MqttError, Wiring};
 use crate::events::{encode_batch, now_ms};
 use crate::metrics::Metrics;
 use crate::outbox::OutboxHandle;
-use crate::settings::Config;
 use crate::topics::Topics;
 
 /// Events fetched from the outbox at once.
@@ -67,8 +66,10 @@ pub struct Publisher {
     drained: bool,
     /// A metrics message waiting for room under the ceilings.
     pending_metrics: Option<String>,
-    /// The effective configuration (remote changes arrive here).
-    config: watch::Receiver<Arc<Config>>,
+    /// The effective `[mqtt]` section and metrics interval (remote changes
+    /// arrive here).
+    mqtt: watch::Receiver<Arc<MqttConfig>>,
+    metrics_interval_rx: watch::Receiver<Arc<Duration>>,
     /// Topics subscribed on every connection, and where their messages go.
     routes: Vec<(String, mpsc::Sender<InboundMessage>)>,
     /// Retained messages other stages ask us to publish.
@@ -111,8 +112,8 @@ impl Publisher {
         camera_id: &str,
         wiring: Wiring,
     ) -> Self {
-        let config = wiring.config.borrow().clone();
-        let cfg = config.mqtt.clone();
+        let cfg = (**wiring.mqtt.borrow()).clone();
+        let metrics_interval = **wiring.metrics_interval.borrow();
         Self {
             limiter: RateLimiter::new(cfg.max_publishes_per_sec, cfg.max_bytes_per_sec),
             pack_limit: pack_limit(cfg.max_message_bytes, cfg.billing_step_bytes),
@@ -123,7 +124,7 @@ impl Publisher {
             camera_id: camera_id.to_owned(),
             topics: Topics::new(camera_id),
             metrics: wiring.metrics,
-            metrics_interval: config.health.metrics_interval,
+            metrics_interval,
             started_ms: now_ms(),
             connected_ms: 0,
             status_stale: false,
@@ -138,22 +139,21 @@ impl Publisher {
             max_published: 0,
             drained: false,
             pending_metrics: None,
-            config: wiring.config,
+            mqtt: wiring.mqtt,
+            metrics_interval_rx: wiring.metrics_interval,
             routes: wiring.inbound,
             retained_rx: wiring.retained,
             pending_retained: Vec::new(),
         }
     }
 
-    /// Takes up a new effective configuration: ceilings, batching and the metrics
-    /// interval apply from the next publish on.
-    fn reconfigure(&mut self, config: &Config) {
-        let m = &config.mqtt;
+    /// Takes up a new `[mqtt]` section: ceilings and batching apply from the next
+    /// publish on.
+    fn reconfigure(&mut self, m: &MqttConfig) {
         self.limiter
             .set_limits(m.max_publishes_per_sec, m.max_bytes_per_sec);
         self.pack_limit = pack_limit(m.max_message_bytes, m.billing_step_bytes);
         self.cfg = m.clone();
-        self.metrics_interval = config.health.metrics_interval;
     }
 
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), MqttError> {
@@ -203,15 +203,13 @@ impl Publisher {
                     self.status_stale = false;
                     self.send_birth();
                 }
-                changed = self.config.changed() => {
-                    if changed.is_ok() {
-                        let config = self.config.borrow_and_update().clone();
-                        let interval = self.metrics_interval;
-                        self.reconfigure(&config);
-                        if self.metrics_interval != interval {
-                            metrics_tick = metrics_ticker(self.metrics_interval).await;
-                        }
-                    }
+                Ok(()) = self.mqtt.changed() => {
+                    let m = self.mqtt.borrow_and_update().clone();
+                    self.reconfigure(&m);
+                }
+                Ok(()) = self.metrics_interval_rx.changed() => {
+                    self.metrics_interval = **self.metrics_interval_rx.borrow_and_update();
+                    metrics_tick = metrics_ticker(self.metrics_interval).await;
                 }
                 retained = self.retained_rx.recv(), if retained_open => match retained {
                     Some(r) => {

@@ -84,42 +84,39 @@ impl Config {
     }
 }
 
+/// Hands one new configuration to one section's receivers.
+type Section = Box<dyn Fn(&Config) + Send + Sync>;
+
 /// The effective configuration as the stages receive it: the whole, for the
-/// stages that describe or combine several sections, and the sections a stage
-/// watches alone, so that a remote change wakes only the stages whose section it
+/// stages that describe or combine several sections, and sections (or any part
+/// a stage takes from the configuration), each woken only when what it takes
 /// changed (a new counting line does not make the outbox re-apply its limits).
+/// Clones hand over to the same receivers.
+#[derive(Clone)]
 pub struct Live {
     whole: watch::Sender<Arc<Config>>,
-    outbox: watch::Sender<Arc<crate::outbox::OutboxConfig>>,
-    mqtt: watch::Sender<Arc<crate::mqtt::MqttConfig>>,
-    synthetic: watch::Sender<Arc<crate::synthetic::SyntheticConfig>>,
+    sections: Arc<std::sync::Mutex<Vec<Section>>>,
 }
 
 impl Live {
     pub fn new(config: &Config) -> Self {
         Self {
             whole: watch::Sender::new(Arc::new(config.clone())),
-            outbox: watch::Sender::new(Arc::new(config.outbox.clone())),
-            mqtt: watch::Sender::new(Arc::new(config.mqtt.clone())),
-            synthetic: watch::Sender::new(Arc::new(config.synthetic.clone())),
+            sections: Arc::default(),
         }
     }
 
     /// Hands `config` over: the whole to every receiver of it, each section only
     /// where it changed.
     pub fn send(&self, config: Config) {
-        fn section<T: PartialEq + Clone>(tx: &watch::Sender<Arc<T>>, new: &T) {
-            tx.send_if_modified(|current| {
-                let changed = **current != *new;
-                if changed {
-                    *current = Arc::new(new.clone());
-                }
-                changed
-            });
+        for section in self
+            .sections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            section(&config);
         }
-        section(&self.outbox, &config.outbox);
-        section(&self.mqtt, &config.mqtt);
-        section(&self.synthetic, &config.synthetic);
         self.whole.send_replace(Arc::new(config));
     }
 
@@ -127,16 +124,31 @@ impl Live {
         self.whole.subscribe()
     }
 
-    pub fn outbox(&self) -> watch::Receiver<Arc<crate::outbox::OutboxConfig>> {
-        self.outbox.subscribe()
-    }
-
-    pub fn mqtt(&self) -> watch::Receiver<Arc<crate::mqtt::MqttConfig>> {
-        self.mqtt.subscribe()
-    }
-
-    pub fn synthetic(&self) -> watch::Receiver<Arc<crate::synthetic::SyntheticConfig>> {
-        self.synthetic.subscribe()
+    /// What `of` takes from the configuration, now and at each change of it.
+    pub fn section<T>(
+        &self,
+        of: impl Fn(&Config) -> T + Send + Sync + 'static,
+    ) -> watch::Receiver<Arc<T>>
+    where
+        T: PartialEq + Send + Sync + 'static,
+    {
+        let tx = watch::Sender::new(Arc::new(of(&self.whole.borrow())));
+        let rx = tx.subscribe();
+        let update = move |config: &Config| {
+            let new = of(config);
+            tx.send_if_modified(|current| {
+                let changed = **current != new;
+                if changed {
+                    *current = Arc::new(new);
+                }
+                changed
+            });
+        };
+        self.sections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Box::new(update));
+        rx
     }
 }
 

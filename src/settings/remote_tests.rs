@@ -421,8 +421,13 @@ fn no_input_panics_the_parser_or_merger() {
 fn a_change_wakes_only_the_stages_whose_section_it_changed() {
     let config = Config::parse(LOCAL).unwrap();
     let live = super::Live::new(&config);
-    let (mut whole, outbox, mqtt, mut synthetic) =
-        (live.whole(), live.outbox(), live.mqtt(), live.synthetic());
+    let (mut whole, outbox, mqtt) = (
+        live.whole(),
+        live.section(|c| c.outbox.clone()),
+        live.section(|c| c.mqtt.clone()),
+    );
+    // Registered through a clone, as a stage holding one would.
+    let mut synthetic = live.clone().section(|c| c.synthetic.clone());
     let mut changed = config.clone();
     changed.synthetic.kind = "other".to_owned();
     live.send(changed.clone());
