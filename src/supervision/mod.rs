@@ -1,6 +1,11 @@
-//! What the supervisor (`app.rs`) does when a stage ends, without I/O: each
-//! stage's written policy, its state as the metrics report it, and the backoff
-//! between restarts.
+//! What the supervisor does when a stage ends, without I/O: each stage's written
+//! policy, its state as the metrics report it, and the backoff between restarts.
+//! The supervisor itself, which runs the stages, is [`Supervisor`]; `app.rs`
+//! builds the stages and hands them to it.
+
+mod supervisor;
+
+pub use supervisor::Supervisor;
 
 use std::future::Future;
 use std::time::Duration;
