@@ -645,3 +645,68 @@ async fn file_source_loops_at_its_own_pace_and_is_recorded() {
     let (frames, _) = decode(&files[0]);
     assert!(frames >= 20, "{frames} frames in the first segment");
 }
+
+/// A fault injected while recording: the recordings directory is replaced by a
+/// file (root, as the tests may run, writes through permissions, not through a
+/// file). The failure shows in the metrics within a few intervals, the pipeline is
+/// rebuilt with backoff, other events keep flowing, and recording resumes once
+/// the directory is back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_recordings_directory_that_breaks_is_reported_retried_and_recovered() {
+    let rig = Rig::new(
+        "video-dir-fault",
+        "[health]\nmetrics_interval = \"1s\"\n\
+         [synthetic]\nenabled = true\nrate_per_sec = 20.0\n\
+         [video]\nenabled = true\nsource = \"test\"\nwidth = 320\nheight = 240\nframerate = 15\n\
+         segment_duration = \"1s\"\n",
+    )
+    .await;
+    let recordings = rig.recordings();
+    let mut daemon = rig.daemon(0);
+    wait_until("two segments", Duration::from_secs(30), || {
+        segments(&recordings).len() >= 2
+    })
+    .await;
+
+    // The fault: the directory moved away, a file in its place.
+    let aside = recordings.with_extension("aside");
+    std::fs::rename(&recordings, &aside).unwrap();
+    std::fs::write(&recordings, b"not a directory").unwrap();
+    let restarts = |m: &Value| m["video"]["restarts"].as_u64().unwrap_or(0);
+    let seen = rig.observer.metrics().len();
+    wait_until(
+        "the failure in the metrics",
+        Duration::from_secs(20),
+        || {
+            rig.observer.metrics()[seen..]
+                .iter()
+                .any(|m| restarts(m) >= 1 && m["video"]["last_error"].is_string())
+        },
+    )
+    .await;
+    assert!(daemon.proc.is_running(), "{}", daemon.log_text());
+    let before = rig.observer.distinct_events();
+    wait_until(
+        "events still flowing during the fault",
+        Duration::from_secs(10),
+        || rig.observer.distinct_events() >= before + 20,
+    )
+    .await;
+
+    // The fault goes: the file removed, the directory back (empty). Recording
+    // resumes at the next rebuild.
+    std::fs::remove_file(&recordings).unwrap();
+    std::fs::create_dir(&recordings).unwrap();
+    wait_until(
+        "recording resumed into the restored directory",
+        Duration::from_secs(90),
+        || segments(&recordings).len() >= 2,
+    )
+    .await;
+    let last = rig.observer.metrics().last().cloned().unwrap();
+    assert_eq!(last["stages"]["video"]["state"], "running", "{last}");
+    assert!(restarts(&last) >= 1, "{last}");
+    let status = daemon.proc.terminate().expect("stops");
+    assert!(status.success(), "{}", daemon.log_text());
+    drop(std::fs::remove_dir_all(&aside));
+}
