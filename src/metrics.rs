@@ -92,6 +92,9 @@ pub struct Metrics {
     pub uploads_failed: AtomicU64,
     pub upload_attempts_failed: AtomicU64,
     pub upload_bytes: AtomicU64,
+    /// Upload jobs databases found corrupt (at start or after an error) and moved
+    /// aside; the jobs in them are lost.
+    pub upload_db_resets: AtomicU64,
     /// Plates: frames dropped because the readers lagged (oldest first), frames
     /// read, frames skipped by the motion gate, reads kept, vehicles reported,
     /// tracks discarded (too few reads), reading time in total (µs), reader errors,
@@ -298,6 +301,7 @@ pub fn payload<S: serde::Serialize>(
             "attempts_failed": Metrics::get(&m.upload_attempts_failed),
             "bytes": Metrics::get(&m.upload_bytes),
             "responses_dropped": Metrics::get(&m.responses_dropped),
+            "db_resets": Metrics::get(&m.upload_db_resets),
         },
         "plates": {
             "frames_dropped": Metrics::get(&m.plate_frames_dropped),

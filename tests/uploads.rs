@@ -661,3 +661,59 @@ async fn recordings_a_pending_upload_needs_survive_a_tiny_disk_budget() {
         daemon.log_text()
     );
 }
+
+/// A fault injected while running: the jobs database is overwritten with garbage.
+/// The next request makes the stage fail; it is seen restarting in the metrics,
+/// opens the database afresh, moves the corrupt one aside (counted), and the
+/// request that met the fault is still answered and uploaded.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_jobs_database_corrupted_while_running_is_moved_aside_and_uploads_go_on() {
+    let dir = test_dir("uploads-corrupt-db");
+    let s3 = S3Server::start(&dir.path().join("s3"));
+    s3.bucket("clips");
+    let media = dir.path().join("media");
+    random_file(&media.join("snapshots/a.jpg"), 30_000);
+    random_file(&media.join("snapshots/b.jpg"), 40_000);
+    let rig = Rig::new("uploads-corrupt-db", &upload_config(&media, s3.port, "")).await;
+    let daemon = rig.daemon_with_s3_credentials(0);
+    wait_subscribed(&rig).await;
+    let upload = |id: &str, file: &str| json!({"request_id": id, "file": file, "s3": {"bucket": "clips", "key": file}});
+    request(&rig, upload("before", "snapshots/a.jpg")).await;
+    let done = outcome(&rig, "before", Duration::from_secs(30)).await;
+    assert_eq!(done["state"], "done", "{done}");
+
+    // The fault: every byte of the database, of its write-ahead log (where its
+    // latest pages are) and of the log's index overwritten while the stage has
+    // them open (with the index intact, SQLite would go on from its cache).
+    for file in ["uploads.db", "uploads.db-wal", "uploads.db-shm"] {
+        let path = rig.path().join("state").join(file);
+        let len = std::fs::metadata(&path).unwrap().len() as usize;
+        std::fs::write(&path, vec![0x5a; len.max(8192)]).unwrap();
+    }
+    request(&rig, upload("after", "snapshots/b.jpg")).await;
+    let done = outcome(&rig, "after", Duration::from_secs(60)).await;
+    assert_eq!(done["state"], "done", "{done}\n{}", daemon.log_text());
+    assert_eq!(
+        sha256_file(&s3.object("clips", "snapshots/b.jpg")),
+        sha256_file(&media.join("snapshots/b.jpg"))
+    );
+    assert!(rig.path().join("state/uploads.db.corrupt").exists());
+    wait_until("the reset in the metrics", Duration::from_secs(10), || {
+        rig.observer.metrics().last().is_some_and(|m| {
+            m["uploads"]["db_resets"] == 1
+                && m["stages"]["uploads"]["state"] == "running"
+                && m["stages"]["uploads"]["restarts"].as_u64() >= Some(1)
+        })
+    })
+    .await;
+    // The failure was visible while it lasted.
+    assert!(
+        rig.observer
+            .metrics()
+            .iter()
+            .any(|m| m["stages"]["uploads"]["last_error"].is_string()),
+        "{}",
+        daemon.log_text()
+    );
+    assert_schemas(&rig.observer);
+}

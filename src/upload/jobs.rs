@@ -110,10 +110,11 @@ fn job(row: &sqlx::sqlite::SqliteRow) -> Job {
 }
 
 impl Jobs {
-    /// Opens (or creates) the database; one that cannot be opened is moved aside.
-    pub async fn open(path: &Path) -> Result<Self, JobsError> {
+    /// Opens (or creates) the database; a corrupt one is moved aside (where to is
+    /// returned) and a new one started.
+    pub async fn open(path: &Path) -> Result<(Self, Option<PathBuf>), JobsError> {
         match Self::try_open(path).await {
-            Ok(j) => Ok(j),
+            Ok(j) => Ok((j, None)),
             // Only a corrupt database is given up; any other error is reported with
             // the jobs in it kept, for the next start.
             Err(e @ JobsError::Corrupt { .. }) => {
@@ -126,7 +127,7 @@ impl Jobs {
                     // Leftovers of the old database would be applied to the new one.
                     std::fs::remove_file(path.with_extension(suffix)).unwrap_or(());
                 }
-                Self::try_open(path).await
+                Ok((Self::try_open(path).await?, Some(aside)))
             }
             Err(e) => Err(e),
         }
@@ -340,7 +341,7 @@ mod tests {
     async fn a_repeated_request_id_finds_the_first_job_and_parts_survive_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("uploads.db");
-        let mut jobs = Jobs::open(&path).await.unwrap();
+        let mut jobs = Jobs::open(&path).await.unwrap().0;
         assert!(jobs.insert("r1", "{}", 1).await.unwrap().is_ok());
         jobs.set_upload_id("r1", Some("u-1"), 2).await.unwrap();
         let part = Part {
@@ -351,7 +352,7 @@ mod tests {
         jobs.add_part("r1", &part).await.unwrap();
         jobs.close().await.unwrap();
 
-        let mut jobs = Jobs::open(&path).await.unwrap();
+        let mut jobs = Jobs::open(&path).await.unwrap().0;
         let existing = jobs.insert("r1", "{}", 3).await.unwrap().unwrap_err();
         assert_eq!(existing.upload_id.as_deref(), Some("u-1"));
         assert_eq!(jobs.parts("r1").await.unwrap(), vec![part]);
@@ -373,7 +374,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("uploads.db");
         std::fs::write(&path, vec![0x5a; 8192]).unwrap();
-        let mut jobs = Jobs::open(&path).await.unwrap();
+        let mut jobs = Jobs::open(&path).await.unwrap().0;
         assert!(jobs.insert("r1", "{}", 1).await.unwrap().is_ok());
         assert!(dir.path().join("uploads.db.corrupt").exists());
     }

@@ -68,6 +68,14 @@ pub struct Uploads {
     pins: Pins,
     metrics: Arc<Metrics>,
     jobs: Jobs,
+    /// Where the jobs database is.
+    jobs_path: PathBuf,
+    /// The last run ended in an error: the next one opens the jobs database
+    /// afresh (a database corrupted while running is moved aside then).
+    reopen: bool,
+    /// The request whose handling met that error: taken again first at the next
+    /// run (unacknowledged meanwhile), so its sender still gets an answer.
+    failed_request: Option<InboundMessage>,
     response_topic: String,
     policy: Policy,
     retry: Retry,
@@ -92,7 +100,11 @@ impl Uploads {
             dir: work_dir.clone(),
             source,
         })?;
-        let mut jobs = Jobs::open(&config.storage.state_dir.join("uploads.db")).await?;
+        let jobs_path = config.storage.state_dir.join("uploads.db");
+        let (mut jobs, moved) = Jobs::open(&jobs_path).await?;
+        if moved.is_some() {
+            Metrics::add(&metrics.upload_db_resets, 1);
+        }
         let u = &config.upload;
         let policy = Policy {
             max_request_bytes: u.max_request_bytes,
@@ -122,6 +134,9 @@ impl Uploads {
             pins,
             metrics,
             jobs,
+            jobs_path,
+            reopen: false,
+            failed_request: None,
         })
     }
 
@@ -643,8 +658,60 @@ impl crate::supervision::Stage for Uploads {
     type Error = UploadError;
 
     /// Takes requests and runs uploads until shutdown. On an error it returns with
-    /// its requests and jobs kept: running it again resumes the unfinished jobs.
+    /// its requests and jobs kept: running it again opens the jobs database afresh
+    /// and resumes the unfinished jobs.
     async fn run(&mut self, shutdown: CancellationToken) -> Result<(), UploadError> {
+        if std::mem::take(&mut self.reopen) {
+            let (jobs, moved) = Jobs::open(&self.jobs_path).await.inspect_err(|_| {
+                self.reopen = true;
+            })?;
+            if moved.is_some() {
+                // Its jobs are lost: their senders saw them accepted, and get no
+                // further response.
+                Metrics::add(&self.metrics.upload_db_resets, 1);
+            }
+            self.jobs = jobs;
+        }
+        let served = self.serve(shutdown).await;
+        self.reopen = served.is_err();
+        served
+    }
+}
+
+impl Drop for Uploads {
+    fn drop(&mut self) {
+        // Not handled: the broker delivers it again, not acknowledged unanswered.
+        if let Some(m) = &mut self.failed_request {
+            m.leave_unacked();
+        }
+    }
+}
+
+impl Uploads {
+    /// Takes one file request. The broker gets its acknowledgement when `m` is
+    /// dropped: once the job is recorded (or the request answered), not before.
+    /// On an error the request is kept for the next run.
+    async fn take_request(
+        &mut self,
+        m: InboundMessage,
+        waiting: &mut VecDeque<String>,
+        delayed: &mut Vec<(Instant, String)>,
+    ) -> Result<(), UploadError> {
+        match self.on_request(&m.payload).await {
+            Ok(Some((id, at))) => match at {
+                Some(at) => delayed.push((at, id)),
+                None => waiting.push_back(id),
+            },
+            Ok(None) => {}
+            Err(e) => {
+                self.failed_request = Some(m);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    async fn serve(&mut self, shutdown: CancellationToken) -> Result<(), UploadError> {
         let mut waiting: VecDeque<String> = VecDeque::new();
         let mut delayed: Vec<(Instant, String)> = Vec::new();
         for job in self.jobs.unfinished().await? {
@@ -653,6 +720,9 @@ impl crate::supervision::Stage for Uploads {
                 Some(at) => delayed.push((at, job.request_id)),
                 None => waiting.push_back(job.request_id),
             }
+        }
+        if let Some(m) = self.failed_request.take() {
+            self.take_request(m, &mut waiting, &mut delayed).await?;
         }
         let (report_tx, mut report_rx) = mpsc::channel::<(String, Report)>(64);
         let mut running: HashMap<String, Running> = HashMap::new();
@@ -681,19 +751,7 @@ impl crate::supervision::Stage for Uploads {
                     break;
                 }
                 msg = self.requests.recv(), if requests_open => match msg {
-                    // The broker gets its acknowledgement when `m` is dropped: once
-                    // the job is recorded (or the request answered), not before.
-                    Some(mut m) => match self.on_request(&m.payload).await {
-                        Ok(Some((id, at))) => match at {
-                            Some(at) => delayed.push((at, id)),
-                            None => waiting.push_back(id),
-                        },
-                        Ok(None) => {}
-                        Err(e) => {
-                            m.leave_unacked();
-                            return Err(e);
-                        }
-                    },
+                    Some(m) => self.take_request(m, &mut waiting, &mut delayed).await?,
                     None => requests_open = false,
                 },
                 Some((id, report)) = report_rx.recv() => self.on_report(&id, report).await?,
