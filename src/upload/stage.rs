@@ -690,7 +690,9 @@ impl Drop for Uploads {
 impl Uploads {
     /// Takes one file request. The broker gets its acknowledgement when `m` is
     /// dropped: once the job is recorded (or the request answered), not before.
-    /// On an error the request is kept for the next run.
+    /// On an error the request is kept for the next run: only the jobs database
+    /// fails a request so (a bad one is answered `rejected`), so taking it again
+    /// once the database works cannot loop on the request itself.
     async fn take_request(
         &mut self,
         m: InboundMessage,
