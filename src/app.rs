@@ -189,12 +189,12 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
     {
         // The handle itself, not a clone: the outbox ends once every handle and
         // sender is gone.
-        let (metrics, config_rx) = (metrics.clone(), config_rx.clone());
+        let (metrics, settings) = (metrics.clone(), live.section(health::Settings::of));
         stages.add("health", Policy::Restart, move || {
             Health::new(
                 handle.clone(),
                 metrics.clone(),
-                config_rx.clone(),
+                settings.clone(),
                 started_ms,
             )
         });

@@ -29,11 +29,35 @@ pub fn notify_stopping() {
     }
 }
 
+/// What the health stage takes from the configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub camera_id: String,
+    pub status_path: std::path::PathBuf,
+    pub metrics_interval: Duration,
+    /// How long the MQTT event loop may go without coming round: it polls at
+    /// least once a keepalive, a connection attempt plus its backoff, or an
+    /// acknowledgement wait; twice that is stuck.
+    pub loop_limit: Duration,
+}
+
+impl Settings {
+    pub fn of(c: &Config) -> Self {
+        let m = &c.mqtt;
+        Self {
+            camera_id: c.identity.camera_id.clone(),
+            status_path: status_path(c),
+            metrics_interval: c.health.metrics_interval,
+            loop_limit: 2 * (m.keepalive + m.connect_timeout + m.backoff_max + m.ack_timeout),
+        }
+    }
+}
+
 /// The health stage.
 pub struct Health {
     outbox: OutboxHandle,
     metrics: Arc<Metrics>,
-    config: watch::Receiver<Arc<Config>>,
+    settings: watch::Receiver<Arc<Settings>>,
     /// When the daemon started, ms since the epoch.
     started_ms: i64,
 }
@@ -58,23 +82,20 @@ impl Health {
     pub fn new(
         outbox: OutboxHandle,
         metrics: Arc<Metrics>,
-        config: watch::Receiver<Arc<Config>>,
+        settings: watch::Receiver<Arc<Settings>>,
         started_ms: i64,
     ) -> Self {
         Self {
             outbox,
             metrics,
-            config,
+            settings,
             started_ms,
         }
     }
 
     /// Whether the watchdog may be pinged (see [`watchdog_verdict`]).
     fn verdict(&self) -> Result<(), String> {
-        let m = &self.config.borrow().mqtt;
-        // The loop polls at least once a keepalive, a connection attempt plus its
-        // backoff, or an acknowledgement wait; twice that is stuck.
-        let limit = 2 * (m.keepalive + m.connect_timeout + m.backoff_max + m.ack_timeout);
+        let limit = self.settings.borrow().loop_limit;
         let last = self
             .metrics
             .mqtt_loop_ms
@@ -90,14 +111,14 @@ impl Health {
             Ok(Ok(s)) => Some(s),
             _ => None,
         };
-        let config = self.config.borrow().clone();
+        let settings = self.settings.borrow().clone();
         let payload = crate::metrics::payload(
-            &config.identity.camera_id,
+            &settings.camera_id,
             self.started_ms,
             &self.metrics,
             stats.as_ref(),
         );
-        let path = status_path(&config);
+        let path = settings.status_path.clone();
         let written = {
             let path = path.clone();
             tokio::task::spawn_blocking(move || {
@@ -175,7 +196,7 @@ impl crate::supervision::Stage for Health {
         let watchdog =
             sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec / 2));
         let mut ping = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
-        let mut log_interval = self.config.borrow().health.metrics_interval;
+        let mut log_interval = self.settings.borrow().metrics_interval;
         let mut log = log_ticker(log_interval);
         // Freed large blocks that no model took again go back to the kernel.
         let mut trim = tokio::time::interval(Duration::from_millis(crate::memory::MAX_WAIT_MS / 2));
@@ -204,8 +225,8 @@ impl crate::supervision::Stage for Health {
                     self.log_status();
                     self.write_status().await;
                 }
-                Ok(()) = self.config.changed() => {
-                    let interval = self.config.borrow_and_update().health.metrics_interval;
+                Ok(()) = self.settings.changed() => {
+                    let interval = self.settings.borrow_and_update().metrics_interval;
                     if interval != log_interval {
                         log_interval = interval;
                         log = log_ticker(interval);
