@@ -109,7 +109,8 @@ pub async fn run(local: Config, log_reload: Option<LogReload>) -> anyhow::Result
             tx,
         ));
         match Uploads::new(
-            config_rx.clone(),
+            Arc::new(config.clone()),
+            live.section(crate::upload::Tunables::of),
             rx,
             retained_tx.clone(),
             pins.clone(),

@@ -33,4 +33,4 @@ mod transfer;
 
 pub use config::{UploadConfig, TUNABLE};
 #[cfg(feature = "uploads")]
-pub use stage::Uploads;
+pub use stage::{Tunables, Uploads};

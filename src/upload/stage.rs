@@ -59,10 +59,28 @@ struct Attempt {
     clip_path: PathBuf,
 }
 
+/// What the uploads stage follows live: its section (only its limits are taken
+/// up live) and the video's segment length (when a clip's segments are closed).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tunables {
+    upload: super::UploadConfig,
+    segment_duration: Duration,
+}
+
+impl Tunables {
+    pub fn of(c: &Config) -> Self {
+        Self {
+            upload: c.upload.clone(),
+            segment_duration: c.video.segment_duration,
+        }
+    }
+}
+
 pub struct Uploads {
+    /// The configuration at start-up, with the limits followed since.
     config: Arc<Config>,
-    /// The effective configuration, for the limits that apply live.
-    live: watch::Receiver<Arc<Config>>,
+    /// The limits that apply live.
+    live: watch::Receiver<Arc<Tunables>>,
     requests: Inbox,
     responses: mpsc::Sender<ControlPublish>,
     pins: Pins,
@@ -88,13 +106,13 @@ impl Uploads {
     /// Opens the jobs database and pins what unfinished jobs need (before the video
     /// stage's first retention).
     pub async fn new(
-        live: watch::Receiver<Arc<Config>>,
+        config: Arc<Config>,
+        live: watch::Receiver<Arc<Tunables>>,
         requests: mpsc::Receiver<InboundMessage>,
         responses: mpsc::Sender<ControlPublish>,
         pins: Pins,
         metrics: Arc<Metrics>,
     ) -> Result<Self, UploadError> {
-        let config = live.borrow().clone();
         let work_dir = config.storage.state_dir.join("uploads");
         std::fs::create_dir_all(&work_dir).map_err(|source| UploadError::StateDir {
             dir: work_dir.clone(),
@@ -149,7 +167,7 @@ impl Uploads {
     fn follow_limits(&mut self) {
         let live = self.live.borrow_and_update().clone();
         let (new, old) = (&live.upload, &self.config.upload);
-        let segment_duration = live.video.segment_duration;
+        let segment_duration = live.segment_duration;
         if segment_duration == self.config.video.segment_duration
             && (
                 new.concurrency,
