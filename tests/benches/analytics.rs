@@ -7,7 +7,9 @@
 //! - with the detector: tracked persons and plates read inside tracked vehicles,
 //!   one reader thread, vehicle crops at the default 960x544 and at 640x384;
 //! - with the detector on a scene with no vehicle (the test source): what a frame
-//!   without a vehicle costs.
+//!   without a vehicle costs; and the same from an RTSP source that serves a
+//!   pre-encoded empty road as it is (a camera's case: nothing encoded beside
+//!   the detector).
 //!
 //! The scene with a vehicle is a real car photograph from the plate development
 //! set (`EDGECAM_TEST_PLATES`, else `../shared/data/plates-dev`) sliding across a
@@ -156,6 +158,23 @@ fn main() {
         });
     }
     runs.push(run("no vehicle, detector", "test", true, true));
+    // The same empty road as a camera sends it: its own H.264 over RTSP,
+    // recorded as sent, so no encoder runs beside the detector (the `test`
+    // source encodes 1280x720 in software). Two minutes of grey road, served
+    // once at its own pace.
+    let empty = src.path().join("empty.mp4");
+    encode_video(&empty, (1280, 720, 10), 1200, |_| {
+        vec![110u8; 1280 * 720 * 3]
+    });
+    let rtsp_port = free_port();
+    let _rtsp = RtspServer::start_file(rtsp_port, &empty);
+    let rtsp = format!("rtsp://127.0.0.1:{rtsp_port}/cam");
+    runs.push(run(
+        "no vehicle, detector, RTSP (nothing encoded)",
+        &rtsp,
+        true,
+        true,
+    ));
     if cfg!(feature = "ort") {
         if let Some(car) = &car {
             runs.push(Run {

@@ -1126,7 +1126,30 @@ pub struct RtspServer {
 impl RtspServer {
     /// Serves `width`x`height` at `fps` (H.264, a keyframe a second).
     pub fn start_with(port: u16, width: u32, height: u32, fps: u32) -> Self {
-        Self::serve(port, width, height, fps, None)
+        Self::serve(port, &Self::test_video(width, height, fps), None)
+    }
+
+    /// Serves an MP4 file's H.264 as it is, once, at its own pace: nothing is
+    /// encoded on this machine while it plays, as with a camera's own encoder.
+    #[allow(dead_code)]
+    pub fn start_file(port: u16, mp4: &Path) -> Self {
+        Self::serve(
+            port,
+            &format!(
+                "( filesrc location=\"{}\" ! qtdemux ! h264parse config-interval=-1 ! \
+                 rtph264pay name=pay0 pt=96 )",
+                mp4.display()
+            ),
+            None,
+        )
+    }
+
+    fn test_video(width: u32, height: u32, fps: u32) -> String {
+        format!(
+            "( videotestsrc is-live=true pattern=ball ! video/x-raw,width={width},height={height},framerate={fps}/1 ! \
+             clockoverlay ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={fps} ! \
+             rtph264pay name=pay0 pt=96 )"
+        )
     }
 
     /// 640x360 at 15 fps to clients that log in as `user` with `password` (basic
@@ -1134,24 +1157,17 @@ impl RtspServer {
     pub fn start_with_login(port: u16, user: &str, password: &str) -> Self {
         Self::serve(
             port,
-            640,
-            360,
-            15,
+            &Self::test_video(640, 360, 15),
             Some((user.to_owned(), password.to_owned())),
         )
     }
 
-    fn serve(
-        port: u16,
-        width: u32,
-        height: u32,
-        fps: u32,
-        login: Option<(String, String)>,
-    ) -> Self {
+    fn serve(port: u16, launch: &str, login: Option<(String, String)>) -> Self {
         use gstreamer_rtsp_server as rtsp;
         use gstreamer_rtsp_server::prelude::*;
         gstreamer::init().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let launch = launch.to_owned();
         let thread = std::thread::spawn(move || {
             let ctx = gstreamer::glib::MainContext::new();
             ctx.with_thread_default(|| {
@@ -1160,13 +1176,7 @@ impl RtspServer {
                 server.set_address("127.0.0.1");
                 server.set_service(&port.to_string());
                 let factory = rtsp::RTSPMediaFactory::new();
-                factory.set_launch(
-                    &format!(
-                        "( videotestsrc is-live=true pattern=ball ! video/x-raw,width={width},height={height},framerate={fps}/1 ! \
-                         clockoverlay ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={fps} ! \
-                         rtph264pay name=pay0 pt=96 )"
-                    ),
-                );
+                factory.set_launch(&launch);
                 factory.set_shared(true);
                 if let Some((user, password)) = &login {
                     let auth = rtsp::RTSPAuth::new();
