@@ -32,9 +32,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use serde_json::value::RawValue;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::EnvFilter;
 
 use config::{LogConfig, LogTarget};
 use settings::Config;
@@ -544,11 +544,13 @@ fn check_config(path: &Path, values_only: bool) -> ExitCode {
 /// Sets up logging; returns how to change the level later, unless `RUST_LOG`
 /// decides it.
 fn init_logging(log: &LogConfig) -> Option<app::LogReload> {
-    let from_env = EnvFilter::try_from_default_env().ok();
+    let from_env = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| config::log_levels(&v));
     let fixed = from_env.is_some();
     let filter = from_env
-        .or_else(|| EnvFilter::try_new(&log.level).ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
+        .or_else(|| config::log_levels(&log.level))
+        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
     let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
     let under_systemd = std::env::var_os("JOURNAL_STREAM").is_some();
     let journald = match log.target {
@@ -578,7 +580,8 @@ fn init_logging(log: &LogConfig) -> Option<app::LogReload> {
         return None;
     }
     Some(Box::new(move |level: &str| {
-        let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+        let filter = config::log_levels(level)
+            .ok_or_else(|| format!("{level:?} is not a log filter such as \"info\""))?;
         handle.reload(filter).map_err(|e| e.to_string())
     }))
 }

@@ -214,7 +214,9 @@ pub enum LogTarget {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
-    /// A tracing filter, e.g. `info` or `edgecam=debug,rumqttc=warn`. `RUST_LOG` overrides it.
+    /// Log levels: a default level and `target=level` directives, e.g. `info` or
+    /// `edgecam=debug,rumqttc=warn` (no span or field filters). `RUST_LOG`, in the
+    /// same form, overrides it.
     #[serde(default = "default_log_level")]
     pub level: String,
     /// `auto`, `journald` or `stderr`.
@@ -234,17 +236,22 @@ impl Default for LogConfig {
 impl LogConfig {
     /// Records every value out of range in `c`.
     pub fn check(&self, c: &mut Checker) {
-        c.check(
-            tracing_subscriber::EnvFilter::try_new(&self.level).is_ok(),
-            "log.level",
-            || {
-                format!(
-                    "expected a tracing filter such as \"info\", found {:?}",
-                    self.level
-                )
-            },
-        );
+        c.check(log_levels(&self.level).is_some(), "log.level", || {
+            format!(
+                "expected levels such as \"info\" or \"edgecam=debug,rumqttc=warn\", found {:?}",
+                self.level
+            )
+        });
     }
+}
+
+/// The log filter `text` describes (`info`, `edgecam=debug,rumqttc=warn`), or
+/// `None` if it is empty or not in that form.
+pub fn log_levels(text: &str) -> Option<tracing_subscriber::filter::Targets> {
+    if text.trim().is_empty() {
+        return None;
+    }
+    text.parse().ok()
 }
 
 /// `serde(default)` for the switches that are on unless turned off.
@@ -270,4 +277,38 @@ fn default_log_level() -> String {
 
 fn default_log_target() -> LogTarget {
     LogTarget::Auto
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing::Level;
+
+    #[test]
+    fn log_levels_take_a_default_and_per_target_levels() {
+        let levels = log_levels("edgecam=debug,rumqttc=warn,info").unwrap();
+        assert!(levels.would_enable("edgecam::mqtt", &Level::DEBUG));
+        assert!(!levels.would_enable("rumqttc::state", &Level::INFO));
+        assert!(levels.would_enable("sqlx", &Level::INFO));
+        assert!(!levels.would_enable("sqlx", &Level::DEBUG));
+        assert!(log_levels("warn").is_some());
+    }
+
+    #[test]
+    fn an_empty_or_malformed_log_filter_is_refused() {
+        assert!(log_levels("").is_none());
+        assert!(log_levels("  ").is_none());
+        assert!(log_levels("edgecam=loud").is_none());
+        let mut c = Checker::default();
+        LogConfig {
+            level: "edgecam=loud".into(),
+            ..LogConfig::default()
+        }
+        .check(&mut c);
+        let err = c.finish().unwrap_err().to_string();
+        assert!(
+            err.contains("log.level") && err.contains("edgecam=loud"),
+            "{err}"
+        );
+    }
 }
