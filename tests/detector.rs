@@ -415,3 +415,86 @@ fn onnxruntime_finds_what_tract_finds_at_any_input_size() {
     );
     assert!(!err.contains("fetch-detector.sh"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_model_load_that_hangs_is_shown_busy_with_the_other_stages_going_on_and_ends_when_it_returns(
+) {
+    // A model file that is a named pipe: the detector's load blocks in open()
+    // until something writes it, as a read from a dying card can block.
+    let tmp = test_dir("detector-hung-load");
+    let model = tmp.path().join("nanodet-m-416.onnx");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&model)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let rig = pedestrian_rig(
+        "people-detector-hung",
+        &format!("enabled = true\nmodel = \"{}\"", model.display()),
+    )
+    .await;
+    let recordings = rig.recordings();
+    let daemon = rig.daemon(0);
+    let _ = recordings;
+    let stage = |m: &Value| m["stages"]["object_detection"].clone();
+    // From 10 s on the stage shows how long its work has run; the watchdog is
+    // still fed (that stops at 300 s), and the other stages go on.
+    wait_until(
+        "the stuck load in the metrics",
+        Duration::from_secs(60),
+        || {
+            rig.observer
+                .metrics()
+                .iter()
+                .any(|m| stage(m)["busy_s"].as_u64() >= Some(10))
+        },
+    )
+    .await;
+    let before = rig.observer.events_of_kind("people_count");
+    let delivered = |rig: &Rig| {
+        rig.observer.metrics().last().unwrap()["video"]["frames_delivered"]
+            .as_u64()
+            .unwrap()
+    };
+    let frames = delivered(&rig);
+    wait_until(
+        "counts and frames while the load hangs",
+        Duration::from_secs(30),
+        || rig.observer.events_of_kind("people_count") >= before + 2 && delivered(&rig) > frames,
+    )
+    .await;
+    let last = rig.observer.metrics().last().cloned().unwrap();
+    assert_eq!(last["stages"]["video"]["state"], "running", "{last}");
+    assert!(!daemon.log_text().contains("object detector loaded"));
+    // The open returns (a pipe cannot be mapped: the load fails, naming the
+    // file), the model is in place by the next start, and the stage runs, no
+    // longer shown busy.
+    let ready = tmp.path().join("model.part");
+    std::fs::copy(models().join("nanodet-m-416.onnx"), &ready).unwrap();
+    let pipe = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&model)
+        .unwrap();
+    std::fs::rename(&ready, &model).unwrap();
+    drop(pipe);
+    wait_until(
+        "the detector running, no longer busy",
+        Duration::from_secs(90),
+        || {
+            rig.observer.metrics().last().is_some_and(|m| {
+                stage(m)["state"] == "running"
+                    && stage(m).get("busy_s").is_none()
+                    && m["detector"]["frames"].as_u64() > Some(5)
+            })
+        },
+    )
+    .await;
+    let log = daemon.log_text();
+    assert!(
+        log.contains("stage stopped; starting it again after a backoff")
+            && log.contains("nanodet-m-416.onnx")
+            && log.contains("object detector loaded"),
+        "{log}"
+    );
+    assert_schemas(&rig.observer);
+}

@@ -431,10 +431,17 @@ impl crate::supervision::Stage for ObjectDetection {
         // Checked at once at a square size; planned again for the frames' size.
         let size = input_size_for(self.cfg.input_size, 0, 0);
         let rt = runtime.clone();
-        let loaded = tokio::task::spawn_blocking(move || Detector::load_sized(&path, size, &rt))
-            .await
-            .map_err(|_| DetectionError::Panicked)
-            .and_then(|r| r.map_err(DetectionError::from));
+        // Loading reads the model file, which can hang on a dying card: marked
+        // like a frame's work, so that it shows and, past its limit, stops the
+        // watchdog.
+        let busy = Metrics::busy(&self.metrics, NAME);
+        let loaded = tokio::task::spawn_blocking(move || {
+            let _busy = busy;
+            Detector::load_sized(&path, size, &rt)
+        })
+        .await
+        .map_err(|_| DetectionError::Panicked)
+        .and_then(|r| r.map_err(DetectionError::from));
         let mut detector = match loaded {
             Ok(d) => Arc::new(d),
             Err(e) => {
@@ -467,10 +474,13 @@ impl crate::supervision::Stage for ObjectDetection {
                 // two plans at once would raise the peak memory for nothing.
                 let (path, rt) = (cfg.model.clone(), runtime.clone());
                 drop(detector);
-                let planned =
-                    tokio::task::spawn_blocking(move || Detector::load_sized(&path, size, &rt))
-                        .await
-                        .map_err(|_| DetectionError::Panicked)?;
+                let busy = Metrics::busy(&self.metrics, NAME);
+                let planned = tokio::task::spawn_blocking(move || {
+                    let _busy = busy;
+                    Detector::load_sized(&path, size, &rt)
+                })
+                .await
+                .map_err(|_| DetectionError::Panicked)?;
                 match planned {
                     Ok(d) => {
                         tracing::info!(frame = ?(frame.width, frame.height), input = ?size, "object detector planned for the frames' size");

@@ -584,7 +584,10 @@ impl crate::supervision::Stage for PlateReading {
         let rules =
             Rules::new(cfg.region, &cfg.countries, &cfg.layouts).map_err(ReadingError::Rules)?;
         let (recognisers, zoom) = (cfg.recognisers, cfg.zoom);
+        // Loading reads the model files, which can hang on a dying card.
+        let busy = Metrics::busy(&self.metrics, NAME);
         let loaded = tokio::task::spawn_blocking(move || {
+            let _busy = busy;
             PlateReader::load(&dir, rules, &backend, det_size, recognisers, zoom).map(Arc::new)
         })
         .await;
