@@ -118,6 +118,7 @@ pub struct Metrics {
     pub detector_frames: AtomicU64,
     pub detector_us_total: AtomicU64,
     pub detector_frames_dropped: AtomicU64,
+    pub detector_frames_still: AtomicU64,
     pub detector_errors: AtomicU64,
     pub detector_last_error: std::sync::Mutex<String>,
     /// Video: the last error that stopped the pipeline (empty: none yet).
@@ -322,6 +323,7 @@ pub fn payload<S: serde::Serialize>(
             "frames": Metrics::get(&m.detector_frames),
             "us_total": Metrics::get(&m.detector_us_total),
             "frames_dropped": Metrics::get(&m.detector_frames_dropped),
+            "frames_still": Metrics::get(&m.detector_frames_still),
             "errors": Metrics::get(&m.detector_errors),
             "last_error": Metrics::text(&m.detector_last_error),
         },

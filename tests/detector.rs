@@ -498,3 +498,109 @@ async fn a_model_load_that_hangs_is_shown_busy_with_the_other_stages_going_on_an
     );
     assert_schemas(&rig.observer);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_still_scene_skips_the_detector_until_its_gate_is_turned_off_from_the_cloud() {
+    // A real photograph of a house held still, looped: kites in the sky, nothing
+    // the detector starts a track on.
+    let tmp = test_dir("detector-still-video");
+    let video = tmp.path().join("still.mp4");
+    let made = std::process::Command::new("gst-launch-1.0")
+        .args([
+            "-q",
+            "filesrc",
+            &format!("location={}", media().join("home.jpg").display()),
+        ])
+        .args([
+            "!",
+            "jpegdec",
+            "!",
+            "imagefreeze",
+            "num-buffers=50",
+            "!",
+            "videoconvert",
+        ])
+        .args([
+            "!",
+            "videoscale",
+            "!",
+            "video/x-raw,width=640,height=360,framerate=10/1",
+        ])
+        .args([
+            "!",
+            "x264enc",
+            "speed-preset=ultrafast",
+            "key-int-max=10",
+            "!",
+            "h264parse",
+        ])
+        .args([
+            "!",
+            "mp4mux",
+            "!",
+            "filesink",
+            &format!("location={}", video.display()),
+        ])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let model = models().join("nanodet-m-416.onnx");
+    let rig = Rig::new(
+        "detector-still",
+        &format!(
+            "[health]\nmetrics_interval = \"1s\"\n\
+             [video]\nenabled = true\nsource = \"file://{}\"\nwidth = 640\nheight = 360\nframerate = 10\n\
+             analytics_width = 640\nanalytics_height = 360\nanalytics_fps = 5\n\
+             [people]\nenabled = true\ninterval = \"2s\"\n\
+             lines = [{{ name = \"middle\", a = [0.5, 0.0], b = [0.5, 1.0] }}]\n\
+             [detector]\nenabled = true\nmodel = \"{}\"\n",
+            video.display(),
+            model.display()
+        ),
+    )
+    .await;
+    let recordings = rig.recordings();
+    let daemon = rig.daemon(0);
+    let _ = recordings;
+    let detector = |rig: &Rig| {
+        rig.observer
+            .metrics()
+            .last()
+            .map(|m| {
+                (
+                    m["detector"]["frames"].as_u64().unwrap(),
+                    m["detector"]["frames_still"].as_u64().unwrap(),
+                )
+            })
+            .unwrap_or((0, 0))
+    };
+    // Most frames are left out (of 5 analysed frames a second, one is detected:
+    // still_every), and counted.
+    wait_until("still frames left out", Duration::from_secs(60), || {
+        let (run, still) = detector(&rig);
+        run >= 3 && still >= 12
+    })
+    .await;
+    let (run, still) = detector(&rig);
+    assert!(still > run, "run {run}, left out {still}");
+    // Off from the cloud: the stage restarts and every frame is detected.
+    rig.observer
+        .publish_retained(
+            &format!("{CAMERA}/config"),
+            br#"{"version":1,"detector":{"motion":0}}"#,
+        )
+        .await;
+    rig.observer.wait_config_applied(1).await;
+    wait_until("the detector restarted", Duration::from_secs(30), || {
+        daemon.log_text().matches("object detector loaded").count() >= 2
+    })
+    .await;
+    let (run, still) = detector(&rig);
+    wait_until("frames detected again", Duration::from_secs(30), || {
+        detector(&rig).0 >= run + 10
+    })
+    .await;
+    // A frame or two may have been left out between the reading and the restart.
+    assert!(detector(&rig).1 <= still + 2, "{:?}", detector(&rig));
+    assert_schemas(&rig.observer);
+}

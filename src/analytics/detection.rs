@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::detector::{nms_by, Detection, Detector, DetectorError, CLASSES, NMS_IOU};
 use super::inference::Backend;
+use super::motion::{self, DetectGate};
 use super::raster::View;
 use super::tracking;
 use crate::metrics::Metrics;
@@ -36,6 +37,8 @@ pub const DETECTOR_TUNABLE: &[&str] = &[
     "confirm_hits",
     "max_lost",
     "refind",
+    "motion",
+    "still_every",
 ];
 
 /// Object detection shared by the analytics (NanoDet-m; see `docs/detector.md`).
@@ -103,6 +106,18 @@ pub struct DetectorConfig {
     /// in `detector.frames_dropped`).
     #[serde(default = "default_frame_queue")]
     pub frame_queue: usize,
+    /// A still scene with nothing in view is not run through the detector on
+    /// every frame: a frame is detected when more than this fraction (0-1) of a
+    /// small grey thumbnail changed since the frame the detector last ran on, or
+    /// when that frame showed an object at its `start_score`. 0 detects every
+    /// frame. Frames left out are counted in `detector.frames_still`.
+    #[serde(default = "default_motion")]
+    pub motion: f32,
+    /// The longest a still scene with nothing in view goes without the detector
+    /// (100 ms - 60 s); shorter than `max_lost`, a track held by low scores is
+    /// not lost between two runs.
+    #[serde(default = "default_still_every", with = "humantime_serde")]
+    pub still_every: Duration,
 }
 
 fn default_model() -> PathBuf {
@@ -152,6 +167,12 @@ fn default_refind() -> f32 {
 fn default_frame_queue() -> usize {
     2
 }
+fn default_motion() -> f32 {
+    0.002
+}
+fn default_still_every() -> Duration {
+    Duration::from_secs(1)
+}
 
 impl Default for DetectorConfig {
     fn default() -> Self {
@@ -171,6 +192,8 @@ impl Default for DetectorConfig {
             max_lost: default_max_lost(),
             refind: default_refind(),
             frame_queue: default_frame_queue(),
+            motion: default_motion(),
+            still_every: default_still_every(),
         }
     }
 }
@@ -228,6 +251,16 @@ impl DetectorConfig {
     pub fn select(&self, found: Vec<Detection>) -> Vec<Detection> {
         let kept = found.into_iter().filter(|d| self.keeps(d)).collect();
         nms_by(kept, NMS_IOU, tracking::same_kind)
+    }
+
+    /// Whether a detection scores enough to start a track.
+    pub fn starts_track(&self, d: &Detection) -> bool {
+        let start = if tracking::VEHICLES.contains(&d.class) {
+            self.vehicle_start_score
+        } else {
+            self.start_score
+        };
+        d.score >= start
     }
 
     /// Whether a detection is kept: its class is wanted and it scores enough.
@@ -331,6 +364,22 @@ impl DetectorConfig {
             (1..=16).contains(&self.frame_queue),
             "frame_queue",
             format!("a value from 1 to 16, found {}", self.frame_queue),
+        );
+        check(
+            (0.0..=1.0).contains(&self.motion),
+            "motion",
+            format!(
+                "a fraction from 0 to 1 (0: every frame), found {}",
+                self.motion
+            ),
+        );
+        check(
+            (Duration::from_millis(100)..=Duration::from_secs(60)).contains(&self.still_every),
+            "still_every",
+            format!(
+                "a duration from 100ms to 1m, found {}",
+                humantime::format_duration(self.still_every)
+            ),
         );
         out
     }
@@ -460,12 +509,21 @@ impl crate::supervision::Stage for ObjectDetection {
             "object detector loaded"
         );
         let cfg = Arc::new(self.cfg.clone());
+        let mut gate = DetectGate::new(cfg.motion, cfg.still_every.as_millis() as i64);
         loop {
             let frame = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 frame = self.frames.pop() => frame,
             };
             if !self.outputs.iter().any(|q| q.wanted()) {
+                continue;
+            }
+            let at = motion::captured_ms(&frame);
+            let thumb = (cfg.motion > 0.0)
+                .then(|| motion::thumbnail(&frame))
+                .flatten();
+            if !gate.wants(thumb.as_deref(), at) {
+                Metrics::add(&self.metrics.detector_frames_still, 1);
                 continue;
             }
             let size = input_size_for(cfg.input_size, frame.width, frame.height);
@@ -518,6 +576,7 @@ impl crate::supervision::Stage for ObjectDetection {
                     continue;
                 }
             };
+            gate.ran(thumb, at, objects.iter().any(|o| cfg.starts_track(o)));
             Metrics::add(&self.metrics.detector_frames, 1);
             Metrics::add(
                 &self.metrics.detector_us_total,

@@ -30,6 +30,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::detection::{Input, Item};
+use super::motion::MotionGate;
 use super::plates::tracker::{Observation, Step, Tracker, TrackerParams, Vehicle};
 use super::plates::unread::{Ledger, Seen, Unread};
 use super::plates::{PlateError, PlateReader, Rules};
@@ -39,58 +40,6 @@ use super::PlatesConfig;
 use crate::events::{epoch_ms as ms, rfc3339_ms as rfc3339, NewEvent};
 use crate::metrics::Metrics;
 use crate::video::{snapshot, Frame};
-
-/// Side of the grey thumbnail the motion gate compares, in pixels (long side).
-const THUMB: u32 = 160;
-/// Grey-level change that marks a thumbnail pixel as changed.
-const MOTION_DELTA: u8 = 20;
-
-/// Whether anything moved between two frames, on a small grey thumbnail.
-pub struct MotionGate {
-    threshold: f32,
-    last: Vec<u8>,
-}
-
-impl MotionGate {
-    pub fn new(threshold: f32) -> Self {
-        Self {
-            threshold,
-            last: Vec::new(),
-        }
-    }
-
-    fn thumbnail(frame: &Frame) -> Vec<u8> {
-        let step = (frame.width.max(frame.height) / THUMB).max(1);
-        let mut out = Vec::new();
-        for y in (0..frame.height).step_by(step as usize) {
-            for x in (0..frame.width).step_by(step as usize) {
-                let i = ((y * frame.width + x) * 3) as usize;
-                let p = &frame.rgb[i..i + 3];
-                out.push(((p[0] as u16 * 77 + p[1] as u16 * 150 + p[2] as u16 * 29) >> 8) as u8);
-            }
-        }
-        out
-    }
-
-    /// True when more than `threshold` of the thumbnail changed since the last
-    /// frame (always for the first frame, and when the gate is off).
-    pub fn moved(&mut self, frame: &Frame) -> bool {
-        if self.threshold <= 0.0 || frame.rgb.len() < (frame.width * frame.height * 3) as usize {
-            return true;
-        }
-        let thumb = Self::thumbnail(frame);
-        let moved = thumb.len() != self.last.len() || {
-            let changed = thumb
-                .iter()
-                .zip(&self.last)
-                .filter(|(a, b)| a.abs_diff(**b) > MOTION_DELTA)
-                .count();
-            changed as f32 > self.threshold * thumb.len() as f32
-        };
-        self.last = thumb;
-        moved
-    }
-}
 
 /// `hex(sha256(salt + text))`.
 pub fn plate_hash(salt: &str, text: &str) -> String {
@@ -788,33 +737,6 @@ mod tests {
             .collect();
         v.sort();
         v
-    }
-
-    fn frame(value: u8) -> Frame {
-        Frame {
-            width: 320,
-            height: 180,
-            rgb: vec![value; 320 * 180 * 3],
-            captured_at: SystemTime::now(),
-        }
-    }
-
-    #[test]
-    fn the_motion_gate_opens_on_change_only() {
-        let mut g = MotionGate::new(0.01);
-        assert!(g.moved(&frame(10)), "the first frame");
-        assert!(!g.moved(&frame(10)));
-        assert!(!g.moved(&frame(25)), "a change below the grey-level delta");
-        let mut f = frame(25);
-        // A bright square over 5 % of the frame.
-        for y in 0..40 {
-            for x in 0..72 {
-                let i = ((y * 320 + x) * 3) as usize;
-                f.rgb[i..i + 3].copy_from_slice(&[250, 250, 250]);
-            }
-        }
-        assert!(g.moved(&f));
-        assert!(MotionGate::new(0.0).moved(&frame(1)), "off: always read");
     }
 
     #[test]
