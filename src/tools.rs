@@ -639,21 +639,38 @@ pub fn count_people(
     let mut failure = None;
     let started = std::time::Instant::now();
     let mut detector = detector;
+    let mut gate = analytics::motion::DetectGate::new(
+        detector_cfg.motion,
+        detector_cfg.still_every.as_millis() as i64,
+    );
     let frames = video::decode::file_frames(video, width, fps, |frame, at| {
         let found = match &mut detector {
             None => blobs.process(&frame.rgb, frame.width, frame.height),
             Some(d) => {
                 let (w, h) = (frame.width, frame.height);
-                let img = analytics::raster::Image {
-                    width: w,
-                    height: h,
-                    rgb: frame.rgb,
-                };
-                match d.detect(&img, &detector_cfg) {
-                    Ok(objects) => tracks.process(at.as_secs_f64(), w, h, &objects),
-                    Err(e) => {
-                        failure.get_or_insert(e);
-                        Vec::new()
+                // As the daemon: a still scene with nothing in view skips the model.
+                let at_ms = at.as_millis() as i64;
+                let thumb = (detector_cfg.motion > 0.0)
+                    .then(|| analytics::motion::thumbnail(&frame))
+                    .flatten();
+                if !gate.wants(thumb.as_deref(), at_ms) {
+                    Vec::new()
+                } else {
+                    let img = analytics::raster::Image {
+                        width: w,
+                        height: h,
+                        rgb: frame.rgb,
+                    };
+                    match d.detect(&img, &detector_cfg) {
+                        Ok(objects) => {
+                            let seen = objects.iter().any(|o| detector_cfg.starts_track(o));
+                            gate.ran(thumb, at_ms, seen);
+                            tracks.process(at.as_secs_f64(), w, h, &objects)
+                        }
+                        Err(e) => {
+                            failure.get_or_insert(e);
+                            Vec::new()
+                        }
                     }
                 }
             }
@@ -1171,6 +1188,8 @@ struct PeopleScore {
     counts: BTreeMap<(String, &'static str), (u64, u64)>,
     frames: u64,
     ms: f64,
+    /// Frames the still-scene gate kept from the detector.
+    still: u64,
 }
 
 impl PeopleScore {
@@ -1191,6 +1210,7 @@ impl PeopleScore {
         }
         self.frames += o.frames;
         self.ms += o.ms;
+        self.still += o.still;
     }
 
     fn print(&self, name: &str) {
@@ -1217,12 +1237,13 @@ impl PeopleScore {
             "{name:<16} tracks P {tp_:.3} R {tr_:.3} | detections P {dp:.3} R {dr:.3} | \
              id switches {} over {} true tracks, {} extra ids | crossings F1 {f1:.3} \
              (matched {m}, predicted {np}, true {nt}; moving blobs: F1 {bf1:.3}, matched {bm}, \
-             predicted {bp}) | {} frames, {:.1} ms/frame",
+             predicted {bp}) | {} frames, {:.1} ms/frame, {} left out (still scene)",
             self.id_switches,
             self.gt_tracks,
             self.fragments,
             self.frames,
-            self.ms / self.frames.max(1) as f64
+            self.ms / self.frames.max(1) as f64,
+            self.still
         );
         for ((line, dir), (p, t)) in &self.counts {
             println!("{name:<16}   {line} {dir:<3}: counted {p}, true {t}");
@@ -1328,6 +1349,10 @@ pub fn eval_people(
             vec![],
         );
         let mut pred = Vec::new();
+        let mut gate = analytics::motion::DetectGate::new(
+            det_cfg.motion,
+            det_cfg.still_every.as_millis() as i64,
+        );
         let mut blobs = analytics::Counter::new(people.params(), lines.clone(), vec![]);
         let mut blob_pred = Vec::new();
         // Per true track: the predicted id it was last matched to.
@@ -1345,28 +1370,45 @@ pub fn eval_people(
                     direction: c.direction,
                 });
             }
-            let img = analytics::raster::Image {
-                width: w,
-                height: h,
-                rgb: frame.rgb,
-            };
-            let started = std::time::Instant::now();
-            let objects = match detector.detect(&img, &det_cfg) {
-                Ok(o) => o,
-                Err(e) => {
-                    failure.get_or_insert(e);
-                    return;
+            // As the daemon: a still scene with nothing in view skips the model,
+            // and the counter sees nothing of that frame.
+            let at_ms = at.as_millis() as i64;
+            let thumb = (det_cfg.motion > 0.0)
+                .then(|| analytics::motion::thumbnail(&frame))
+                .flatten();
+            let objects = if gate.wants(thumb.as_deref(), at_ms) {
+                let img = analytics::raster::Image {
+                    width: w,
+                    height: h,
+                    rgb: frame.rgb,
+                };
+                let started = std::time::Instant::now();
+                let objects = match detector.detect(&img, &det_cfg) {
+                    Ok(o) => o,
+                    Err(e) => {
+                        failure.get_or_insert(e);
+                        return;
+                    }
+                };
+                score.ms += started.elapsed().as_secs_f64() * 1000.0;
+                score.frames += 1;
+                gate.ran(
+                    thumb,
+                    at_ms,
+                    objects.iter().any(|o| det_cfg.starts_track(o)),
+                );
+                for c in counter.process(t, w, h, &objects) {
+                    pred.push(TimedCrossing {
+                        t,
+                        line: c.line,
+                        direction: c.direction,
+                    });
                 }
+                Some(objects)
+            } else {
+                score.still += 1;
+                None
             };
-            score.ms += started.elapsed().as_secs_f64() * 1000.0;
-            score.frames += 1;
-            for c in counter.process(t, w, h, &objects) {
-                pred.push(TimedCrossing {
-                    t,
-                    line: c.line,
-                    direction: c.direction,
-                });
-            }
             let truth_here = gt.get(&gt_frame).cloned().unwrap_or_default();
             let truth_boxes: Vec<[f32; 4]> = truth_here.iter().map(|t| t.1).collect();
             let tracks: Vec<(u64, [f32; 4])> = counter.tracks().map(|t| (t.id, t.bbox)).collect();
@@ -1385,15 +1427,18 @@ pub fn eval_people(
                 }
                 ids_per_track.entry(gid).or_default().insert(pid);
             }
-            let persons: Vec<[f32; 4]> = objects
-                .iter()
-                .filter(|d| d.class == "person" && d.score >= det_cfg.start_score)
-                .map(|d| d.bbox)
-                .collect();
-            let tp = match_boxes(&persons, &truth_boxes).len() as u64;
-            score.det[0] += tp;
-            score.det[1] += persons.len() as u64 - tp;
-            score.det[2] += truth_boxes.len() as u64 - tp;
+            // Raw detections are scored on the frames the model saw.
+            if let Some(objects) = objects {
+                let persons: Vec<[f32; 4]> = objects
+                    .iter()
+                    .filter(|d| d.class == "person" && d.score >= det_cfg.start_score)
+                    .map(|d| d.bbox)
+                    .collect();
+                let tp = match_boxes(&persons, &truth_boxes).len() as u64;
+                score.det[0] += tp;
+                score.det[1] += persons.len() as u64 - tp;
+                score.det[2] += truth_boxes.len() as u64 - tp;
+            }
         })
         .map_err(|e| anyhow::anyhow!("{}: {e}", video.display()))?;
         if let Some(e) = failure {

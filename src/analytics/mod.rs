@@ -9,7 +9,7 @@ mod counting;
 mod detection;
 pub mod detector;
 pub mod inference;
-mod motion;
+pub mod motion;
 pub mod people;
 pub mod plates;
 pub mod raster;
