@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
@@ -163,17 +163,22 @@ async fn pedestrian_rig(name: &str, detector: &str) -> Rig {
     .await
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_daemon_counts_the_people_of_a_real_pedestrian_clip_by_their_tracks() {
-    let model = models().join("nanodet-m-416.onnx");
+/// `pedestrian_rig` with the detector on `model`, its daemon started.
+async fn pedestrian_daemon(name: &str, model: &Path) -> (Rig, Daemon) {
     let rig = pedestrian_rig(
-        "people-detector",
+        name,
         &format!("enabled = true\nmodel = \"{}\"", model.display()),
     )
     .await;
-    let recordings = rig.recordings();
+    rig.recordings();
     let daemon = rig.daemon(0);
-    let _ = recordings;
+    (rig, daemon)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_daemon_counts_the_people_of_a_real_pedestrian_clip_by_their_tracks() {
+    let model = models().join("nanodet-m-416.onnx");
+    let (rig, daemon) = pedestrian_daemon("people-detector", &model).await;
     // Walkers cross the middle both ways in the first 20 s of the clip.
     let sum = |rig: &Rig, dir: &str| -> u64 {
         rig.observer
@@ -243,14 +248,7 @@ async fn a_corrupt_detector_model_is_reported_restarted_with_backoff_and_recover
     let tmp = test_dir("detector-corrupt-model");
     let model = tmp.path().join("nanodet-m-416.onnx");
     std::fs::write(&model, b"not a model").unwrap();
-    let rig = pedestrian_rig(
-        "people-detector-bad",
-        &format!("enabled = true\nmodel = \"{}\"", model.display()),
-    )
-    .await;
-    let recordings = rig.recordings();
-    let daemon = rig.daemon(0);
-    let _ = recordings;
+    let (rig, daemon) = pedestrian_daemon("people-detector-bad", &model).await;
     // The error names the file, in the log and in the metrics; the stage is
     // started again and again; counts keep coming (empty: nobody can be seen),
     // and so does everything else.
@@ -428,14 +426,7 @@ async fn a_model_load_that_hangs_is_shown_busy_with_the_other_stages_going_on_an
         .status()
         .unwrap();
     assert!(made.success());
-    let rig = pedestrian_rig(
-        "people-detector-hung",
-        &format!("enabled = true\nmodel = \"{}\"", model.display()),
-    )
-    .await;
-    let recordings = rig.recordings();
-    let daemon = rig.daemon(0);
-    let _ = recordings;
+    let (rig, daemon) = pedestrian_daemon("people-detector-hung", &model).await;
     let stage = |m: &Value| m["stages"]["object_detection"].clone();
     // From 10 s on the stage shows how long its work has run; the watchdog is
     // still fed (that stops at 300 s), and the other stages go on.
