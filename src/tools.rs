@@ -650,10 +650,8 @@ pub fn count_people(
                 let (w, h) = (frame.width, frame.height);
                 // As the daemon: a still scene with nothing in view skips the model.
                 let at_ms = at.as_millis() as i64;
-                let thumb = (detector_cfg.motion > 0.0)
-                    .then(|| analytics::motion::thumbnail(&frame))
-                    .flatten();
-                if !gate.wants(thumb.as_deref(), at_ms) {
+                let (wanted, thumb) = gate.look(&frame, at_ms);
+                if !wanted {
                     Vec::new()
                 } else {
                     let img = analytics::raster::Image {
@@ -1373,10 +1371,8 @@ pub fn eval_people(
             // As the daemon: a still scene with nothing in view skips the model,
             // and the counter sees nothing of that frame.
             let at_ms = at.as_millis() as i64;
-            let thumb = (det_cfg.motion > 0.0)
-                .then(|| analytics::motion::thumbnail(&frame))
-                .flatten();
-            let objects = if gate.wants(thumb.as_deref(), at_ms) {
+            let (wanted, thumb) = gate.look(&frame, at_ms);
+            let objects = if wanted {
                 let img = analytics::raster::Image {
                     width: w,
                     height: h,

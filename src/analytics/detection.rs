@@ -519,10 +519,8 @@ impl crate::supervision::Stage for ObjectDetection {
                 continue;
             }
             let at = motion::captured_ms(&frame);
-            let thumb = (cfg.motion > 0.0)
-                .then(|| motion::thumbnail(&frame))
-                .flatten();
-            if !gate.wants(thumb.as_deref(), at) {
+            let (wanted, thumb) = gate.look(&frame, at);
+            if !wanted {
                 Metrics::add(&self.metrics.detector_frames_still, 1);
                 continue;
             }

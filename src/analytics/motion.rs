@@ -119,6 +119,13 @@ impl DetectGate {
             || changed(thumb, reference, self.threshold)
     }
 
+    /// Whether the detector should run on `frame`, captured at `at_ms`, and the
+    /// thumbnail to hand back to [`DetectGate::ran`] (none while the gate is off).
+    pub fn look(&self, frame: &Frame, at_ms: i64) -> (bool, Option<Vec<u8>>) {
+        let thumb = (self.threshold > 0.0).then(|| thumbnail(frame)).flatten();
+        (self.wants(thumb.as_deref(), at_ms), thumb)
+    }
+
     /// The detector ran on the frame of `thumb` captured at `at_ms`; `seen`:
     /// it found an object at a track's starting score.
     pub fn ran(&mut self, thumb: Option<Vec<u8>>, at_ms: i64, seen: bool) {
@@ -205,6 +212,17 @@ mod tests {
             !g.wants(still.as_deref(), 400),
             "gone: the gate holds again"
         );
+    }
+
+    #[test]
+    fn a_look_gives_the_thumbnail_only_while_the_gate_is_on() {
+        let (wanted, thumb) = DetectGate::new(0.0, 1000).look(&frame(10), 0);
+        assert!(wanted && thumb.is_none());
+        let mut g = DetectGate::new(0.002, 1000);
+        let (wanted, thumb) = g.look(&frame(10), 0);
+        assert!(wanted && thumb.is_some());
+        g.ran(thumb, 0, false);
+        assert!(!g.look(&frame(10), 200).0);
     }
 
     #[test]
