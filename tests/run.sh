@@ -37,12 +37,14 @@ packages=(
   systemd dpkg curl
   # the build stamps the binary with its git hash
   git
+  # ldd: a test checks which shared libraries the daemon loads at start
+  libc-bin
 )
 install_packages "${packages[@]}"
 preflight cc:gcc pkg-config:pkg-config mosquitto:mosquitto haproxy:haproxy openssl:openssl \
   gst-launch-1.0:gstreamer1.0-tools gst-inspect-1.0:gstreamer1.0-tools fc-match:fontconfig \
   python3:python3 mosquitto_passwd:mosquitto chromium:chromium chromedriver:chromium-driver \
-  systemd-analyze:systemd dpkg-deb:dpkg curl:curl git:git
+  systemd-analyze:systemd dpkg-deb:dpkg curl:curl git:git ldd:libc-bin
 preflight_gst "${GST_ELEMENTS[@]}"
 for pc in gstreamer-1.0 gstreamer-app-1.0 gstreamer-rtsp-server-1.0; do
   pkg-config --exists "$pc" || { echo "preflight: pkg-config cannot find $pc" >&2; exit 1; }
