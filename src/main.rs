@@ -194,7 +194,7 @@ enum Command {
         #[arg(long = "country")]
         countries: Vec<String>,
         /// A local layout added to the countries' (L letter, N digit, X either,
-        /// {a,b} repeats); repeatable.
+        /// {a,b} repeats, (AB|CD) one of a list); repeatable.
         #[arg(long = "layout")]
         layouts: Vec<String>,
         /// Print one JSON line per image instead of text.

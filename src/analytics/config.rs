@@ -117,8 +117,8 @@ pub struct PlatesConfig {
     #[serde(default)]
     pub countries: Vec<String>,
     /// The site's own plate layouts, added to the countries': `L` a letter, `N` a
-    /// digit, `X` either, a letter or digit itself, `{a,b}` a repeat, e.g.
-    /// `["LLNLNL", "L{1,2}N{4}"]`. Reads are decoded against the layouts: a
+    /// digit, `X` either, a letter or digit itself, `{a,b}` a repeat, `(AB|CD)`
+    /// one of a list, e.g. `["LLNLNL", "L{1,2}N{4}", "(KA|KB)NNNN"]`. Reads are decoded against the layouts: a
     /// character the recogniser found likely enough as the kind the layout wants
     /// (`6` for a `G`) is read so, and a read that fits no layout counts for less.
     #[serde(default)]
@@ -583,7 +583,7 @@ impl PlatesConfig {
             c.check(
                 super::plates::rules::valid_layout(l),
                 &format!("plates.layouts[{i}]"),
-                || format!("2 to 10 of L (letter), N (digit), X (either), A-Z, 0-9, with {{a,b}} repeats, found {l:?}"),
+                || format!("2 to 10 of L (letter), N (digit), X (either), A-Z, 0-9, with {{a,b}} repeats and (AB|CD) lists, found {l:?}"),
             );
         }
         for (i, code) in pl.countries.iter().enumerate() {

@@ -133,21 +133,52 @@ pub type Pattern = Vec<Slot>;
 /// Layouts longer than this are not plates.
 pub const MAX_LAYOUT: usize = 10;
 
+/// A layout spelled more ways than this is refused (the automaton numbers them).
+const MAX_PATTERNS: usize = 4096;
+
 /// Every pattern a layout stands for: `L` letter, `N` digit, `X` either, an upper
-/// case letter or digit itself, and `{a,b}` after one of them for a to b of it
-/// (b at most 9). E.g. `L{1,2}N{2}` gives `LNN`, `LLNN`.
+/// case letter or digit itself, `{a,b}` after one of them for a to b of it (b at
+/// most 9), and `(ZG|ST)` one of these letters and digits (a closed list, such as
+/// a country's district codes). E.g. `L{1,2}N{2}` gives `LNN`, `LLNN`.
 pub fn expand(layout: &str) -> Result<Vec<Pattern>, String> {
     let bad = |why: &str| Err(format!("layout {layout:?}: {why}"));
-    // (slot, least, most) per written group.
-    let mut groups: Vec<(Slot, usize, usize)> = Vec::new();
+    // The ways each written group can be spelled.
+    let mut groups: Vec<Vec<Pattern>> = Vec::new();
     let mut chars = layout.chars().peekable();
     while let Some(c) = chars.next() {
+        if c == '(' {
+            let mut spec = String::new();
+            loop {
+                match chars.next() {
+                    Some(')') => break,
+                    Some(c) => spec.push(c),
+                    None => return bad("a list opened with ( is not closed"),
+                }
+            }
+            let alternatives: Vec<Pattern> = spec
+                .split('|')
+                .map(|a| a.bytes().map(Slot::Is).collect::<Pattern>())
+                .collect();
+            let literal = |a: &Pattern| {
+                !a.is_empty()
+                    && a.iter().all(|s| matches!(s, Slot::Is(c) if c.is_ascii_digit() || c.is_ascii_uppercase()))
+            };
+            if !alternatives.iter().all(literal) || chars.peek() == Some(&'{') {
+                return bad("a list is (AB|CD|...) of letters and digits, without a repeat");
+            }
+            groups.push(alternatives);
+            continue;
+        }
         let slot = match c {
             'L' => Slot::Letter,
             'N' => Slot::Digit,
             'X' => Slot::Any,
             c if c.is_ascii_digit() || c.is_ascii_uppercase() => Slot::Is(c as u8),
-            _ => return bad("expected L (letter), N (digit), X (either), A-Z, 0-9 or {a,b}"),
+            _ => {
+                return bad(
+                    "expected L (letter), N (digit), X (either), A-Z, 0-9, {a,b} or (AB|CD)",
+                )
+            }
         };
         let (mut lo, mut hi) = (1, 1);
         if chars.peek() == Some(&'{') {
@@ -159,16 +190,16 @@ pub fn expand(layout: &str) -> Result<Vec<Pattern>, String> {
                 _ => return bad("a repeat is {a,b} with 1 <= a <= b <= 9"),
             }
         }
-        groups.push((slot, lo, hi));
+        groups.push((lo..=hi).map(|n| vec![slot; n]).collect());
     }
     let mut out: Vec<Pattern> = vec![Vec::new()];
-    for (slot, lo, hi) in groups {
+    for alternatives in groups {
         out = out
             .iter()
             .flat_map(|p| {
-                (lo..=hi).map(move |n| {
+                alternatives.iter().map(move |a| {
                     let mut q = p.clone();
-                    q.extend(std::iter::repeat_n(slot, n));
+                    q.extend_from_slice(a);
                     q
                 })
             })
@@ -176,6 +207,9 @@ pub fn expand(layout: &str) -> Result<Vec<Pattern>, String> {
             .collect();
     }
     out.retain(|p| p.len() >= 2);
+    if out.len() > MAX_PATTERNS {
+        return bad("more than 4096 patterns");
+    }
     if out.is_empty() {
         return bad("no pattern of 2 to 10 characters");
     }
@@ -553,6 +587,14 @@ mod tests {
         assert!(expand("L{0,2}").is_err());
         assert!(expand("L{3,2}").is_err());
         assert!(expand("a").is_err());
+        // A closed list: each of its entries, once.
+        let p = expand("(ZG|ST)NNNL").unwrap();
+        assert_eq!(p.len(), 2);
+        assert_eq!(&p[1][..3], &[Slot::Is(b'S'), Slot::Is(b'T'), Slot::Digit]);
+        assert!(expand("(ZG|)N").is_err());
+        assert!(expand("(Zg)N").is_err());
+        assert!(expand("(ZG){1,2}N").is_err());
+        assert!(expand("(ZG|STN").is_err());
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! own), and how a recognised line is decoded against them ([`super::decode`]).
 //!
 //! A layout is a string of `L` (letter), `N` (digit), `X` (either), letters and
-//! digits standing for themselves, and `{a,b}` repeats (see [`super::decode::expand`]).
+//! digits standing for themselves, `{a,b}` repeats and `(AB|CD)` lists (see
+//! [`super::decode::expand`]).
 
 use std::sync::OnceLock;
 
@@ -498,5 +499,37 @@ mod tests {
         assert_eq!(best(&sk, &sure("RK340A0")).as_deref(), Some("RK340A0"));
         sk.params.twins = 0.3;
         assert_eq!(best(&sk, &sure("RK340A0")).as_deref(), Some("RK340AO"));
+    }
+
+    #[test]
+    fn a_city_code_list_keeps_another_countrys_plate_from_fitting_croatias() {
+        // Slovakia LLNNNLL read with its I as a 1, the I nearly as likely: BA2681M
+        // has Croatia's shape LLNNNNL, but BA is no Croatian city. (With all of
+        // Europe it stays BA2681M: an old Spanish plate from Badajoz.)
+        let lat = lattice(&[
+            ('B', 0.97, &[]),
+            ('A', 0.97, &[]),
+            ('2', 0.97, &[]),
+            ('6', 0.97, &[]),
+            ('8', 0.97, &[]),
+            ('1', 0.6, &[('I', 0.35)]),
+            ('M', 0.97, &[]),
+        ]);
+        let eu = Rules::new(Region::Eu, &["SK".into(), "HR".into()], &[]).unwrap();
+        assert_eq!(best(&eu, &lat).as_deref(), Some("BA268IM"));
+        // The same read from Zagreb is a Croatian plate as read.
+        let zg = lattice(&[
+            ('Z', 0.97, &[]),
+            ('G', 0.97, &[]),
+            ('2', 0.97, &[]),
+            ('6', 0.97, &[]),
+            ('8', 0.97, &[]),
+            ('1', 0.6, &[('I', 0.35)]),
+            ('M', 0.97, &[]),
+        ]);
+        assert_eq!(best(&eu, &zg).as_deref(), Some("ZG2681M"));
+        // The shape alone, as the table had it, took the 1.
+        let shape = Rules::new(Region::Any, &[], &["LLNNNLL".into(), "LLNNNNL".into()]).unwrap();
+        assert_eq!(best(&shape, &lat).as_deref(), Some("BA2681M"));
     }
 }
