@@ -394,12 +394,13 @@ pub fn eval_plates(
         if folds.is_some() {
             // Top-1 with each weighting, decoded from the same recognition.
             let mut hits = Vec::with_capacity(weightings.len());
-            for &(unlisted, extra, twins, plate) in &weightings {
+            for &(unlisted, extra, twins, plate, words) in &weightings {
                 let mut rules = reader.rules().clone();
                 rules.params.unlisted = unlisted;
                 rules.params.extra = extra;
                 rules.params.twins = twins;
                 rules.params.plate = plate;
+                rules.params.words = words;
                 let reads = reader.read_with(&img, &rules, &mut memo)?;
                 hits.push(reads.first().is_some_and(|p| p.text == truth));
             }
@@ -469,9 +470,9 @@ pub fn eval_plates(
 }
 
 /// The decoder's weightings `--folds` chooses from: (unlisted, extra, twins,
-/// plate); the last, edgecam's recogniser's share of the vote, only varies when
-/// both recognisers read.
-fn fold_grid(both: bool) -> Vec<(f32, f32, f32, f32)> {
+/// plate, words); `plate`, edgecam's recogniser's share of the vote, only varies
+/// when both recognisers read.
+fn fold_grid(both: bool) -> Vec<Weighting> {
     // With both, `extra` at 0.1 (never chosen with one) makes room for `plate`.
     let (plates, extras): (&[f32], &[f32]) = if both {
         (&[0.5, 1.0, 2.0], &[0.01, 0.03])
@@ -483,7 +484,9 @@ fn fold_grid(both: bool) -> Vec<(f32, f32, f32, f32)> {
         for &extra in extras {
             for twins in [0.0, 0.1, 0.3] {
                 for &plate in plates {
-                    grid.push((unlisted, extra, twins, plate));
+                    for words in [0.0, 0.03, 0.1, 0.3] {
+                        grid.push((unlisted, extra, twins, plate, words));
+                    }
                 }
             }
         }
@@ -491,11 +494,15 @@ fn fold_grid(both: bool) -> Vec<(f32, f32, f32, f32)> {
     grid
 }
 
+/// A decoder weighting: [`analytics::plates::Params`]'s unlisted, extra, twins,
+/// plate and words.
+type Weighting = (f32, f32, f32, f32, f32);
+
 /// K-fold cross-validation of the decoder's weighting per region: image `i` of a
 /// region is in fold `i % k`; each fold is scored with the weighting that did best
 /// on the other folds (the first of equals). Prints the held-out top-1 per region
 /// and the weighting each fold got, then the weighting the whole set prefers.
-fn cross_validate(grid: &[(String, Vec<bool>)], weightings: &[(f32, f32, f32, f32)], k: usize) {
+fn cross_validate(grid: &[(String, Vec<bool>)], weightings: &[Weighting], k: usize) {
     let mut regions: Vec<&str> = grid.iter().map(|(r, _)| r.as_str()).collect();
     regions.sort();
     regions.dedup();
@@ -504,7 +511,7 @@ fn cross_validate(grid: &[(String, Vec<bool>)], weightings: &[(f32, f32, f32, f3
             .max_by_key(|&g| (rows.iter().filter(|h| h[g]).count(), usize::MAX - g))
             .unwrap_or(0)
     };
-    println!("\n{k}-fold cross-validated top-1 (weighting chosen on the other folds: unlisted/extra/twins/plate)");
+    println!("\n{k}-fold cross-validated top-1 (weighting chosen on the other folds: unlisted/extra/twins/plate/words)");
     let (mut n_all, mut hit_all) = (0, 0);
     for region in regions {
         let rows: Vec<&Vec<bool>> = grid
@@ -526,13 +533,13 @@ fn cross_validate(grid: &[(String, Vec<bool>)], weightings: &[(f32, f32, f32, f3
                 .enumerate()
                 .filter(|(i, h)| i % k == fold && h[g])
                 .count();
-            let (u, e, t, p) = weightings[g];
-            chosen.push(format!("{u}/{e}/{t}/{p}"));
+            let (u, e, t, p, w) = weightings[g];
+            chosen.push(format!("{u}/{e}/{t}/{p}/{w}"));
         }
         let all = best_of(&rows);
-        let (u, e, t, p) = weightings[all];
+        let (u, e, t, p, w) = weightings[all];
         println!(
-            "{region:<7} {:>6}  {hit:>4} {:>6.1} %  folds: {}  whole set: {u}/{e}/{t}/{p} ({} images)",
+            "{region:<7} {:>6}  {hit:>4} {:>6.1} %  folds: {}  whole set: {u}/{e}/{t}/{p}/{w} ({} images)",
             rows.len(),
             100.0 * hit as f64 / rows.len().max(1) as f64,
             chosen.join(" "),

@@ -53,12 +53,15 @@ impl Region {
             Region::Br | Region::Us => 0.0,
             Region::Eu | Region::Any => 0.1,
         };
+        // Only Europe reads letters alone (see `Params::words`).
+        let words = if self == Region::Eu { 0.1 } else { 0.0 };
         Params {
             unlisted: 0.03,
             extra: 0.01,
             twins,
             width: 16,
             plate: 1.0,
+            words,
         }
     }
 }
@@ -141,6 +144,11 @@ pub struct Params {
     /// With both recognisers, edgecam's plate recogniser's readings count this
     /// much of PP-OCR's.
     pub plate: f32,
+    /// In Europe, a line of letters only that fits no layout (a personalised
+    /// plate such as a name) weighs this much of one that mixes letters and
+    /// digits; 0: such a line is a word, never a plate. (In the US a line
+    /// without a digit is always a word: a state, a slogan, a dealer.)
+    pub words: f32,
 }
 
 /// Characters that look alike on plates (see [`Params::twins`]).
@@ -317,16 +325,23 @@ impl Rules {
 
     /// The weight of a text judged without layouts, `None` when it cannot be a
     /// plate: of the region's lengths, with a digit (and a letter in Europe), not a
-    /// date. Plates mix letters and digits far more often than not.
+    /// date; in Europe letters alone weigh [`Params::words`]. Plates mix letters
+    /// and digits far more often than not.
     fn generic(&self, t: &[char]) -> Option<f32> {
         let (min, max) = self.lengths;
         let digits = t.iter().filter(|c| c.is_ascii_digit()).count();
         let letters = t.len() - digits;
-        let ok = (min..=max).contains(&t.len())
-            && digits > 0
-            && (self.region != Region::Eu || letters > 0)
-            && !looks_like_date(t);
-        ok.then_some(if letters > 0 { 0.6 } else { 0.4 })
+        if !(min..=max).contains(&t.len()) || looks_like_date(t) {
+            return None;
+        }
+        match (letters > 0, digits > 0) {
+            (true, true) => Some(0.6),
+            (false, true) if self.region != Region::Eu => Some(0.4),
+            (true, false) if self.region == Region::Eu && self.params.words > 0.0 => {
+                Some(0.6 * self.params.words)
+            }
+            _ => None,
+        }
     }
 }
 
@@ -439,6 +454,39 @@ mod tests {
             "O is 0"
         );
         assert_eq!(best(&us, &sure("7ABC123")).as_deref(), Some("7ABC123"));
+    }
+
+    #[test]
+    fn in_europe_a_line_of_letters_alone_is_a_personalised_plate_weighed_far_down() {
+        let eu = rules(Region::Eu, &[]);
+        let r = eu.readings("GWAGEN", &sure("GWAGEN"));
+        assert_eq!(r[0].text, "GWAGEN");
+        assert!(r[0].confidence < 0.1, "below plates.min_confidence: {r:?}");
+        let mut no_words = eu.clone();
+        no_words.params.words = 0.0;
+        assert!(no_words.readings("GWAGEN", &sure("GWAGEN")).is_empty());
+        // A digit the recogniser barely saw (the emblem between district and
+        // name) does not turn the name into a plate of letters and digits.
+        let lat = lattice(&[
+            ('K', 0.97, &[]),
+            ('M', 0.97, &[]),
+            ('B', 0.97, &[('9', 0.01)]),
+            ('O', 0.97, &[]),
+            ('R', 0.97, &[]),
+            ('A', 0.97, &[]),
+            ('K', 0.97, &[]),
+        ]);
+        assert_eq!(best(&eu, &lat).as_deref(), Some("KMBORAK"));
+        assert_ne!(best(&no_words, &lat).as_deref(), Some("KMBORAK"));
+        // Where the plate fits a layout, a word in the picture ranks far below it.
+        let plate = eu.readings("RK755AJ", &sure("RK755AJ"))[0].score;
+        assert!(r[0].score < plate / 100.0, "{} against {plate}", r[0].score);
+        // Not in the US or Brazil, where lines of letters are state names and words.
+        for region in [Region::Us, Region::Br] {
+            assert!(rules(region, &[])
+                .readings("GWAGEN", &sure("GWAGEN"))
+                .is_empty());
+        }
     }
 
     #[test]
