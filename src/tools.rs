@@ -311,9 +311,11 @@ pub fn eval_plates(
     let mut grid: Vec<(String, Vec<bool>)> = Vec::new();
     let mut decode_ms = 0.0;
     let mut confusions = Confusions::default();
-    // region → (images, top-1, any-of, ms)
-    let mut score: std::collections::BTreeMap<String, (usize, usize, usize, f64)> =
+    // region → (images, top-1, any-of, ms, top-1 among the reads the daemon
+    // publishes)
+    let mut score: std::collections::BTreeMap<String, (usize, usize, usize, f64, usize)> =
         Default::default();
+    let min_confidence = analytics::PlatesConfig::default().min_confidence;
     for line in labels.lines().filter(|l| !l.trim().is_empty()) {
         let cols: Vec<&str> = line.split('\t').collect();
         anyhow::ensure!(
@@ -349,11 +351,12 @@ pub fn eval_plates(
         let img = load_jpeg(&data.join(file))?;
         let started = std::time::Instant::now();
         let mut memo = analytics::plates::Memo::default();
-        let plates = match detector.as_mut() {
+        // Best first: (text, confidence).
+        let plates: Vec<(String, f32)> = match detector.as_mut() {
             None => reader
                 .read_with(&img, reader.rules(), &mut memo)?
                 .into_iter()
-                .map(|p| p.text)
+                .map(|p| (p.text, p.confidence))
                 .collect(),
             Some(d) => {
                 let found = d.detect(&img, &det_cfg)?;
@@ -380,7 +383,7 @@ pub fn eval_plates(
                 };
                 let mut reads = analytics::read_vehicles(reader, &frame, &boxes, 0.0)?;
                 reads.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
-                reads.into_iter().map(|o| o.text).collect::<Vec<String>>()
+                reads.into_iter().map(|o| (o.text, o.confidence)).collect()
             }
         };
         let ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -406,15 +409,21 @@ pub fn eval_plates(
             }
             grid.push((region_name.to_owned(), hits));
         }
-        confusions.add(&truth, plates.first().map(String::as_str));
-        let top = plates.first().is_some_and(|p| *p == truth);
-        let any = plates.contains(&truth);
+        confusions.add(&truth, plates.first().map(|p| p.0.as_str()));
+        let top = plates.first().is_some_and(|p| p.0 == truth);
+        let any = plates.iter().any(|p| p.0 == truth);
+        // What the daemon would publish first: reads below min_confidence are not.
+        let published = plates
+            .iter()
+            .find(|p| p.1 >= min_confidence)
+            .is_some_and(|p| p.0 == truth);
         let entry = score.entry(region_name.to_owned()).or_default();
         entry.0 += 1;
         entry.1 += top as usize;
         entry.2 += any as usize;
         entry.3 += ms;
-        let got: Vec<&str> = plates.iter().map(|p| p.as_str()).collect();
+        entry.4 += published as usize;
+        let got: Vec<&str> = plates.iter().map(|p| p.0.as_str()).collect();
         eprintln!(
             "{file}\t{truth}\t{}\t{got:?}\t{ms:.0} ms",
             if top {
@@ -426,22 +435,28 @@ pub fn eval_plates(
             }
         );
     }
-    let (mut n, mut t, mut a, mut ms) = (0, 0, 0, 0.0);
-    println!("region  images  top-1          any-of         ms/image");
-    for (region, (rn, rt, ra, rms)) in &score {
+    let (mut n, mut t, mut a, mut ms, mut p) = (0, 0, 0, 0.0, 0);
+    println!("region  images  top-1          any-of         ms/image  published top-1");
+    let pct = |k: usize, n: usize| 100.0 * k as f64 / n.max(1) as f64;
+    for (region, &(rn, rt, ra, rms, rp)) in &score {
         println!(
-            "{region:<7} {rn:>6}  {rt:>4} {:>6.1} %  {ra:>4} {:>6.1} %  {:>8.0}",
-            100.0 * *rt as f64 / (*rn).max(1) as f64,
-            100.0 * *ra as f64 / (*rn).max(1) as f64,
-            rms / (*rn).max(1) as f64
+            "{region:<7} {rn:>6}  {rt:>4} {:>6.1} %  {ra:>4} {:>6.1} %  {:>8.0}  {rp:>4} {:>6.1} %",
+            pct(rt, rn),
+            pct(ra, rn),
+            rms / rn.max(1) as f64,
+            pct(rp, rn)
         );
-        (n, t, a, ms) = (n + rn, t + rt, a + ra, ms + rms);
+        (n, t, a, ms, p) = (n + rn, t + rt, a + ra, ms + rms, p + rp);
     }
     println!(
-        "all     {n:>6}  {t:>4} {:>6.1} %  {a:>4} {:>6.1} %  {:>8.0}",
-        100.0 * t as f64 / n.max(1) as f64,
-        100.0 * a as f64 / n.max(1) as f64,
-        ms / n.max(1) as f64
+        "all     {n:>6}  {t:>4} {:>6.1} %  {a:>4} {:>6.1} %  {:>8.0}  {p:>4} {:>6.1} %",
+        pct(t, n),
+        pct(a, n),
+        ms / n.max(1) as f64,
+        pct(p, n)
+    );
+    println!(
+        "published top-1: the best read at or above plates.min_confidence ({min_confidence}), what the daemon publishes"
     );
     if vehicles {
         println!(
