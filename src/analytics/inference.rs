@@ -122,7 +122,12 @@ fn fuse_hard_swish(model: &mut TypedModel) -> TractResult<usize> {
             let Some(mul) = model.find_succ_bin_with_outlet::<Mul>(min, &x) else {
                 continue;
             };
-            let rank = model.outlet_fact(x)?.rank();
+            // The constant 6 below is f32, as are our models.
+            let fact = model.outlet_fact(x)?;
+            if fact.datum_type != DatumType::F32 {
+                continue;
+            }
+            let rank = fact.rank();
             let mut p = TypedModelPatch::new("hard-swish");
             let input = p.tap_model(model, x)?;
             let hs = p.wire_node(
