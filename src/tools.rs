@@ -423,15 +423,24 @@ pub fn eval_plates(
         entry.2 += any as usize;
         entry.3 += ms;
         entry.4 += published as usize;
-        let got: Vec<&str> = plates.iter().map(|p| p.0.as_str()).collect();
+        // Each read with its confidence, best first.
+        let got: Vec<String> = plates
+            .iter()
+            .map(|(text, c)| format!("{text} {c:.2}"))
+            .collect();
         eprintln!(
-            "{file}\t{truth}\t{}\t{got:?}\t{ms:.0} ms",
+            "{file}\t{truth}\t{}\t{}\t{got:?}\t{ms:.0} ms",
             if top {
                 "ok"
             } else if any {
                 "among"
             } else {
                 "miss"
+            },
+            if published {
+                "published"
+            } else {
+                "unpublished"
             }
         );
     }
