@@ -311,10 +311,7 @@ pub fn eval_plates(
     let mut grid: Vec<(String, Vec<bool>)> = Vec::new();
     let mut decode_ms = 0.0;
     let mut confusions = Confusions::default();
-    // region → (images, top-1, any-of, ms, top-1 among the reads the daemon
-    // publishes)
-    let mut score: std::collections::BTreeMap<String, (usize, usize, usize, f64, usize)> =
-        Default::default();
+    let mut score: std::collections::BTreeMap<String, Tally> = Default::default();
     let min_confidence = analytics::PlatesConfig::default().min_confidence;
     for line in labels.lines().filter(|l| !l.trim().is_empty()) {
         let cols: Vec<&str> = line.split('\t').collect();
@@ -325,7 +322,7 @@ pub fn eval_plates(
         let (file, truth) = (cols[0], analytics::plates::rules::normalize(cols[5]));
         let region_name = file.split('/').next().unwrap_or("any");
         let entry = score.entry(region_name.to_owned()).or_default();
-        if limit.is_some_and(|l| entry.0 >= l) {
+        if limit.is_some_and(|l| entry.images >= l) {
             continue;
         }
         let r = region(region_name).unwrap_or(analytics::plates::Region::Any);
@@ -417,12 +414,16 @@ pub fn eval_plates(
             .iter()
             .find(|p| p.1 >= min_confidence)
             .is_some_and(|p| p.0 == truth);
+        // Something else it would publish: a misread of the plate, another
+        // vehicle's plate, or text that is no plate.
+        let other = plates.iter().any(|p| p.1 >= min_confidence && p.0 != truth);
         let entry = score.entry(region_name.to_owned()).or_default();
-        entry.0 += 1;
-        entry.1 += top as usize;
-        entry.2 += any as usize;
-        entry.3 += ms;
-        entry.4 += published as usize;
+        entry.images += 1;
+        entry.top1 += top as usize;
+        entry.any += any as usize;
+        entry.ms += ms;
+        entry.published += published as usize;
+        entry.other += other as usize;
         // Each read with its confidence, best first.
         let got: Vec<String> = plates
             .iter()
@@ -444,28 +445,18 @@ pub fn eval_plates(
             }
         );
     }
-    let (mut n, mut t, mut a, mut ms, mut p) = (0, 0, 0, 0.0, 0);
-    println!("region  images  top-1          any-of         ms/image  published top-1");
-    let pct = |k: usize, n: usize| 100.0 * k as f64 / n.max(1) as f64;
-    for (region, &(rn, rt, ra, rms, rp)) in &score {
-        println!(
-            "{region:<7} {rn:>6}  {rt:>4} {:>6.1} %  {ra:>4} {:>6.1} %  {:>8.0}  {rp:>4} {:>6.1} %",
-            pct(rt, rn),
-            pct(ra, rn),
-            rms / rn.max(1) as f64,
-            pct(rp, rn)
-        );
-        (n, t, a, ms, p) = (n + rn, t + rt, a + ra, ms + rms, p + rp);
-    }
+    let mut all = Tally::default();
     println!(
-        "all     {n:>6}  {t:>4} {:>6.1} %  {a:>4} {:>6.1} %  {:>8.0}  {p:>4} {:>6.1} %",
-        pct(t, n),
-        pct(a, n),
-        ms / n.max(1) as f64,
-        pct(p, n)
+        "region  images  top-1          any-of         ms/image  published top-1  other published"
     );
+    for (region, t) in &score {
+        println!("{region:<7} {}", t.row());
+        all.add(t);
+    }
+    println!("all     {}", all.row());
     println!(
-        "published top-1: the best read at or above plates.min_confidence ({min_confidence}), what the daemon publishes"
+        "published top-1: the best read at or above plates.min_confidence ({min_confidence}), what the daemon publishes;\n\
+         other published: images where another read is at or above it too (a misread, another vehicle's plate, or text that is no plate)"
     );
     if vehicles {
         println!(
@@ -475,7 +466,7 @@ pub fn eval_plates(
     } else {
         println!(
             "of which decoding against the layouts (the recognition kept, decoded again): {:.1} ms/image",
-            decode_ms / n.max(1) as f64
+            decode_ms / all.images.max(1) as f64
         );
     }
     println!(
@@ -575,6 +566,53 @@ fn cross_validate(grid: &[(String, Vec<bool>)], weightings: &[Weighting], k: usi
         "all     {n_all:>6}  {hit_all:>4} {:>6.1} %",
         100.0 * hit_all as f64 / n_all.max(1) as f64
     );
+}
+
+/// One region's results in `eval-plates`.
+#[derive(Default)]
+struct Tally {
+    images: usize,
+    /// The label read first.
+    top1: usize,
+    /// The label among the reads.
+    any: usize,
+    /// Milliseconds, summed.
+    ms: f64,
+    /// The label the first read at or above `min_confidence`: what the daemon
+    /// publishes.
+    published: usize,
+    /// Another read at or above `min_confidence`.
+    other: usize,
+}
+
+impl Tally {
+    fn add(&mut self, t: &Tally) {
+        self.images += t.images;
+        self.top1 += t.top1;
+        self.any += t.any;
+        self.ms += t.ms;
+        self.published += t.published;
+        self.other += t.other;
+    }
+
+    /// The counts after the region's name: images, then each count with its
+    /// percentage, the mean time between.
+    fn row(&self) -> String {
+        let n = self.images;
+        let pct = |k: usize| 100.0 * k as f64 / n.max(1) as f64;
+        format!(
+            "{n:>6}  {:>4} {:>6.1} %  {:>4} {:>6.1} %  {:>8.0}  {:>4} {:>6.1} %  {:>10} {:>6.1} %",
+            self.top1,
+            pct(self.top1),
+            self.any,
+            pct(self.any),
+            self.ms / n.max(1) as f64,
+            self.published,
+            pct(self.published),
+            self.other,
+            pct(self.other)
+        )
+    }
 }
 
 /// How top-1 reads went wrong: characters confused (same length), and reads of
