@@ -313,6 +313,9 @@ pub fn eval_plates(
     let mut confusions = Confusions::default();
     let mut score: std::collections::BTreeMap<String, Tally> = Default::default();
     let min_confidence = analytics::PlatesConfig::default().min_confidence;
+    // Per threshold of `THRESHOLDS`: images whose label would be published, and
+    // images where something else would be.
+    let mut by_threshold = [[0usize; 2]; THRESHOLDS.len()];
     for line in labels.lines().filter(|l| !l.trim().is_empty()) {
         let cols: Vec<&str> = line.split('\t').collect();
         anyhow::ensure!(
@@ -409,14 +412,12 @@ pub fn eval_plates(
         confusions.add(&truth, plates.first().map(|p| p.0.as_str()));
         let top = plates.first().is_some_and(|p| p.0 == truth);
         let any = plates.iter().any(|p| p.0 == truth);
-        // What the daemon would publish first: reads below min_confidence are not.
-        let published = plates
-            .iter()
-            .find(|p| p.1 >= min_confidence)
-            .is_some_and(|p| p.0 == truth);
-        // Something else it would publish: a misread of the plate, another
-        // vehicle's plate, or text that is no plate.
-        let other = plates.iter().any(|p| p.1 >= min_confidence && p.0 != truth);
+        let (published, other) = published_at(&plates, &truth, min_confidence);
+        for (i, &min) in THRESHOLDS.iter().enumerate() {
+            let (p, o) = published_at(&plates, &truth, min);
+            by_threshold[i][0] += p as usize;
+            by_threshold[i][1] += o as usize;
+        }
         let entry = score.entry(region_name.to_owned()).or_default();
         entry.images += 1;
         entry.top1 += top as usize;
@@ -478,6 +479,15 @@ pub fn eval_plates(
         }
     );
     confusions.print();
+    println!("\nplates.min_confidence  published top-1  other published  (all regions)");
+    for (min, [p, o]) in THRESHOLDS.iter().zip(by_threshold) {
+        let pct = |k: usize| 100.0 * k as f64 / all.images.max(1) as f64;
+        println!(
+            "{min:>21.1}  {p:>6} {:>6.1} %  {o:>6} {:>6.1} %",
+            pct(p),
+            pct(o)
+        );
+    }
     if let Some(k) = folds {
         cross_validate(&grid, &weightings, k);
     }
@@ -566,6 +576,22 @@ fn cross_validate(grid: &[(String, Vec<bool>)], weightings: &[Weighting], k: usi
         "all     {n_all:>6}  {hit_all:>4} {:>6.1} %",
         100.0 * hit_all as f64 / n_all.max(1) as f64
     );
+}
+
+/// The `plates.min_confidence` values `eval-plates` also scores at.
+const THRESHOLDS: [f32; 7] = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9];
+
+/// Whether the daemon would publish `truth` first at `min_confidence` (reads
+/// below it are not published), and whether it would publish something else
+/// too: a misread of the plate, another vehicle's plate, or text that is no plate.
+/// `plates` are the reads and their confidences, best first.
+fn published_at(plates: &[(String, f32)], truth: &str, min_confidence: f32) -> (bool, bool) {
+    let published = plates
+        .iter()
+        .find(|p| p.1 >= min_confidence)
+        .is_some_and(|p| p.0 == truth);
+    let other = plates.iter().any(|p| p.1 >= min_confidence && p.0 != truth);
+    (published, other)
 }
 
 /// One region's results in `eval-plates`.
@@ -1644,4 +1670,26 @@ pub fn status(config: &Config, json: bool) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_label_is_published_when_it_is_the_first_read_at_or_above_the_threshold() {
+        let reads = |r: &[(&str, f32)]| -> Vec<(String, f32)> {
+            r.iter().map(|(t, c)| (t.to_string(), *c)).collect()
+        };
+        // A sign read surer than the plate: published first, and counted as other.
+        let sign_first = reads(&[("14MILE", 0.99), ("WA56660", 0.9)]);
+        assert_eq!(published_at(&sign_first, "WA56660", 0.5), (false, true));
+        assert_eq!(published_at(&sign_first, "14MILE", 0.5), (true, true));
+        // The plate below the threshold: nothing of it published.
+        let unsure = reads(&[("RK896AO", 0.49), ("REPUBLIA", 0.04)]);
+        assert_eq!(published_at(&unsure, "RK896AO", 0.5), (false, false));
+        assert_eq!(published_at(&unsure, "RK896AO", 0.4), (true, false));
+        assert_eq!(published_at(&unsure, "RK896AO", 0.01), (true, true));
+        assert_eq!(published_at(&[], "RK896AO", 0.5), (false, false));
+    }
 }
