@@ -480,8 +480,8 @@ pub fn eval_plates(
     );
     confusions.print();
     println!("\nplates.min_confidence  published top-1  other published  (all regions)");
+    let pct = |k: usize| 100.0 * k as f64 / all.images.max(1) as f64;
     for (min, [p, o]) in THRESHOLDS.iter().zip(by_threshold) {
-        let pct = |k: usize| 100.0 * k as f64 / all.images.max(1) as f64;
         println!(
             "{min:>21.1}  {p:>6} {:>6.1} %  {o:>6} {:>6.1} %",
             pct(p),
@@ -604,8 +604,8 @@ struct Tally {
     any: usize,
     /// Milliseconds, summed.
     ms: f64,
-    /// The label the first read at or above `min_confidence`: what the daemon
-    /// publishes.
+    /// The label was the first read at or above `min_confidence`: what the
+    /// daemon publishes.
     published: usize,
     /// Another read at or above `min_confidence`.
     other: usize,
